@@ -1,0 +1,118 @@
+#include "kernels/tensor.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/bf16.h"
+
+namespace mt {
+
+void CheckFailed(const char* cond, const char* file, int line, const std::string& msg) {
+  std::fprintf(stderr, "[moetrain] internal check failed at %s:%d: %s %s\n", file, line, cond,
+               msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+namespace {
+struct DTypeInfo {
+  DType dtype;
+  size_t size;
+  std::string_view name;
+};
+constexpr DTypeInfo kDTypes[] = {
+    {DType::kF32, 4, "F32"},     {DType::kF64, 8, "F64"},         {DType::kBF16, 2, "BF16"},
+    {DType::kF16, 2, "F16"},     {DType::kF8E4M3, 1, "F8_E4M3"},  {DType::kF8E5M2, 1, "F8_E5M2"},
+    {DType::kI8, 1, "I8"},       {DType::kU8, 1, "U8"},           {DType::kI16, 2, "I16"},
+    {DType::kU16, 2, "U16"},     {DType::kI32, 4, "I32"},         {DType::kI64, 8, "I64"},
+};
+const DTypeInfo& Info(DType d) {
+  for (const auto& i : kDTypes)
+    if (i.dtype == d) return i;
+  std::abort();
+}
+}  // namespace
+
+size_t DTypeSize(DType dtype) { return Info(dtype).size; }
+std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
+absl::StatusOr<DType> DTypeFromName(std::string_view name) {
+  for (const auto& i : kDTypes)
+    if (i.name == name) return i.dtype;
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", name, "\""));
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+int64_t NumElements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    MT_CHECK(d >= 0, "negative dimension in ", ShapeString(shape));
+    n *= d;
+  }
+  return n;
+}
+
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype)
+    : dtype_(dtype), shape_(std::move(shape)), numel_(NumElements(shape_)) {
+  // 64-byte alignment: AVX-512 loads and cache lines; at least 64 bytes so empty tensors
+  // still own a distinct buffer.
+  size_t bytes = (std::max<size_t>(nbytes(), 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  MT_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
+  std::memset(p, 0, bytes);
+  buffer_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* b) { std::free(b); });
+}
+
+void Tensor::CheckType(DType want) const {
+  MT_CHECK(defined(), "use of an undefined tensor");
+  MT_CHECK(dtype_ == want, "tensor dtype is ", DTypeName(dtype_), ", accessed as ", DTypeName(want));
+}
+
+Tensor Tensor::View(std::vector<int64_t> shape) const {
+  MT_CHECK(NumElements(shape) == numel_, "view ", ShapeString(shape), " of ", ShapeString(shape_));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::Clone() const {
+  Tensor t(shape_, dtype_);
+  if (numel_ > 0) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+void Tensor::Zero() {
+  if (numel_ > 0) std::memset(raw(), 0, nbytes());
+}
+
+Tensor Tensor::To(DType dtype) const {
+  if (dtype == dtype_) return Clone();
+  Tensor out(shape_, dtype);
+  auto load = [&](int64_t i) -> double {
+    switch (dtype_) {
+      case DType::kF32: return static_cast<const float*>(raw())[i];
+      case DType::kF64: return static_cast<const double*>(raw())[i];
+      case DType::kBF16: return Bf16ToFloat(static_cast<const uint16_t*>(raw())[i]);
+      default: MT_CHECK(false, "Tensor::To from ", DTypeName(dtype_)); return 0;
+    }
+  };
+  for (int64_t i = 0; i < numel_; ++i) {
+    double v = load(i);
+    switch (dtype) {
+      case DType::kF32: static_cast<float*>(out.raw())[i] = static_cast<float>(v); break;
+      case DType::kF64: static_cast<double*>(out.raw())[i] = v; break;
+      case DType::kBF16:
+        static_cast<uint16_t*>(out.raw())[i] = FloatToBf16(static_cast<float>(v));
+        break;
+      default: MT_CHECK(false, "Tensor::To to ", DTypeName(dtype));
+    }
+  }
+  return out;
+}
+
+}  // namespace mt
