@@ -24,4 +24,10 @@ inline float Bf16ToFloat(uint16_t h) {
   return f;
 }
 
+// Arrays: x [n] -> y [n], vectorised (AVX-512F / AVX2 / scalar, chosen at run time) and
+// bit-identical to the functions above element by element. Defined in kernels/fp8.cc, whose
+// header also has overloads pinned to one SIMD path.
+void FloatsToBf16(const float* x, uint16_t* y, int64_t n);
+void Bf16ToFloats(const uint16_t* x, float* y, int64_t n);
+
 }  // namespace mt

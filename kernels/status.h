@@ -6,6 +6,7 @@
 // become one message and an exit code.
 #pragma once
 
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -33,7 +34,7 @@
 namespace mt {
 
 // Prefixes a status message with context ("reading foo.idx: ...") keeping the code.
-inline absl::Status Annotate(const absl::Status& s, std::string_view context) {
+inline absl::Status Annotate(const absl::Status& s, const std::string& context) {
   if (s.ok()) return s;
   return absl::Status(s.code(), absl::StrCat(context, ": ", s.message()));
 }

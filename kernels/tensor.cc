@@ -21,7 +21,7 @@ namespace {
 struct DTypeInfo {
   DType dtype;
   size_t size;
-  std::string_view name;
+  const char* name;
 };
 constexpr DTypeInfo kDTypes[] = {
     {DType::kF32, 4, "F32"},     {DType::kF64, 8, "F64"},         {DType::kBF16, 2, "BF16"},
@@ -37,8 +37,8 @@ const DTypeInfo& Info(DType d) {
 }  // namespace
 
 size_t DTypeSize(DType dtype) { return Info(dtype).size; }
-std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
-absl::StatusOr<DType> DTypeFromName(std::string_view name) {
+const char* DTypeName(DType dtype) { return Info(dtype).name; }
+absl::StatusOr<DType> DTypeFromName(const std::string& name) {
   for (const auto& i : kDTypes)
     if (i.name == name) return i.dtype;
   return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", name, "\""));

@@ -22,9 +22,10 @@ enum class DType : uint8_t { kF32, kF64, kBF16, kF16, kF8E4M3, kF8E5M2, kI8, kU8
 enum class Device : uint8_t { kCPU, kCUDA };
 
 size_t DTypeSize(DType dtype);
-// The safetensors spelling: "F32", "BF16", "F8_E4M3", ...
-std::string_view DTypeName(DType dtype);
-absl::StatusOr<DType> DTypeFromName(std::string_view name);
+// The safetensors spelling: "F32", "BF16", "F8_E4M3", ... (a C string: Debian's Abseil has
+// its own string_view, so std::string_view does not mix with absl::StrCat).
+const char* DTypeName(DType dtype);
+absl::StatusOr<DType> DTypeFromName(const std::string& name);
 
 template <typename T> constexpr DType DTypeOf();
 template <> constexpr DType DTypeOf<float>() { return DType::kF32; }

@@ -1,0 +1,79 @@
+// trainer/checkpoint.h: training checkpoints that are either whole or ignored.
+//
+// A checkpoint is a step directory `root/step-NNNNNNN/` that is also a Hugging Face model
+// directory (config.json, model shards, model.safetensors.index.json) with the training
+// state beside it: one `<name>.safetensors` per state file (e.g. AdamW moments under the
+// parameters' names), train_state.json (step, tokens, RNG, sampler cursor, ...) and
+// manifest.json (size and SHA-256 of every other file).
+//
+// Commit protocol (reliability.md §1, §5.1): everything is written into
+// `root/.tmp-step-NNNNNNN-<pid>/` and fsync'd (files, then the directory); the rename to
+// `step-NNNNNNN` is the commit; then the root is fsync'd, `root/latest` is replaced
+// atomically, and only then are old steps (beyond keep_last) and dead writers' temporary
+// directories deleted. Resume takes the newest step whose manifest verifies, so a crash at
+// any point leaves either the new step or the previous one.
+//
+// One process (rank 0) writes a root; the checkpoint is generic over what it saves.
+// Test hook: MOETRAIN_CKPT_CRASH=mid-shard|before-rename|after-rename makes SaveCheckpoint
+// SIGKILL itself at that phase.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/tensor.h"
+#include "nlohmann/json.hpp"
+#include "trainer/safetensors.h"
+
+namespace mt {
+
+struct CheckpointData {
+  nlohmann::json config_json;      // HF config.json contents
+  std::vector<NamedTensor> model;  // HF names, fp32 master weights
+  // State file name (a plain name such as "optimizer-exp_avg") -> its tensors, any dtype.
+  std::map<std::string, std::vector<NamedTensor>> state_files;
+  nlohmann::json train_state;  // step, tokens, rng, sampler cursor, metrics...
+};
+
+struct SaveOptions {
+  int64_t keep_last = 3;                // committed steps kept (>= 1), the new one included
+  DType model_dtype = DType::kF32;      // kF32 or kBF16 on disk; loads return fp32
+  int64_t max_shard_bytes = 2LL << 30;  // model shard size limit
+};
+
+// "step-0000400"
+std::string StepDirName(int64_t step);
+
+absl::Status SaveCheckpoint(const std::string& root, int64_t step, const CheckpointData& data,
+                            const SaveOptions& opts);
+
+// Verifies the manifest (sizes and SHA-256 of every file) before reading anything, unless
+// `verify` is false (the caller just verified it via FindResumeCheckpoint). Model tensors
+// come back as fp32 in the order they were saved; state tensors in their saved dtype and
+// order.
+absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool verify = true);
+
+// OK if `step_dir`'s manifest.json exists, parses, and every file it lists has the
+// recorded size and SHA-256; otherwise the reason ("manifest missing", ...).
+absl::Status VerifyCheckpoint(const std::string& step_dir);
+
+struct ResumeChoice {
+  std::string step_dir;  // full path
+  int64_t step = 0;
+  // Newer candidates passed over and why: "step-0000400: manifest missing", and
+  // uncommitted ".tmp-..." directories, which are never candidates.
+  std::vector<std::string> skipped;
+};
+
+// The newest committed step under `root` whose manifest verifies. nullopt when `root` holds
+// no step directories at all (a fresh run); an error listing every reason when step
+// directories exist but none verifies, since silently restarting from scratch would
+// discard a run. Never modifies `root`.
+absl::StatusOr<std::optional<ResumeChoice>> FindResumeCheckpoint(const std::string& root);
+
+}  // namespace mt

@@ -1,0 +1,260 @@
+#include "trainer/cli_commands.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "data/indexed_dataset.h"
+#include "data/sampler.h"
+#include "data/tokenizer.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/generate.h"
+#include "trainer/hf_import.h"
+#include "trainer/model_io.h"
+#include "trainer/trainer.h"
+
+namespace mt {
+namespace {
+
+int Fail(const std::string& cmd, const absl::Status& s) {
+  std::fprintf(stderr, "%s: error: %s\n", cmd.c_str(), std::string(s.message()).c_str());
+  return 1;
+}
+
+int UsageError(const char* usage, const std::string& msg) {
+  std::fprintf(stderr, "%s\n\n%s", msg.c_str(), usage);
+  return 2;
+}
+
+std::string One(const std::map<std::string, std::vector<std::string>>& o, const std::string& k,
+                const std::string& def = "") {
+  auto it = o.find(k);
+  return it == o.end() ? def : it->second.back();
+}
+
+absl::StatusOr<int64_t> IntOption(const std::map<std::string, std::vector<std::string>>& o,
+                                  const std::string& k, int64_t def) {
+  std::string v = One(o, k);
+  if (v.empty()) return def;
+  try {
+    size_t used = 0;
+    int64_t x = std::stoll(v, &used);
+    if (used == v.size()) return x;
+  } catch (...) {
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--", k, " expects an integer, got \"", v, "\""));
+}
+
+absl::StatusOr<double> DoubleOption(const std::map<std::string, std::vector<std::string>>& o,
+                                    const std::string& k, double def) {
+  std::string v = One(o, k);
+  if (v.empty()) return def;
+  try {
+    size_t used = 0;
+    double x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (...) {
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--", k, " expects a number, got \"", v, "\""));
+}
+
+// A checkpoint step directory (or a plain HF directory) as a model, by name.
+absl::StatusOr<std::unique_ptr<Model>> LoadModelDir(const std::string& dir) {
+  ASSIGN_OR_RETURN(nlohmann::json cfg, ReadJsonObject(dir + "/config.json", 1 << 20));
+  ASSIGN_OR_RETURN(ModelConfig mc, ModelConfigFromHfJson(cfg, dir + "/config.json"));
+  auto model = std::make_unique<Model>(mc, 0);
+  Model& m = *model;
+  ASSIGN_OR_RETURN(HfModelDir hf, LoadHfModelDir(dir, [&](const std::string& name) {
+                     return IsModelTensorName(m, name);
+                   }));
+  RETURN_IF_ERROR(LoadModelTensors(m, hf.tensors, dir));
+  return model;
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::vector<std::string>>> ParseOptions(
+    int argc, char** argv, const std::vector<std::string>& known) {
+  std::map<std::string, std::vector<std::string>> out;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      out["help"].push_back("");
+      continue;
+    }
+    if (a.rfind("--", 0) != 0)
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", a, "\""));
+    std::string key = a.substr(2), value;
+    if (auto eq = key.find('='); eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", key, " needs a value"));
+    }
+    if (std::find(known.begin(), known.end(), key) == known.end())
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown option --", key, " (known: --", absl::StrJoin(known, ", --"), ")"));
+    out[key].push_back(value);
+  }
+  return out;
+}
+
+// ---- train ------------------------------------------------------------------------------
+int RunTrainCommand(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: moetrain train --config FILE [--set key.path=value ...]\n"
+      "  Trains the model of a YAML config (configs/default.yaml is the embedded default).\n"
+      "  --set overrides any key, e.g. --set training.steps=100 --set checkpoint.resume=auto\n";
+  auto opts = ParseOptions(argc, argv, {"config", "set"});
+  if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
+  if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
+  const std::string path = One(*opts, "config");
+  if (path.empty()) return UsageError(kUsage, "--config is required");
+  auto cfg = LoadConfig(path, (*opts)["set"]);
+  if (!cfg.ok()) return Fail(argv[0], cfg.status());
+  auto out = RunTraining(*cfg);
+  if (!out.ok()) return Fail(argv[0], out.status());
+  std::printf("[moetrain] done: %lld steps (%lld skipped), last train loss %.4f\n",
+              static_cast<long long>(out->steps), static_cast<long long>(out->skipped_steps),
+              out->last_train_loss);
+  if (out->val_loss >= 0)
+    std::printf(
+        "[moetrain] validation loss: %.4f nats/token; unigram entropy of the same tokens: %.4f "
+        "nats/token (%s)\n",
+        out->val_loss, out->val_unigram_entropy,
+        out->val_loss < out->val_unigram_entropy ? "the model beats the unigram baseline"
+                                                 : "NOT below the unigram baseline");
+  if (!out->sample.empty()) std::printf("[moetrain] sample: %s\n", out->sample.c_str());
+  return 0;
+}
+
+// ---- eval -------------------------------------------------------------------------------
+int RunEvalCommand(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: moetrain eval --checkpoint DIR --data PREFIX [--batches N] [--seq-len S]\n"
+      "                     [--batch-size B] [--mtp-lambda L] [--balance-alpha A]\n"
+      "  Prints one JSON line {\"loss\", \"mtp_loss\", \"balance_loss\", \"tokens\"} over\n"
+      "  consecutive windows from the start of the dataset: window j is tokens\n"
+      "  [j*S, j*S+S] inclusive, no shuffling (defaults: 8 batches of 8 windows of 128).\n";
+  auto opts = ParseOptions(
+      argc, argv,
+      {"checkpoint", "data", "batches", "seq-len", "batch-size", "mtp-lambda", "balance-alpha"});
+  if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
+  if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
+  const std::string ckpt = One(*opts, "checkpoint"), prefix = One(*opts, "data");
+  if (ckpt.empty() || prefix.empty())
+    return UsageError(kUsage, "--checkpoint and --data are required");
+  auto batches = IntOption(*opts, "batches", 8);
+  auto S = IntOption(*opts, "seq-len", 128);
+  auto B = IntOption(*opts, "batch-size", 8);
+  auto lambda = DoubleOption(*opts, "mtp-lambda", 0.3);
+  auto alpha = DoubleOption(*opts, "balance-alpha", 0.0001);
+  for (const absl::Status& s :
+       {batches.status(), S.status(), B.status(), lambda.status(), alpha.status()})
+    if (!s.ok()) return UsageError(kUsage, std::string(s.message()));
+  if (*batches < 1 || *S < 1 || *B < 1)
+    return UsageError(kUsage, "--batches, --seq-len and --batch-size must be >= 1");
+  auto model = LoadModelDir(ckpt);
+  if (!model.ok()) return Fail(argv[0], model.status());
+  auto ds = data::IndexedDataset::Open(prefix);
+  if (!ds.ok()) return Fail(argv[0], ds.status());
+  if (auto s = (*ds)->CheckVocab((*model)->config().vocab_size); !s.ok()) return Fail(argv[0], s);
+  auto val = data::ValidationSource::Create(
+      std::shared_ptr<const data::IndexedDataset>(std::move(*ds)), *S);
+  if (!val.ok()) return Fail(argv[0], val.status());
+  const int64_t windows = std::min((*val)->num_windows(), *batches * *B);
+  if (windows == 0)
+    return Fail(argv[0], absl::InvalidArgumentError(
+                             absl::StrCat(prefix, ": fewer than ", *S + 1, " tokens")));
+  double loss = 0, bal = 0;
+  std::vector<double> mtp((*model)->config().num_nextn_predict_layers, 0.0);
+  std::vector<int32_t> tokens(*B * (*S + 1));
+  for (int64_t j0 = 0; j0 < windows; j0 += *B) {
+    const int64_t b = std::min(*B, windows - j0);
+    for (int64_t i = 0; i < b; ++i) (*val)->Sample(j0 + i, tokens.data() + i * (*S + 1));
+    Losses l = (*model)->Evaluate(tokens.data(), b, *S, {*lambda, *alpha});
+    loss += l.main * b;
+    bal += l.balance * b;
+    for (size_t k = 0; k < mtp.size(); ++k) mtp[k] += l.mtp[k] * b;
+  }
+  for (double& x : mtp) x /= windows;
+  nlohmann::json j = {{"loss", loss / windows},
+                      {"mtp_loss", mtp},
+                      {"balance_loss", bal / windows},
+                      {"tokens", windows * *S}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+// ---- generate ---------------------------------------------------------------------------
+int RunGenerateCommand(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: moetrain generate --checkpoint DIR --prompt TEXT [--tokenizer FILE.model]\n"
+      "                         [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
+      "  The tokenizer defaults to DIR/tokenizer.model.\n";
+  auto opts = ParseOptions(
+      argc, argv,
+      {"checkpoint", "prompt", "tokenizer", "max-tokens", "temperature", "top-p", "seed"});
+  if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
+  if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
+  const std::string ckpt = One(*opts, "checkpoint");
+  if (ckpt.empty() || !opts->count("prompt"))
+    return UsageError(kUsage, "--checkpoint and --prompt are required");
+  auto max_tokens = IntOption(*opts, "max-tokens", 64);
+  auto temperature = DoubleOption(*opts, "temperature", 0.8);
+  auto top_p = DoubleOption(*opts, "top-p", 0.95);
+  auto seed = IntOption(*opts, "seed", 0);
+  for (const absl::Status& s :
+       {max_tokens.status(), temperature.status(), top_p.status(), seed.status()})
+    if (!s.ok()) return UsageError(kUsage, std::string(s.message()));
+  if (*top_p <= 0 || *top_p > 1 || *temperature < 0)
+    return UsageError(kUsage, "--top-p must be in (0, 1] and --temperature >= 0");
+  auto tok = data::SentencePieceTokenizer::Load(One(*opts, "tokenizer", ckpt + "/tokenizer.model"));
+  if (!tok.ok()) return Fail(argv[0], tok.status());
+  auto model = LoadModelDir(ckpt);
+  if (!model.ok()) return Fail(argv[0], model.status());
+  std::vector<int32_t> prompt = (*tok)->Encode(One(*opts, "prompt"));
+  if (prompt.empty()) prompt.push_back((*tok)->bos_id());
+  SamplingOptions so{.max_tokens = *max_tokens,
+                     .temperature = *temperature,
+                     .top_p = *top_p,
+                     .seed = static_cast<uint64_t>(*seed),
+                     .stop_token = (*tok)->eos_id(),
+                     .context = 0};
+  std::vector<int32_t> gen = Generate(**model, prompt, so);
+  prompt.insert(prompt.end(), gen.begin(), gen.end());
+  std::printf("%s\n", (*tok)->Decode(prompt).c_str());
+  return 0;
+}
+
+// ---- export -----------------------------------------------------------------------------
+int RunExportCommand(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: moetrain export --checkpoint DIR --out DIR [--dtype bf16|fp32]\n"
+      "  Writes a plain Hugging Face directory (config.json, safetensors shards, index; no\n"
+      "  training state) that transformers loads as DeepseekV3ForCausalLM.\n";
+  auto opts = ParseOptions(argc, argv, {"checkpoint", "out", "dtype"});
+  if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
+  if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
+  const std::string ckpt = One(*opts, "checkpoint"), out = One(*opts, "out");
+  const std::string dtype = One(*opts, "dtype", "bf16");
+  if (ckpt.empty() || out.empty()) return UsageError(kUsage, "--checkpoint and --out are required");
+  if (dtype != "bf16" && dtype != "fp32") return UsageError(kUsage, "--dtype must be bf16 or fp32");
+  auto model = LoadModelDir(ckpt);
+  if (!model.ok()) return Fail(argv[0], model.status());
+  nlohmann::json cfg = ModelConfigToHfJson((*model)->config());
+  cfg["torch_dtype"] = dtype == "bf16" ? "bfloat16" : "float32";
+  if (auto s = ExportHfDir(out, cfg, ModelTensors(**model),
+                           dtype == "bf16" ? DType::kBF16 : DType::kF32, int64_t{5} << 30);
+      !s.ok())
+    return Fail(argv[0], s);
+  std::printf("exported %s -> %s (%s)\n", ckpt.c_str(), out.c_str(), dtype.c_str());
+  return 0;
+}
+
+}  // namespace mt

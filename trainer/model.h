@@ -1,0 +1,75 @@
+// trainer/model.h: the whole DeepseekV3 model and DeepSeek-V3's training objective.
+//
+//   main:  embed -> decoder layers -> model.norm (= h0) -> lm_head -> cross-entropy
+//   MTP k: h'_k = eh_proj([enorm(embed(t[i+k])); hnorm(h_{k-1}[i])]) -> decoder layer -> h_k
+//          -> shared_head.norm -> lm_head (shared) -> cross-entropy on t[i+k+1]
+//   loss = L_main + (lambda/D) sum_k L_mtp_k + alpha * sum_{MoE layers} mean_b sum_i f_i P_i
+//
+// Fixed-length convention for MTP (design.md): module k sees all S positions, its input
+// token past the end of the window is 0, and its last k positions are left out of the loss,
+// the balance loss and the expert loads. Embedding and head are shared by the main model
+// and every MTP module (one tensor each, gradients summed).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "trainer/config.h"
+#include "trainer/decoder_layer.h"
+
+namespace mt {
+inline namespace MT_REAL_NS {
+
+struct ObjectiveWeights {
+  double mtp_lambda = 0.3;
+  double balance_alpha = 0.0001;
+};
+
+struct Losses {
+  double total = 0;
+  double main = 0;               // mean next-token cross-entropy
+  std::vector<double> mtp;       // [D] mean cross-entropy of each MTP module
+  double balance = 0;            // sum over MoE layers of mean_b sum_i f_i P_i (unscaled)
+  int64_t tokens = 0;            // positions in the main loss
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& m, uint64_t seed);
+  ~Model();
+
+  const ModelConfig& config() const { return m_; }
+  ParamStore& params() { return *params_; }
+  // MoE layers in a fixed order (main layers, then MTP modules): the bias update and the
+  // load statistics index them the same way.
+  const std::vector<Moe*>& moe_layers() const { return moe_layers_; }
+
+  // One micro-batch: tokens [B, S+1]. Accumulates d(grad_scale * loss)/d(params) into the
+  // gradients and adds each MoE layer's expert loads into loads[layer][E].
+  Losses ForwardBackward(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
+                         double grad_scale, std::vector<std::vector<int64_t>>* loads);
+  // The same losses without gradients (validation, `eval`).
+  Losses Evaluate(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w);
+  // Next-token logits [V] after the single sequence tokens[S] (generation; no MTP).
+  std::vector<float> NextTokenLogits(const int32_t* tokens, int64_t S);
+
+ private:
+  struct MtpModule;
+  Losses Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
+             double grad_scale, bool backward, std::vector<std::vector<int64_t>>* loads);
+  const RopeTables& Rope(int64_t S);
+
+  ModelConfig m_;
+  std::unique_ptr<ParamStore> params_;
+  Param* embed_;  // [V, H]
+  Param* head_;   // [V, H]
+  std::vector<std::unique_ptr<DecoderLayer>> layers_;
+  RmsNorm final_norm_;
+  std::vector<std::unique_ptr<MtpModule>> mtp_;
+  std::vector<Moe*> moe_layers_;
+  std::unique_ptr<RopeTables> rope_;
+};
+
+}  // namespace MT_REAL_NS
+}  // namespace mt

@@ -1,0 +1,214 @@
+#include "trainer/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+namespace mt {
+inline namespace MT_REAL_NS {
+
+Moe::Moe(ParamStore& ps, const std::string& p, const ModelConfig& m)
+    : H_(m.hidden_size),
+      E_(m.n_routed_experts),
+      K_(m.num_experts_per_tok),
+      n_group_(m.n_group),
+      topk_group_(m.topk_group),
+      scaling_(m.routed_scaling_factor),
+      norm_topk_(m.norm_topk_prob),
+      has_shared_(m.n_shared_experts > 0) {
+  gate_ = ps.Add(p + "gate.weight", {E_, H_}, Init::kNormal);
+  bias_ = ps.Add(p + "gate.e_score_correction_bias", {E_}, Init::kZeros, false,
+                 /*trainable=*/false);
+  experts_.reserve(E_);
+  for (int64_t e = 0; e < E_; ++e)
+    experts_.emplace_back(ps, p + "experts." + std::to_string(e) + ".", H_, m.moe_intermediate_size,
+                          /*expert=*/true);
+  if (has_shared_)
+    shared_ =
+        SwigluMlp(ps, p + "shared_experts.", H_, m.n_shared_experts * m.moe_intermediate_size);
+}
+
+// Group-limited top-k on score + bias (HF DeepseekV3TopkRouter, with DeepSeek's -inf
+// masking of dropped groups). Ties go to the lower index, so routing is deterministic.
+void Moe::Route(const Real* scores, int32_t* topk) const {
+  const Real* bias = bias_->value.data<Real>();
+  const int64_t group_size = E_ / n_group_;
+  std::vector<double> c(E_);
+  for (int64_t e = 0; e < E_; ++e) c[e] = static_cast<double>(scores[e]) + bias[e];
+  std::vector<std::pair<double, int64_t>> groups(n_group_);
+  for (int64_t g = 0; g < n_group_; ++g) {
+    double best = -std::numeric_limits<double>::infinity(), second = best;
+    for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
+      if (c[e] > best) {
+        second = best;
+        best = c[e];
+      } else if (c[e] > second) {
+        second = c[e];
+      }
+    }
+    groups[g] = {group_size >= 2 ? best + second : best, g};
+  }
+  auto by_score = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::partial_sort(groups.begin(), groups.begin() + topk_group_, groups.end(), by_score);
+  std::vector<std::pair<double, int64_t>> cand;
+  cand.reserve(topk_group_ * group_size);
+  for (int64_t i = 0; i < topk_group_; ++i)
+    for (int64_t e = groups[i].second * group_size; e < (groups[i].second + 1) * group_size; ++e)
+      cand.push_back({c[e], e});
+  std::partial_sort(cand.begin(), cand.begin() + K_, cand.end(), by_score);
+  for (int64_t k = 0; k < K_; ++k) topk[k] = static_cast<int32_t>(cand[k].second);
+}
+
+Tensor Moe::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid, Saved* s,
+                    double* balance_loss, int64_t* load) const {
+  const int64_t T = B * S;
+  s->x = x;
+  s->B = B;
+  s->S = S;
+  s->valid = valid;
+  // Router in the model's precision (HF runs it in fp32; we are fp32 or wider).
+  s->scores = NewMatrix(T, E_);
+  Real* sc = s->scores.data<Real>();
+  ops::LinearForward(x.data<Real>(), gate_->value.data<Real>(), sc, T, H_, E_);
+  for (int64_t i = 0; i < T * E_; ++i) sc[i] = Real(1) / (Real(1) + std::exp(-sc[i]));
+
+  s->topk.assign(T * K_, 0);
+  s->weight.assign(T * K_, 0);
+  s->slots.assign(E_, {});
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t* idx = &s->topk[t * K_];
+    Route(sc + t * E_, idx);
+    double sum = 0;
+    for (int64_t k = 0; k < K_; ++k) sum += sc[t * E_ + idx[k]];
+    for (int64_t k = 0; k < K_; ++k) {
+      double w = sc[t * E_ + idx[k]];
+      if (norm_topk_) w /= sum + 1e-20;
+      s->weight[t * K_ + k] = static_cast<Real>(w * scaling_);
+      s->slots[idx[k]].push_back(t * K_ + k);
+    }
+  }
+
+  // Experts: gather each expert's tokens, run, scatter back weighted.
+  Tensor y = NewMatrix(T, H_);
+  s->expert_out.assign(E_, Tensor());
+  s->experts.assign(E_, {});
+  for (int64_t e = 0; e < E_; ++e) {
+    const auto& slots = s->slots[e];
+    if (slots.empty()) continue;
+    Tensor xe = NewMatrix(static_cast<int64_t>(slots.size()), H_);
+    for (size_t j = 0; j < slots.size(); ++j)
+      std::memcpy(xe.data<Real>() + j * H_, x.data<Real>() + (slots[j] / K_) * H_,
+                  H_ * sizeof(Real));
+    s->expert_out[e] = experts_[e].Forward(xe, &s->experts[e]);
+    const Real* ye = s->expert_out[e].data<Real>();
+    for (size_t j = 0; j < slots.size(); ++j)
+      ops::Axpy(s->weight[slots[j]], ye + j * H_, y.data<Real>() + (slots[j] / K_) * H_, H_);
+  }
+  if (has_shared_) ops::Add(shared_.Forward(x, &s->shared).data<Real>(), y.data<Real>(), T * H_);
+
+  // Loads and the sequence-wise balance loss over valid positions (eqs. 17-20).
+  s->f.assign(B * E_, 0.0);
+  double bal_sum = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    double* f = &s->f[b * E_];
+    std::vector<double> P(E_, 0.0);
+    for (int64_t pos = 0; pos < valid; ++pos) {
+      const int64_t t = b * S + pos;
+      for (int64_t k = 0; k < K_; ++k) {
+        f[s->topk[t * K_ + k]] += 1;
+        load[s->topk[t * K_ + k]] += 1;
+      }
+      double sigma = 0;
+      for (int64_t e = 0; e < E_; ++e) sigma += sc[t * E_ + e];
+      for (int64_t e = 0; e < E_; ++e) P[e] += sc[t * E_ + e] / sigma;
+    }
+    double bal = 0;
+    for (int64_t e = 0; e < E_; ++e) {
+      f[e] *= static_cast<double>(E_) / (K_ * valid);
+      bal += f[e] * P[e] / valid;
+    }
+    bal_sum += bal;
+  }
+  *balance_loss += bal_sum / B;
+  return y;
+}
+
+Tensor Moe::BackwardInput(const Tensor& dy, double balance_grad_scale, Saved* s) const {
+  const int64_t B = s->B, S = s->S, T = B * S, valid = s->valid;
+  const Real* sc = s->scores.data<Real>();
+  Tensor dx = has_shared_ ? shared_.BackwardInput(dy, &s->shared) : NewMatrix(T, H_);
+
+  // d(loss)/d(gate weight) per (token, slot), and the experts' input gradients.
+  std::vector<double> dw(T * K_, 0.0);
+  for (int64_t e = 0; e < E_; ++e) {
+    const auto& slots = s->slots[e];
+    if (slots.empty()) continue;
+    const int64_t Te = static_cast<int64_t>(slots.size());
+    Tensor dye = NewMatrix(Te, H_);
+    const Real* ye = s->expert_out[e].data<Real>();
+    for (int64_t j = 0; j < Te; ++j) {
+      const Real* g = dy.data<Real>() + (slots[j] / K_) * H_;
+      double dot = 0;
+      for (int64_t c = 0; c < H_; ++c) dot += static_cast<double>(g[c]) * ye[j * H_ + c];
+      dw[slots[j]] = dot;
+      Real w = s->weight[slots[j]];
+      for (int64_t c = 0; c < H_; ++c) dye.data<Real>()[j * H_ + c] = w * g[c];
+    }
+    Tensor dxe = experts_[e].BackwardInput(dye, &s->experts[e]);
+    for (int64_t j = 0; j < Te; ++j)
+      ops::Add(dxe.data<Real>() + j * H_, dx.data<Real>() + (slots[j] / K_) * H_, H_);
+  }
+
+  // Back through the gate weights (normalisation over the chosen k) to the scores.
+  std::vector<double> ds(T * E_, 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t* idx = &s->topk[t * K_];
+    if (norm_topk_) {
+      double sum = 1e-20, dot = 0;
+      for (int64_t k = 0; k < K_; ++k) sum += sc[t * E_ + idx[k]];
+      for (int64_t k = 0; k < K_; ++k) dot += dw[t * K_ + k] * sc[t * E_ + idx[k]];
+      for (int64_t k = 0; k < K_; ++k)
+        ds[t * E_ + idx[k]] += scaling_ * (dw[t * K_ + k] / sum - dot / (sum * sum));
+    } else {
+      for (int64_t k = 0; k < K_; ++k) ds[t * E_ + idx[k]] += scaling_ * dw[t * K_ + k];
+    }
+  }
+  // Balance loss: d/ds_jt of (1/B) sum_b sum_i f_bi P_bi, P_bi = (1/T_v) sum_t s_it/sigma_t.
+  if (balance_grad_scale != 0) {
+    const double c = balance_grad_scale / (static_cast<double>(B) * valid);
+    for (int64_t b = 0; b < B; ++b) {
+      const double* f = &s->f[b * E_];
+      for (int64_t pos = 0; pos < valid; ++pos) {
+        const int64_t t = b * S + pos;
+        double sigma = 0, a = 0;
+        for (int64_t e = 0; e < E_; ++e) {
+          sigma += sc[t * E_ + e];
+          a += f[e] * sc[t * E_ + e];
+        }
+        for (int64_t e = 0; e < E_; ++e) ds[t * E_ + e] += c * (f[e] / sigma - a / (sigma * sigma));
+      }
+    }
+  }
+  s->d_logits = NewMatrix(T, E_);
+  Real* dl = s->d_logits.data<Real>();
+  for (int64_t i = 0; i < T * E_; ++i) dl[i] = static_cast<Real>(ds[i] * sc[i] * (1 - sc[i]));
+  ops::LinearBackwardInput(dl, gate_->value.data<Real>(), dx.data<Real>(), T, H_, E_,
+                           /*accumulate=*/true);
+  return dx;
+}
+
+void Moe::BackwardWeight(Saved* s) const {
+  ops::LinearBackwardWeight(s->d_logits.data<Real>(), s->x.data<Real>(), gate_->grad.data<Real>(),
+                            s->B * s->S, H_, E_);
+  for (int64_t e = 0; e < E_; ++e)
+    if (!s->slots[e].empty()) experts_[e].BackwardWeight(&s->experts[e]);
+  if (has_shared_) shared_.BackwardWeight(&s->shared);
+  *s = Saved{};
+}
+
+}  // namespace MT_REAL_NS
+}  // namespace mt
