@@ -23,9 +23,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/hf_tokenizer.h"
 #include "data/indexed_dataset.h"
 #include "data/sha256.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_factory.h"
 #include "kernels/status.h"
 
 namespace mt::data {
@@ -141,7 +143,33 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& byt
   return absl::OkStatus();
 }
 
-// Trains a tokenizer on the corpus, or copies the given one, to PREFIX.model.
+// Where the dataset's own copy of its tokenizer lives: PREFIX.model (SentencePiece) or the
+// directory PREFIX-tokenizer holding tokenizer.json and tokenizer_config.json.
+std::string TokenizerCopyPath(const PrepareOptions& options) {
+  return !options.tokenizer.empty() &&
+                 TokenizerKindOf(options.tokenizer) == TokenizerKind::kHuggingFace
+             ? options.output + "-tokenizer"
+             : options.output + ".model";
+}
+
+// Copies a Hugging Face tokenizer's files into the directory `copy`.
+absl::Status CopyHfTokenizer(const std::string& source, const std::string& copy) {
+  ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> tok, HfTokenizer::Load(source));
+  std::error_code ec;
+  std::filesystem::create_directories(copy, ec);
+  if (ec) return absl::InternalError(absl::StrCat(copy, ": ", ec.message()));
+  for (const std::string& file : tok->files()) {
+    const std::string target = copy + "/" + std::filesystem::path(file).filename().string();
+    if (std::filesystem::equivalent(file, target, ec)) continue;
+    std::ifstream in(file, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) return absl::NotFoundError(absl::StrCat(file, ": cannot read"));
+    RETURN_IF_ERROR(WriteFileAtomically(target, bytes));
+  }
+  return absl::OkStatus();
+}
+
+// Trains a tokenizer on the corpus, or copies the given one, to TokenizerCopyPath().
 absl::Status MakeTokenizer(const PrepareOptions& options, const std::vector<std::string>& lines,
                            const std::string& model_path) {
   if (options.tokenizer.empty()) {
@@ -150,6 +178,9 @@ absl::Status MakeTokenizer(const PrepareOptions& options, const std::vector<std:
     train.num_threads = std::max(1, omp_get_max_threads());
     train.seed = static_cast<uint32_t>(options.seed);
     return TrainSentencePiece(lines, train, model_path);
+  }
+  if (TokenizerKindOf(options.tokenizer) == TokenizerKind::kHuggingFace) {
+    return CopyHfTokenizer(options.tokenizer, model_path);
   }
   std::error_code ec;
   if (std::filesystem::equivalent(options.tokenizer, model_path, ec)) return absl::OkStatus();
@@ -198,10 +229,10 @@ absl::StatusOr<PrepareResult> RunPrepare(const PrepareOptions& options) {
     std::filesystem::create_directories(parent, ec);
     if (ec) return absl::InternalError(absl::StrCat(parent.string(), ": ", ec.message()));
   }
-  const std::string model_path = options.output + ".model";
+  const std::string model_path = TokenizerCopyPath(options);
   if (!options.tokenizer.empty()) {
     // Fail on a bad model before reading a terabyte of input.
-    RETURN_IF_ERROR(SentencePieceTokenizer::Load(options.tokenizer).status());
+    RETURN_IF_ERROR(LoadTokenizer(options.tokenizer).status());
   }
 
   // Pass 1: count, hash, sample tokenizer training lines.
@@ -247,8 +278,7 @@ absl::StatusOr<PrepareResult> RunPrepare(const PrepareOptions& options) {
   }
   RETURN_IF_ERROR(MakeTokenizer(options, lines, model_path));
   lines = {};
-  ASSIGN_OR_RETURN(std::unique_ptr<SentencePieceTokenizer> tokenizer,
-                   SentencePieceTokenizer::Load(model_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(model_path));
   result.tokenizer_seconds = SecondsSince(t_tok);
   result.vocab_size = tokenizer->vocab_size();
   const int32_t eod = tokenizer->eos_id();
@@ -325,14 +355,29 @@ absl::StatusOr<PrepareResult> RunPrepare(const PrepareOptions& options) {
     source_list.push_back({{"path", s.path}, {"bytes", s.bytes}, {"sha256", s.sha256}});
     all_sources.Update(absl::StrCat(s.sha256, "\n"));
   }
-  ASSIGN_OR_RETURN(const std::string model_sha, Sha256File(model_path));
   const std::string base = std::filesystem::path(options.output).filename().string();
+  nlohmann::json tokenizer_entry;
+  if (const auto* hf = dynamic_cast<const HfTokenizer*>(tokenizer.get())) {
+    nlohmann::json files = nlohmann::json::array();
+    for (const std::string& f : hf->files()) {
+      ASSIGN_OR_RETURN(const std::string sha, Sha256File(f));
+      files.push_back({{"name", std::filesystem::path(f).filename().string()}, {"sha256", sha}});
+    }
+    tokenizer_entry = {{"type", "huggingface"},
+                       {"path", base + "-tokenizer"},
+                       {"files", files},
+                       {"source", options.tokenizer}};
+  } else {
+    ASSIGN_OR_RETURN(const std::string model_sha, Sha256File(model_path));
+    tokenizer_entry = {
+        {"type", "sentencepiece"}, {"model", base + ".model"}, {"sha256", model_sha}};
+  }
   const nlohmann::json sidecar = {
       {"format", "megatron-indexed-dataset"},
       {"dtype", TokenDTypeName(dtype)},
-      {"tokenizer", {{"type", "sentencepiece"}, {"model", base + ".model"}, {"sha256", model_sha}}},
+      {"tokenizer", tokenizer_entry},
       {"vocab_size", result.vocab_size},
-      {"unk_id", tokenizer->unk_id()},
+      {"unk_id", TokenizerUnkId(*tokenizer)},
       {"bos_id", tokenizer->bos_id()},
       {"eos_id", eod},
       {"eod_id", eod},
@@ -399,7 +444,8 @@ int RunPrepareCommand(int argc, char** argv) {
               WithCommas(tokens).c_str(), r->encode_seconds,
               HumanRate(tokens / std::max(r->encode_seconds, 1e-9)).c_str(), omp_get_max_threads(),
               r->total_seconds);
-  std::printf("  tokenizer %s.model, sidecar %s.json\n", out.c_str(), out.c_str());
+  std::printf("  tokenizer %s, sidecar %s.json\n", TokenizerCopyPath(*options).c_str(),
+              out.c_str());
   std::printf("validation unigram entropy: %.4f nats/token (%.4f bits)\n",
               r->val_unigram_entropy_nats, r->val_unigram_entropy_nats / std::log(2.0));
   return 0;

@@ -1,12 +1,14 @@
 // data/prepare.h: `moetrain prepare`, text or JSONL in, Megatron indexed datasets out.
 //
-//   moetrain prepare --input PATH... --output PREFIX [--tokenizer FILE.model | --vocab-size N]
+//   moetrain prepare --input PATH... --output PREFIX [--tokenizer TOKENIZER | --vocab-size N]
 //                    [--json-key K] [--val-fraction F] [--split-blank-lines]
 //                    [--format text|jsonl|brown] [--seed S]
 //
 // writes PREFIX-train.bin/.idx, PREFIX-val.bin/.idx (whole documents, chosen from the seed),
-// PREFIX.model (the SentencePiece tokenizer, trained here or copied) and PREFIX.json (vocab,
-// special ids, per-split counts, SHA-256 of the sources, validation unigram entropy).
+// the tokenizer (PREFIX.model: SentencePiece, trained here or copied; or PREFIX-tokenizer/:
+// a copy of a Hugging Face tokenizer.json and its tokenizer_config.json) and PREFIX.json
+// (tokenizer, vocab, special ids, per-split counts, SHA-256 of the sources, validation
+// unigram entropy).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +23,7 @@ namespace mt::data {
 struct PrepareOptions {
   std::vector<std::string> inputs;  // paths or glob patterns
   std::string output;               // PREFIX
-  std::string tokenizer;            // an existing .model; empty: train one
+  std::string tokenizer;            // a .model, tokenizer.json or its directory; empty: train
   int64_t vocab_size = 4096;        // when training
   double val_fraction = 0.01;
   uint64_t seed = 1234;

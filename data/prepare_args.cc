@@ -11,7 +11,7 @@ namespace mt::data {
 
 std::string PrepareUsage() {
   return R"(usage: moetrain prepare --input PATH... --output PREFIX
-                        [--tokenizer FILE.model | --vocab-size N] [--json-key K]
+                        [--tokenizer TOKENIZER | --vocab-size N] [--json-key K]
                         [--val-fraction F] [--split-blank-lines]
                         [--format text|jsonl|brown] [--seed S]
 
@@ -19,9 +19,13 @@ Tokenizes text into Megatron-LM indexed datasets (.bin/.idx) for training.
 
   --input PATH...       files or quoted glob patterns ("corpus/*.txt"); .jsonl files are
                         read as JSON lines, everything else as plain text
-  --output PREFIX       writes PREFIX-train.bin/.idx, PREFIX-val.bin/.idx, PREFIX.model
-                        (the tokenizer) and PREFIX.json (counts, ids, hashes, entropy)
-  --tokenizer FILE      use this SentencePiece .model instead of training one
+  --output PREFIX       writes PREFIX-train.bin/.idx, PREFIX-val.bin/.idx, the tokenizer
+                        (PREFIX.model, or PREFIX-tokenizer/ for a Hugging Face one) and
+                        PREFIX.json (tokenizer, counts, ids, hashes, entropy)
+  --tokenizer TOKENIZER use an existing tokenizer instead of training one: a SentencePiece
+                        .model, or a Hugging Face tokenizer.json (the file, or a model
+                        directory holding it; tokenizer_config.json beside it names the
+                        BOS/EOS tokens)
   --vocab-size N        train a SentencePiece BPE tokenizer of N pieces with byte
                         fallback on the input (default 4096)
   --json-key K          the text field of JSON lines (default "text")
@@ -33,7 +37,8 @@ Tokenizes text into Megatron-LM indexed datasets (.bin/.idx) for training.
   --seed S              seed of the validation split and tokenizer sampling (default 1234)
   --no-progress         no \r-updated progress line on stderr (for logs)
 
-Every non-empty document gets the tokenizer's end-of-document token (</s>) appended.
+Every non-empty document gets the tokenizer's end-of-document token appended: </s> for
+a trained tokenizer, the model's EOS token (tokenizer_config.json) for a Hugging Face one.
 )";
 }
 

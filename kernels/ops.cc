@@ -5,6 +5,8 @@
 // and combine partial sums in a fixed order, so results do not depend on the thread count.
 #include "kernels/ops.h"
 
+#include "kernels/fast_exp.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -174,7 +176,7 @@ void RopeBackward(T* dx, int64_t B, int64_t S, int64_t H, int64_t stride, int64_
 
 template <typename T>
 void SwigluForward(const T* gate, const T* up, T* h, int64_t n) {
-#pragma omp parallel for if (n > kParallelMin)
+#pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const T g = gate[i];
     h[i] = g / (T(1) + std::exp(-g)) * up[i];
@@ -183,7 +185,7 @@ void SwigluForward(const T* gate, const T* up, T* h, int64_t n) {
 
 template <typename T>
 void SwigluBackward(const T* dh, const T* gate, const T* up, T* dgate, T* dup, int64_t n) {
-#pragma omp parallel for if (n > kParallelMin)
+#pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const T g = gate[i];
     const T sig = T(1) / (T(1) + std::exp(-g));
@@ -194,36 +196,38 @@ void SwigluBackward(const T* dh, const T* gate, const T* up, T* dgate, T* dup, i
 }
 
 // ---- Causal attention core ------------------------------------------------------------
-// The (batch, head) loop is serial on purpose: Debian's OpenBLAS is the pthreads build,
-// which warns "may hang" when called from inside an OpenMP region. Each per-head GEMM is
-// threaded by OpenBLAS itself, and the softmax rows are threaded by OpenMP between GEMMs.
 
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, T* out, T* probs, int64_t B, int64_t S,
                       int64_t N, int64_t Dqk, int64_t Dv, double scale) {
   const int64_t ldqk = N * Dqk, ldv = N * Dv;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < N; ++h) {
-      const T* qh = q + b * S * ldqk + h * Dqk;  // [S, Dqk] with row stride ldqk
-      const T* kh = k + b * S * ldqk + h * Dqk;
-      const T* vh = v + b * S * ldv + h * Dv;  // [S, Dv] with row stride ldv
-      T* oh = out + b * S * ldv + h * Dv;
-      T* p = probs + (b * N + h) * S * S;  // [S, S]
-      // Scores for the whole square; the masked upper triangle is overwritten below.
-      Gemm<T>(false, true, S, S, Dqk, T(scale), qh, ldqk, kh, ldqk, T(0), p, S);
-#pragma omp parallel for if (S * S > kParallelMin)
-      for (int64_t i = 0; i < S; ++i) {
-        T* row = p + i * S;
-        double mx = -std::numeric_limits<double>::infinity();
-        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, double(row[j]));
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(double(row[j]) - mx);
-        const double inv = 1.0 / sum;
-        for (int64_t j = 0; j <= i; ++j) row[j] = T(std::exp(double(row[j]) - mx) * inv);
-        for (int64_t j = i + 1; j < S; ++j) row[j] = T(0);
+  // One (batch, head) per iteration: with OpenBLAS's OpenMP build the GEMMs inside run on
+  // the calling thread, so heads are the unit of parallelism.
+#pragma omp parallel for schedule(dynamic) if (B * N > 1)
+  for (int64_t bh = 0; bh < B * N; ++bh) {
+    const int64_t b = bh / N, h = bh % N;
+    const T* qh = q + b * S * ldqk + h * Dqk;  // [S, Dqk] with row stride ldqk
+    const T* kh = k + b * S * ldqk + h * Dqk;
+    const T* vh = v + b * S * ldv + h * Dv;  // [S, Dv] with row stride ldv
+    T* oh = out + b * S * ldv + h * Dv;
+    T* p = probs + bh * S * S;  // [S, S]
+    // Scores for the whole square; the masked upper triangle is overwritten below.
+    Gemm<T>(false, true, S, S, Dqk, T(scale), qh, ldqk, kh, ldqk, T(0), p, S);
+    for (int64_t i = 0; i < S; ++i) {
+      T* row = p + i * S;
+      T mx = row[0];
+      for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j <= i; ++j) {
+        row[j] = ExpNonPositive(row[j] - mx);  // one exp per score, in the element type
+        sum += row[j];
       }
-      Gemm<T>(false, false, S, Dv, S, T(1), p, S, vh, ldv, T(0), oh, ldv);
+      const T inv = T(1.0 / sum);
+      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+      for (int64_t j = i + 1; j < S; ++j) row[j] = T(0);
     }
+    Gemm<T>(false, false, S, Dv, S, T(1), p, S, vh, ldv, T(0), oh, ldv);
   }
 }
 
@@ -232,14 +236,17 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
                        T* dk, T* dv, int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
                        double scale) {
   const int64_t ldqk = N * Dqk, ldv = N * Dv;
-  std::vector<T> ds(S * S);  // [S, S] dP, then dS in place
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < N; ++h) {
+#pragma omp parallel if (B * N > 1)
+  {
+    std::vector<T> ds(S * S);  // [S, S] dP, then dS in place (per thread)
+#pragma omp for schedule(dynamic)
+    for (int64_t bh = 0; bh < B * N; ++bh) {
+      const int64_t b = bh / N, h = bh % N;
       const T* qh = q + b * S * ldqk + h * Dqk;
       const T* kh = k + b * S * ldqk + h * Dqk;
       const T* vh = v + b * S * ldv + h * Dv;
       const T* doh = dout + b * S * ldv + h * Dv;
-      const T* p = probs + (b * N + h) * S * S;
+      const T* p = probs + bh * S * S;
       T* dqh = dq + b * S * ldqk + h * Dqk;
       T* dkh = dk + b * S * ldqk + h * Dqk;
       T* dvh = dv + b * S * ldv + h * Dv;
@@ -248,13 +255,13 @@ void AttentionBackward(const T* dout, const T* q, const T* k, const T* v, const 
       // dP = dO V^T
       Gemm<T>(false, true, S, S, Dv, T(1), doh, ldv, vh, ldv, T(0), ds.data(), S);
       // dS = P * (dP - rowsum(dP * P)); zero above the diagonal because P is.
-#pragma omp parallel for if (S * S > kParallelMin)
       for (int64_t i = 0; i < S; ++i) {
         const T* pr = p + i * S;
         T* dr = ds.data() + i * S;
         double dot = 0;
         for (int64_t j = 0; j <= i; ++j) dot += double(pr[j]) * double(dr[j]);
-        for (int64_t j = 0; j <= i; ++j) dr[j] = T(double(pr[j]) * (double(dr[j]) - dot));
+        const T d = T(dot);
+        for (int64_t j = 0; j <= i; ++j) dr[j] = pr[j] * (dr[j] - d);
         for (int64_t j = i + 1; j < S; ++j) dr[j] = T(0);
       }
       // dQ = scale * dS K, dK = scale * dS^T Q
@@ -302,14 +309,19 @@ double CrossEntropyForwardBackward(T* logits, const int32_t* targets, int64_t ro
       continue;
     }
     MT_CHECK(t < V, "CrossEntropy: target ", t, " at row ", r, " >= vocab ", V);
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(x[j]));
+    T mx = x[0];
+    for (int64_t j = 1; j < V; ++j) mx = std::max(mx, x[j]);
+    const double target_logit = double(x[t]);
     double sum = 0;
-    for (int64_t j = 0; j < V; ++j) sum += std::exp(double(x[j]) - mx);
-    const double lse = mx + std::log(sum);
-    row_loss[r] = lse - double(x[t]);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < V; ++j) {  // one exp per logit, in the element type
+      x[j] = ExpNonPositive(x[j] - mx);
+      sum += x[j];
+    }
+    row_loss[r] = double(mx) + std::log(sum) - target_logit;
     const double gs = double(grad_scale);
-    for (int64_t j = 0; j < V; ++j) x[j] = T(std::exp(double(x[j]) - lse) * gs);
+    const T scale = T(gs / sum);
+    for (int64_t j = 0; j < V; ++j) x[j] *= scale;
     x[t] = T(double(x[t]) - gs);
   }
   double total = 0;

@@ -1,5 +1,7 @@
 #include "kernels/tensor.h"
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +20,17 @@ void CheckFailed(const char* cond, const char* file, int line, const std::string
 }
 
 namespace {
+
+// Training allocates and frees the same activation sizes every micro-batch. glibc serves
+// large blocks with mmap and returns them to the kernel on free, so each step paid page
+// faults and zeroing for every activation; keeping freed memory in the heap turns the
+// allocator into a cache (no allocation reaches the kernel after the first step).
+[[maybe_unused]] const bool kKeepFreedMemory = [] {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, -1);  // never give freed memory back to the kernel
+  return true;
+}();
+
 struct DTypeInfo {
   DType dtype;
   size_t size;

@@ -105,7 +105,9 @@ std::string FormatPlan(const PlanRequest& r, const PlanResult& p) {
   mrow("activations", m.activations,
        absl::StrCat(m.activations_in_flight, " micro-batch stashes in flight"));
   mrow("comm buffers", m.comm_buffers, "all-to-all and P2P");
-  mrow("workspace", m.workspace, "logits of one micro-batch");
+  mrow("workspace", m.workspace,
+       r.layout.recompute == "full" ? "logits of one micro-batch, one layer being recomputed"
+                                    : "logits of one micro-batch");
   mrow("total", m.Total(),
        absl::StrCat("of ", GiB(m.capacity), " usable: ", m.Fits() ? "fits" : "DOES NOT FIT"));
 
@@ -264,7 +266,7 @@ std::string FormatStages(const std::vector<StagePlan>& stages) {
 
 std::string FormatSearch(const std::vector<SearchRow>& rows) {
   std::string o =
-      "\nLayouts that fit, fastest first\n"
+      "\nLayouts that fit, fastest first (GPU-hours at the full batch, without the ramp)\n"
       "    pp   ep    dp  schedule  mb  recompute   memory   step s  tok/s/GPU   MFU  bubble   "
       "GPU-hours        cost\n";
   for (const SearchRow& r : rows) {

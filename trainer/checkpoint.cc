@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -86,6 +87,21 @@ absl::Status CheckStateFileName(const std::string& name) {
   return absl::OkStatus();
 }
 
+absl::Status CheckExtraFileName(const std::string& name) {
+  auto ends_with = [&name](const std::string& suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (!IsPlainFileName(name) || ends_with(".safetensors") || ends_with(".json")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint extra file name \"", name,
+        "\" must be letters, digits, '-', '_', '.' (not starting with '.') and not end in "
+        ".safetensors or .json"));
+  }
+  return absl::OkStatus();
+}
+
+
 absl::StatusOr<std::string> DumpJson(const Json& j, const std::string& what) {
   try {
     return j.dump(2) + "\n";
@@ -140,6 +156,12 @@ absl::StatusOr<Json> WriteStepFiles(const fs::path& dir, int64_t step, const Che
     for (const NamedTensor& t : tensors) order.push_back(t.name);
     state_orders[name] = std::move(order);
   }
+  Json extra = Json::array();
+  for (const auto& [name, source] : data.extra_files) {
+    ASSIGN_OR_RETURN(d, CopyFileDurably(source, (dir / name).string()));
+    record(name, d);
+    extra.push_back(name);
+  }
   ASSIGN_OR_RETURN(std::string train_state, DumpJson(data.train_state, "train_state.json"));
   ASSIGN_OR_RETURN(d, WriteFileDurably((dir / "train_state.json").string(), train_state));
   record("train_state.json", d);
@@ -152,6 +174,7 @@ absl::StatusOr<Json> WriteStepFiles(const fs::path& dir, int64_t step, const Che
               {"model_dtype", DTypeName(opts.model_dtype)},
               {"model_tensors", std::move(model_order)},
               {"state_files", std::move(state_orders)},
+              {"extra_files", std::move(extra)},
               {"files", std::move(files)}};
 }
 
@@ -213,6 +236,7 @@ struct Manifest {
   int64_t step = -1;
   std::vector<std::string> model_tensors;                       // save order
   std::map<std::string, std::vector<std::string>> state_files;  // name -> tensor order
+  std::vector<std::string> extra_files;                         // copied side files
   std::map<std::string, FileDigest> files;                      // every other file
 };
 
@@ -250,6 +274,10 @@ absl::StatusOr<Manifest> ReadManifest(const fs::path& dir) {
       return bad(absl::StrCat("state_files[\"", name, "\"] is not a list of names"));
     }
   }
+  // Absent in manifests written before extra files existed.
+  if (j.contains("extra_files") && !StringList(j["extra_files"], &m.extra_files)) {
+    return bad("\"extra_files\" is not a list of names");
+  }
   const Json files = field("files");
   if (!files.is_object()) return bad("\"files\" is not an object");
   for (const auto& [name, entry] : files.items()) {
@@ -260,10 +288,36 @@ absl::StatusOr<Manifest> ReadManifest(const fs::path& dir) {
     }
     m.files[name] = {entry["size"].get<uint64_t>(), entry["sha256"].get<std::string>()};
   }
+  for (const std::string& name : m.extra_files) {
+    RETURN_IF_ERROR(CheckExtraFileName(name));
+    if (!m.files.count(name)) {
+      return bad(absl::StrCat("extra file \"", name, "\" is not in \"files\""));
+    }
+  }
   return m;
 }
 
 }  // namespace
+
+absl::StatusOr<FileDigest> CopyFileDurably(const std::string& from, const std::string& to) {
+  const int fd = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", from, ": ", std::strerror(errno)));
+  }
+  auto close_fd = absl::MakeCleanup([fd] { ::close(fd); });
+  ASSIGN_OR_RETURN(DurableFileWriter out, DurableFileWriter::Create(to));
+  std::vector<char> buf(size_t{1} << 20);
+  while (true) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return absl::InternalError(absl::StrCat("reading ", from, ": ", std::strerror(errno)));
+    }
+    if (n == 0) break;
+    RETURN_IF_ERROR(out.Append(buf.data(), static_cast<size_t>(n)));
+  }
+  return out.Close();
+}
 
 std::string StepDirName(int64_t step) { return absl::StrFormat("step-%07d", step); }
 
@@ -282,6 +336,7 @@ absl::Status SaveCheckpoint(const std::string& root_dir, int64_t step, const Che
         "checkpoint config_json and train_state must be JSON objects");
   }
   for (const auto& [name, tensors] : data.state_files) RETURN_IF_ERROR(CheckStateFileName(name));
+  for (const auto& [name, source] : data.extra_files) RETURN_IF_ERROR(CheckExtraFileName(name));
   ASSIGN_OR_RETURN(Phase crash, CrashPhaseFromEnv());
 
   const fs::path root(root_dir);
@@ -385,6 +440,7 @@ absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool 
       tensors.push_back({n, std::move(t)});
     }
   }
+  for (const std::string& name : m.extra_files) out.extra_files[name] = (dir / name).string();
   ASSIGN_OR_RETURN(out.train_state,
                    ReadJsonObject((dir / "train_state.json").string(), kMaxTrainStateBytes));
   return out;

@@ -38,6 +38,13 @@ struct CheckpointData {
   // State file name (a plain name such as "optimizer-exp_avg") -> its tensors, any dtype.
   std::map<std::string, std::vector<NamedTensor>> state_files;
   nlohmann::json train_state;  // step, tokens, rng, sampler cursor, metrics...
+  // Side files the step directory carries verbatim (e.g. the tokenizer, so that `generate`
+  // needs nothing else): name in the step directory -> path. SaveCheckpoint copies each
+  // source path in and lists it in the manifest with its SHA-256; LoadCheckpoint fills the
+  // map with name -> path of the (verified) copy inside the step directory. Names are plain
+  // file names that cannot collide with the checkpoint's own files (no ".safetensors" or
+  // ".json" suffix).
+  std::map<std::string, std::string> extra_files;
 };
 
 struct SaveOptions {
@@ -48,6 +55,10 @@ struct SaveOptions {
 
 // "step-0000400"
 std::string StepDirName(int64_t step);
+
+// Streams `from` into a new file `to` (truncated), fsync'd; returns the copy's size and
+// SHA-256. Not atomic: write into a directory that is renamed later, or rename afterwards.
+absl::StatusOr<FileDigest> CopyFileDurably(const std::string& from, const std::string& to);
 
 absl::Status SaveCheckpoint(const std::string& root, int64_t step, const CheckpointData& data,
                             const SaveOptions& opts);

@@ -1,14 +1,20 @@
+// trainer/cli_commands.cc: the train, eval, generate and export subcommands: their options,
+// usage errors, and what each prints.
 #include "trainer/cli_commands.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "data/indexed_dataset.h"
 #include "data/sampler.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_factory.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/generate.h"
@@ -18,6 +24,9 @@
 
 namespace mt {
 namespace {
+
+// Where a checkpoint or an export keeps its tokenizer (trainer.cc writes it there).
+constexpr char kTokenizerFile[] = "tokenizer.model";
 
 int Fail(const std::string& cmd, const absl::Status& s) {
   std::fprintf(stderr, "%s: error: %s\n", cmd.c_str(), std::string(s.message()).c_str());
@@ -74,6 +83,19 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModelDir(const std::string& dir) {
   return model;
 }
 
+// Copies DIR/tokenizer.model (if any) into the exported directory `out`, under a temporary
+// name first so that a tokenizer.model there is always whole.
+absl::Status CopyTokenizer(const std::string& dir, const std::string& out) {
+  const std::string from = dir + "/" + kTokenizerFile;
+  std::error_code ec;
+  if (!std::filesystem::exists(from, ec)) return absl::OkStatus();
+  const std::string tmp = out + "/." + kTokenizerFile + ".tmp";
+  RETURN_IF_ERROR(CopyFileDurably(from, tmp).status());
+  if (std::rename(tmp.c_str(), (out + "/" + kTokenizerFile).c_str()) != 0)
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", std::strerror(errno)));
+  return FsyncDir(out);
+}
+
 }  // namespace
 
 absl::StatusOr<std::map<std::string, std::vector<std::string>>> ParseOptions(
@@ -107,15 +129,21 @@ absl::StatusOr<std::map<std::string, std::vector<std::string>>> ParseOptions(
 // ---- train ------------------------------------------------------------------------------
 int RunTrainCommand(int argc, char** argv) {
   static const char kUsage[] =
-      "usage: moetrain train --config FILE [--set key.path=value ...]\n"
+      "usage: moetrain train --config FILE [--set key.path=value ...] [--resume auto|none|DIR]\n"
+      "                      [--init-from HF_DIR]\n"
       "  Trains the model of a YAML config (configs/default.yaml is the embedded default).\n"
-      "  --set overrides any key, e.g. --set training.steps=100 --set checkpoint.resume=auto\n";
-  auto opts = ParseOptions(argc, argv, {"config", "set"});
+      "  --set overrides any key, e.g. --set training.steps=100. --resume and --init-from are\n"
+      "  short for --set checkpoint.resume=... and --set training.init_from=...\n";
+  auto opts = ParseOptions(argc, argv, {"config", "set", "resume", "init-from"});
   if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
   if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
   const std::string path = One(*opts, "config");
   if (path.empty()) return UsageError(kUsage, "--config is required");
-  auto cfg = LoadConfig(path, (*opts)["set"]);
+  std::vector<std::string> overrides = (*opts)["set"];
+  if (opts->count("resume")) overrides.push_back("checkpoint.resume=" + One(*opts, "resume"));
+  if (opts->count("init-from"))
+    overrides.push_back("training.init_from=" + One(*opts, "init-from"));
+  auto cfg = LoadConfig(path, overrides);
   if (!cfg.ok()) return Fail(argv[0], cfg.status());
   auto out = RunTraining(*cfg);
   if (!out.ok()) return Fail(argv[0], out.status());
@@ -214,7 +242,16 @@ int RunGenerateCommand(int argc, char** argv) {
     if (!s.ok()) return UsageError(kUsage, std::string(s.message()));
   if (*top_p <= 0 || *top_p > 1 || *temperature < 0)
     return UsageError(kUsage, "--top-p must be in (0, 1] and --temperature >= 0");
-  auto tok = data::SentencePieceTokenizer::Load(One(*opts, "tokenizer", ckpt + "/tokenizer.model"));
+  std::string tok_path = One(*opts, "tokenizer");
+  if (tok_path.empty()) {
+    tok_path = ckpt + "/" + kTokenizerFile;
+    std::error_code ec;
+    if (!std::filesystem::exists(tok_path, ec))
+      return Fail(argv[0], absl::NotFoundError(absl::StrCat(
+                               ckpt, " has no ", kTokenizerFile,
+                               " (the run had no data.tokenizer); pass --tokenizer FILE.model")));
+  }
+  auto tok = data::LoadTokenizer(tok_path);
   if (!tok.ok()) return Fail(argv[0], tok.status());
   auto model = LoadModelDir(ckpt);
   if (!model.ok()) return Fail(argv[0], model.status());
@@ -225,7 +262,8 @@ int RunGenerateCommand(int argc, char** argv) {
                      .top_p = *top_p,
                      .seed = static_cast<uint64_t>(*seed),
                      .stop_token = (*tok)->eos_id(),
-                     .context = 0};
+                     .context = 0,
+                     .vocab_limit = (*tok)->vocab_size()};
   std::vector<int32_t> gen = Generate(**model, prompt, so);
   prompt.insert(prompt.end(), gen.begin(), gen.end());
   std::printf("%s\n", (*tok)->Decode(prompt).c_str());
@@ -237,7 +275,8 @@ int RunExportCommand(int argc, char** argv) {
   static const char kUsage[] =
       "usage: moetrain export --checkpoint DIR --out DIR [--dtype bf16|fp32]\n"
       "  Writes a plain Hugging Face directory (config.json, safetensors shards, index; no\n"
-      "  training state) that transformers loads as DeepseekV3ForCausalLM.\n";
+      "  training state) that transformers loads as DeepseekV3ForCausalLM, plus the\n"
+      "  checkpoint's tokenizer.model when it has one.\n";
   auto opts = ParseOptions(argc, argv, {"checkpoint", "out", "dtype"});
   if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
   if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
@@ -253,6 +292,7 @@ int RunExportCommand(int argc, char** argv) {
                            dtype == "bf16" ? DType::kBF16 : DType::kF32, int64_t{5} << 30);
       !s.ok())
     return Fail(argv[0], s);
+  if (auto s = CopyTokenizer(ckpt, out); !s.ok()) return Fail(argv[0], s);
   std::printf("exported %s -> %s (%s)\n", ckpt.c_str(), out.c_str(), dtype.c_str());
   return 0;
 }

@@ -131,6 +131,7 @@ std::vector<Key<TrainingConfig>> TrainingKeys() {
       Field("eval_batches", &T::eval_batches),
       Field("max_consecutive_skips", &T::max_consecutive_skips),
       Field("fault_inject_nan_step", &T::fault_inject_nan_step),
+      Field("fault_inject_nan_count", &T::fault_inject_nan_count),
       Field("init_from", &T::init_from),
       Field("recompute", &T::recompute),
       Field("generate_tokens", &T::generate_tokens),

@@ -117,7 +117,8 @@ struct TrainingConfig {
   int64_t eval_interval = 0;  // steps; 0 = only at the end
   int64_t eval_batches = 8;
   int64_t max_consecutive_skips = 5;  // non-finite steps in a row before the run stops
-  int64_t fault_inject_nan_step = -1;  // tests: force a NaN loss at this step
+  int64_t fault_inject_nan_step = -1;  // tests: force a NaN loss and gradient at this step
+  int64_t fault_inject_nan_count = 1;  // ... and at the count - 1 steps after it
   std::string init_from;  // Hugging Face directory to fine-tune from
   std::string recompute = "none";  // none | selective (RMSNorm, MLA up-proj, SwiGLU)
   int64_t generate_tokens = 48;  // sample printed at the end of `train` (0 = none)

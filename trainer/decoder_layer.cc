@@ -18,13 +18,12 @@ DecoderLayer::DecoderLayer(ParamStore& ps, int64_t index, const ModelConfig& m) 
 Tensor DecoderLayer::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid,
                              const RopeTables& rope, Saved* s, MoeStats* stats) const {
   s->x = x;
-  s->a = input_norm_.Forward(x, &s->a_rstd);
-  s->x1 = attn_.Forward(s->a, B, S, rope, &s->attn);
+  // The norm outputs are not kept: the sublayers keep what their backward needs of them.
+  s->x1 = attn_.Forward(input_norm_.Forward(x, &s->a_rstd), B, S, rope, &s->attn);
   ops::Add(x.data<Real>(), s->x1.data<Real>(), x.numel());
-  s->b = post_norm_.Forward(s->x1, &s->b_rstd);
-  Tensor y =
-      moe_ ? moe_->Forward(s->b, B, S, valid, &s->moe, &stats->balance_loss, stats->load.data())
-           : mlp_->Forward(s->b, &s->mlp);
+  const Tensor b = post_norm_.Forward(s->x1, &s->b_rstd);
+  Tensor y = moe_ ? moe_->Forward(b, B, S, valid, &s->moe, &stats->balance_loss, stats->load.data())
+                  : mlp_->Forward(b, &s->mlp);
   ops::Add(s->x1.data<Real>(), y.data<Real>(), y.numel());
   return y;
 }

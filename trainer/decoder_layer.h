@@ -22,7 +22,7 @@ struct MoeStats {
 class DecoderLayer {
  public:
   struct Saved {
-    Tensor x, a, a_rstd, x1, b, b_rstd;  // [T, H] (rstd [T])
+    Tensor x, a_rstd, x1, b_rstd;  // [T, H] layer input and x1, their norms' rstd [T]
     Mla::Saved attn;
     SwigluMlp::Saved mlp;
     Moe::Saved moe;

@@ -43,6 +43,8 @@ std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt,
                               : 0;
     std::vector<float> logits =
         model.NextTokenLogits(seq.data() + start, static_cast<int64_t>(seq.size()) - start);
+    if (opts.vocab_limit > 0 && opts.vocab_limit < static_cast<int64_t>(logits.size()))
+      logits.resize(opts.vocab_limit);
     int32_t tok = SampleToken(logits, opts.temperature, opts.top_p,
                               RandomUniform(opts.seed, stream, static_cast<uint64_t>(i)));
     seq.push_back(tok);

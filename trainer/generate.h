@@ -18,6 +18,9 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int32_t stop_token = -1;   // stop after emitting this id (EOD); -1 = never
   int64_t context = 0;       // longest context fed to the model (0 = unlimited)
+  // Sample only ids below this (the tokenizer's vocabulary, when the model's is padded
+  // beyond it); 0 = every id the model has.
+  int64_t vocab_limit = 0;
 };
 
 // Continues `prompt` (token ids, at least one) and returns only the new ids.

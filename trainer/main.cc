@@ -16,9 +16,7 @@
 #include <vector>
 
 #include "data/prepare.h"
-#ifdef MOETRAIN_HAVE_PLANNER
 #include "launch/planner.h"
-#endif
 #include "trainer/cli_commands.h"
 
 namespace {
@@ -54,9 +52,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return mt::RunGenerateCommand(n, args.data());
   if (cmd == "export") return mt::RunExportCommand(n, args.data());
   if (cmd == "prepare") return mt::data::RunPrepareCommand(n, args.data());
-#ifdef MOETRAIN_HAVE_PLANNER
   if (cmd == "plan") return mt::RunPlanCommand(n, args.data());
-#endif
   std::fprintf(stderr, "moetrain: unknown command \"%s\"\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -34,19 +34,20 @@ Mla::Mla(ParamStore& ps, const std::string& p, const ModelConfig& m)
 
 Tensor Mla::Forward(const Tensor& x, int64_t B, int64_t S, const RopeTables& rope, Saved* s) const {
   const int64_t T = B * S, dqk = dn_ + dr_;
-  s->x = x;
+  const PrecisionPolicy& precision = o_.precision();
+  s->x = kv_a_.Store(x);  // one copy serves q_a (or q) and kv_a
   // Queries: [T, N*(dn+dr)], per head [nope | rope].
   if (rq_ > 0) {
-    s->qa = q_a_.Forward(x);
-    s->qa_n = q_a_norm_.Forward(s->qa, &s->qa_rstd);
+    s->qa = q_a_.Forward(s->x);
+    s->qa_n = q_b_.Store(q_a_norm_.Forward(s->qa, &s->qa_rstd));
     s->q = q_b_.Forward(s->qa_n);
   } else {
-    s->q = q_.Forward(x);
+    s->q = q_.Forward(s->x);
   }
   ops::RopeForward(s->q.data<Real>(), B, S, N_, dqk, dn_, dr_, rope.cos.data(), rope.sin.data());
 
   // Compressed KV: [T, r_kv + dr] = [latent | k_rope].
-  Tensor ckv = kv_a_.Forward(x);
+  Tensor ckv = kv_a_.Forward(s->x);
   s->latent = NewMatrix(T, rkv_);
   Tensor k_rope = NewMatrix(T, dr_);  // [T, 1, dr]
   const Real* c = ckv.data<Real>();
@@ -55,7 +56,7 @@ Tensor Mla::Forward(const Tensor& x, int64_t B, int64_t S, const RopeTables& rop
     std::memcpy(k_rope.data<Real>() + t * dr_, c + t * (rkv_ + dr_) + rkv_, dr_ * sizeof(Real));
   }
   ops::RopeForward(k_rope.data<Real>(), B, S, 1, dr_, 0, dr_, rope.cos.data(), rope.sin.data());
-  s->latent_n = kv_a_norm_.Forward(s->latent, &s->latent_rstd);
+  s->latent_n = kv_b_.Store(kv_a_norm_.Forward(s->latent, &s->latent_rstd));
   Tensor kv = kv_b_.Forward(s->latent_n);  // [T, N*(dn+dv)], per head [k_nope | v]
 
   s->k = Tensor({T, N_, dqk}, kRealDType);
@@ -69,11 +70,16 @@ Tensor Mla::Forward(const Tensor& x, int64_t B, int64_t S, const RopeTables& rop
       std::memcpy(s->v.data<Real>() + (t * N_ + h) * dv_, src + dn_, dv_ * sizeof(Real));
     }
   }
+  // The attention core is a BF16 operator in bf16/fp8: its GEMM operands are rounded.
+  precision.RoundToBf16(&s->q);
+  precision.RoundToBf16(&s->k);
+  precision.RoundToBf16(&s->v);
   s->probs = Tensor({B, N_, S, S}, kRealDType);
-  s->o = NewMatrix(T, N_ * dv_);
-  ops::AttentionForward(s->q.data<Real>(), s->k.data<Real>(), s->v.data<Real>(), s->o.data<Real>(),
+  Tensor o = NewMatrix(T, N_ * dv_);
+  ops::AttentionForward(s->q.data<Real>(), s->k.data<Real>(), s->v.data<Real>(), o.data<Real>(),
                         s->probs.data<Real>(), B, S, N_, dqk, dv_, scale_);
-  return o_.Forward(s->o);
+  s->o = precision.StoreAttentionOutput(o);
+  return o_.Forward(o);
 }
 
 Tensor Mla::BackwardInput(const Tensor& dy, int64_t B, int64_t S, const RopeTables& rope,
@@ -81,6 +87,7 @@ Tensor Mla::BackwardInput(const Tensor& dy, int64_t B, int64_t S, const RopeTabl
   const int64_t T = B * S, dqk = dn_ + dr_;
   s->d_out = dy;
   Tensor d_o = o_.BackwardInput(dy);  // [T, N*dv]
+  o_.precision().RoundToBf16(&d_o);    // an attention-core operand
   Tensor dq({T, N_, dqk}, kRealDType), dk({T, N_, dqk}, kRealDType), dv({T, N_, dv_}, kRealDType);
   ops::AttentionBackward(d_o.data<Real>(), s->q.data<Real>(), s->k.data<Real>(), s->v.data<Real>(),
                          s->probs.data<Real>(), dq.data<Real>(), dk.data<Real>(), dv.data<Real>(),

@@ -19,15 +19,17 @@ class Mla {
  public:
   // What Forward keeps for backward (one micro-batch). T = B*S tokens.
   struct Saved {
-    Tensor x;            // [T, H]
+    // Linear inputs for Wgrad are StoredActivations (trainer/precision.h).
+    StoredActivation x;  // [T, H]
     Tensor qa, qa_rstd;  // [T, r_q], [T]      (q LoRA only)
-    Tensor qa_n;         // [T, r_q]
-    Tensor latent, latent_rstd, latent_n;  // [T, r_kv], [T], [T, r_kv]
+    StoredActivation qa_n;  // [T, r_q]
+    Tensor latent, latent_rstd;  // [T, r_kv], [T]
+    StoredActivation latent_n;   // [T, r_kv]
     Tensor q;            // [T, N, dn+dr] after RoPE
     Tensor k;            // [T, N, dn+dr] after RoPE
     Tensor v;            // [T, N, dv]
     Tensor probs;        // [B, N, S, S]
-    Tensor o;            // [T, N*dv]
+    StoredActivation o;  // [T, N*dv] attention output
     // Output gradients kept by BackwardInput for BackwardWeight.
     Tensor d_out, d_q, d_qa, d_kv, d_ckv;
   };

@@ -12,9 +12,11 @@ inline namespace MT_REAL_NS {
 class SwigluMlp {
  public:
   struct Saved {
-    Tensor x;         // [T, H]
-    Tensor g, u, h;   // [T, F] gate, up, silu(gate)*up
-    Tensor dy, dg, du;  // kept by BackwardInput for BackwardWeight
+    StoredActivation x;     // [T, H] input of gate/up (Linear::Store)
+    StoredActivation g, u;  // [T, F] gate, up: the SwiGLU inputs (precision.h)
+    StoredActivation h;     // [T, F] silu(gate)*up, down's input: kept in fp32, else rebuilt
+                            // from g, u by BackwardInput
+    Tensor dy, dg, du;      // kept by BackwardInput for BackwardWeight
   };
 
   SwigluMlp() = default;
@@ -27,11 +29,15 @@ class SwigluMlp {
 
   // x [T, H] -> [T, H]
   Tensor Forward(const Tensor& x, Saved* s) const {
-    s->x = x;
-    s->g = gate_.Forward(x);
-    s->u = up_.Forward(x);
-    s->h = Tensor(s->g.shape(), kRealDType);
-    ops::SwigluForward(s->g.data<Real>(), s->u.data<Real>(), s->h.data<Real>(), s->h.numel());
+    const PrecisionPolicy& p = gate_.precision();
+    s->x = gate_.Store(x);
+    const Tensor g = gate_.Forward(s->x), u = up_.Forward(s->x);
+    Tensor h(g.shape(), kRealDType);
+    ops::SwigluForward(g.data<Real>(), u.data<Real>(), h.data<Real>(), h.numel());
+    s->g = p.StoreSwigluInput(g);
+    s->u = p.StoreSwigluInput(u);
+    if (p.recompute_swiglu()) return down_.Forward(h);
+    s->h = down_.Store(h);
     return down_.Forward(s->h);
   }
   // dy [T, H] -> dx [T, H]
@@ -40,8 +46,14 @@ class SwigluMlp {
     Tensor dh = down_.BackwardInput(dy);
     s->dg = Tensor(dh.shape(), kRealDType);
     s->du = Tensor(dh.shape(), kRealDType);
-    ops::SwigluBackward(dh.data<Real>(), s->g.data<Real>(), s->u.data<Real>(),
-                        s->dg.data<Real>(), s->du.data<Real>(), dh.numel());
+    const Tensor g = s->g.Values(), u = s->u.Values();
+    ops::SwigluBackward(dh.data<Real>(), g.data<Real>(), u.data<Real>(), s->dg.data<Real>(),
+                        s->du.data<Real>(), dh.numel());
+    if (!s->h.defined()) {  // recompute down's input from the cached SwiGLU inputs
+      Tensor h(g.shape(), kRealDType);
+      ops::SwigluForward(g.data<Real>(), u.data<Real>(), h.data<Real>(), h.numel());
+      s->h = StoredActivation::Exact(h);
+    }
     Tensor dx = gate_.BackwardInput(s->dg);
     up_.BackwardInput(s->du.data<Real>(), dx.data<Real>(), dx.dim(0), /*accumulate=*/true);
     return dx;

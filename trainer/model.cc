@@ -3,16 +3,18 @@
 #include <algorithm>
 #include <cstring>
 
+#include "trainer/activation_memory.h"
+
 namespace mt {
 inline namespace MT_REAL_NS {
 
 struct Model::MtpModule {
   struct Saved {
-    Tensor e, e_n, e_rstd;  // [T, H] embedded shifted tokens, enorm
-    Tensor h_n, h_rstd;     // [T, H] hnorm(h_{k-1})
-    Tensor cat;             // [T, 2H] = [e_n | h_n]
+    Tensor e, e_rstd;       // [T, H] embedded shifted tokens, enorm's rstd [T]
+    Tensor h_rstd;          // [T] hnorm's rstd
+    StoredActivation cat;   // [T, 2H] = [enorm(e) | hnorm(h_{k-1})], eh_proj's input
     DecoderLayer::Saved layer;
-    Tensor out, out_n, out_rstd;     // h_k and shared_head.norm(h_k)
+    Tensor out, out_rstd;            // [T, H] h_k, shared_head.norm's rstd [T]
     std::vector<int32_t> input_ids;  // [T]
   };
   MtpModule(ParamStore& ps, int64_t index, const ModelConfig& m)
@@ -30,9 +32,12 @@ struct Model::MtpModule {
   Saved saved;
 };
 
-Model::Model(const ModelConfig& m, uint64_t seed)
-    : m_(m), params_(std::make_unique<ParamStore>(seed, m.initializer_range)) {
+Model::Model(const ModelConfig& m, uint64_t seed, Precision precision)
+    : m_(m),
+      precision_(std::make_unique<PrecisionPolicy>(precision)),
+      params_(std::make_unique<ParamStore>(seed, m.initializer_range)) {
   ParamStore& ps = *params_;
+  ps.set_precision(precision_.get());
   embed_ = ps.Add("model.embed_tokens.weight", {m.vocab_size, m.hidden_size}, Init::kNormal);
   for (int64_t i = 0; i < m.num_hidden_layers; ++i)
     layers_.push_back(std::make_unique<DecoderLayer>(ps, i, m));
@@ -55,35 +60,41 @@ const RopeTables& Model::Rope(int64_t S) {
 
 namespace {
 
-Tensor Embed(const Param* table, const std::vector<int32_t>& ids, int64_t H) {
+// The embedding is a BF16 operator in bf16/fp8: its rows come out BF16-rounded.
+Tensor Embed(const Param* table, const std::vector<int32_t>& ids, int64_t H,
+             const PrecisionPolicy& precision) {
   Tensor x = NewMatrix(static_cast<int64_t>(ids.size()), H);
   ops::EmbeddingForward(ids.data(), table->value.data<Real>(), x.data<Real>(),
                         static_cast<int64_t>(ids.size()), H);
+  precision.RoundToBf16(&x);
   return x;
 }
 
 // Cross-entropy through the (shared) head, in row chunks so no full [T, V] logits tensor
 // is ever held. h [T, H] is the normed hidden state, labels [T] (< 0 = left out). Returns
 // the summed loss; with dh != nullptr, dh = d(coeff * mean loss)/dh and the head's
-// gradient accumulates.
-double HeadLoss(Param* head, const Tensor& h, const std::vector<int32_t>& labels, double coeff,
-                Tensor* dh) {
+// gradient accumulates. The head is a BF16 GEMM in bf16/fp8: h, the weight and the logits'
+// gradient are rounded to BF16, accumulation and the softmax stay FP32.
+double HeadLoss(Param* head, const Tensor& h_in, const std::vector<int32_t>& labels,
+                double coeff, Tensor* dh, const PrecisionPolicy& precision) {
   constexpr int64_t kChunk = 256;
-  const int64_t T = h.dim(0), H = h.dim(1), V = head->value.dim(0);
+  const int64_t T = h_in.dim(0), H = h_in.dim(1), V = head->value.dim(0);
   int64_t count = 0;
   for (int32_t l : labels) count += l >= 0;
   if (count == 0) return 0;
   const Real scale = static_cast<Real>(coeff / count);
+  const Tensor h = precision.Bf16Operand(h_in), w = precision.Bf16Operand(head->value);
   Tensor logits = NewMatrix(std::min(kChunk, T), V);
   double loss = 0;
   for (int64_t r0 = 0; r0 < T; r0 += kChunk) {
     const int64_t rows = std::min(kChunk, T - r0);
     const Real* hr = h.data<Real>() + r0 * H;
-    ops::LinearForward(hr, head->value.data<Real>(), logits.data<Real>(), rows, H, V);
+    ops::LinearForward(hr, w.data<Real>(), logits.data<Real>(), rows, H, V);
     loss += ops::CrossEntropyForwardBackward(logits.data<Real>(), labels.data() + r0, rows, V,
                                              scale, static_cast<Real*>(nullptr));
     if (dh) {
-      ops::LinearBackwardInput(logits.data<Real>(), head->value.data<Real>(),
+      precision.RoundToBf16(logits.data<Real>(), rows * V);
+      ops::LinearBackwardInput(logits.data<Real>(), w.data<Real>(),
                                dh->data<Real>() + r0 * H, rows, H, V, /*accumulate=*/false);
       ops::LinearBackwardWeight(logits.data<Real>(), hr, head->grad.data<Real>(), rows, H, V);
     }
@@ -109,7 +120,7 @@ Losses Model::Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWe
       labels[b * S + i] = tokens[b * (S + 1) + i + 1];
     }
   std::vector<DecoderLayer::Saved> saved(layers_.size());
-  Tensor x = Embed(embed_, ids, H);
+  Tensor x = Embed(embed_, ids, H, *precision_);
   size_t moe_i = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     MoeStats* st = layers_[l]->is_moe() ? &stats[moe_i++] : nullptr;
@@ -120,7 +131,7 @@ Losses Model::Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWe
   Losses out;
   out.tokens = T;
   Tensor dh0 = backward ? NewMatrix(T, H) : Tensor();
-  out.main = HeadLoss(head_, h0, labels, grad_scale, backward ? &dh0 : nullptr);
+  out.main = HeadLoss(head_, h0, labels, grad_scale, backward ? &dh0 : nullptr, *precision_);
 
   // ---- forward: MTP modules, each with its own head loss (backward of the head at once)
   std::vector<Tensor> dh_out(D);  // gradient w.r.t. each module's output h_k from its head
@@ -135,24 +146,37 @@ Losses Model::Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWe
         if (i + k <= S) s.input_ids[b * S + i] = tokens[b * (S + 1) + i + k];
         if (i + k + 1 <= S) mtp_labels[b * S + i] = tokens[b * (S + 1) + i + k + 1];
       }
-    s.e = Embed(embed_, s.input_ids, H);
-    s.e_n = mod.enorm.Forward(s.e, &s.e_rstd);
-    s.h_n = mod.hnorm.Forward(h_prev, &s.h_rstd);
-    s.cat = NewMatrix(T, 2 * H);
+    s.e = Embed(embed_, s.input_ids, H, *precision_);
+    const Tensor e_n = mod.enorm.Forward(s.e, &s.e_rstd);
+    const Tensor h_n = mod.hnorm.Forward(h_prev, &s.h_rstd);
+    Tensor cat = NewMatrix(T, 2 * H);
     for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(s.cat.data<Real>() + t * 2 * H, s.e_n.data<Real>() + t * H, H * sizeof(Real));
-      std::memcpy(s.cat.data<Real>() + t * 2 * H + H, s.h_n.data<Real>() + t * H, H * sizeof(Real));
+      std::memcpy(cat.data<Real>() + t * 2 * H, e_n.data<Real>() + t * H, H * sizeof(Real));
+      std::memcpy(cat.data<Real>() + t * 2 * H + H, h_n.data<Real>() + t * H, H * sizeof(Real));
     }
+    s.cat = mod.eh_proj.Store(cat);
     Tensor xin = mod.eh_proj.Forward(s.cat);
     MoeStats* st = mod.layer.is_moe() ? &stats[moe_i++] : nullptr;
     s.out = mod.layer.Forward(xin, B, S, S - k, rope, &s.layer, st);
-    s.out_n = mod.head_norm.Forward(s.out, &s.out_rstd);
+    const Tensor out_n = mod.head_norm.Forward(s.out, &s.out_rstd);
     Tensor d_out_n = backward ? NewMatrix(T, H) : Tensor();
-    out.mtp.push_back(HeadLoss(head_, s.out_n, mtp_labels, grad_scale * mtp_coeff,
-                               backward ? &d_out_n : nullptr));
+    out.mtp.push_back(HeadLoss(head_, out_n, mtp_labels, grad_scale * mtp_coeff,
+                               backward ? &d_out_n : nullptr, *precision_));
     if (backward) dh_out[k - 1] = mod.head_norm.Backward(d_out_n, s.out, s.out_rstd);
     h_prev = s.out;
   }
+
+  // The peak of this micro-batch's activation memory: every Saved struct is full.
+  ActivationCounter held;
+  for (const auto& s : saved) CountSaved(s, &held);
+  for (const auto& t : mtp_) {
+    const MtpModule::Saved& s = t->saved;
+    for (const Tensor* x : {&s.e, &s.e_rstd, &s.h_rstd, &s.out, &s.out_rstd}) held.Add(*x);
+    held.Add(s.cat);
+    CountSaved(s.layer, &held);
+    held.Add(s.input_ids);
+  }
+  activation_bytes_ = held.total();
 
   for (const MoeStats& st : stats) out.balance += st.balance_loss;
   out.total = out.main + w.balance_alpha * out.balance;
@@ -214,11 +238,17 @@ Losses Model::Evaluate(const int32_t* tokens, int64_t B, int64_t S, const Object
   return Run(tokens, B, S, w, 0.0, /*backward=*/false, nullptr);
 }
 
+int64_t Model::MeasureActivationBytes(int64_t B, int64_t S) {
+  const std::vector<int32_t> tokens(static_cast<size_t>(B * (S + 1)), 0);
+  Evaluate(tokens.data(), B, S, ObjectiveWeights{});
+  return activation_bytes_;
+}
+
 std::vector<float> Model::NextTokenLogits(const int32_t* tokens, int64_t S) {
   const int64_t H = m_.hidden_size, V = m_.vocab_size;
   const RopeTables& rope = Rope(S);
   std::vector<int32_t> ids(tokens, tokens + S);
-  Tensor x = Embed(embed_, ids, H);
+  Tensor x = Embed(embed_, ids, H, *precision_);
   MoeStats scratch;
   scratch.load.assign(m_.n_routed_experts, 0);
   for (auto& layer : layers_) {
@@ -228,8 +258,9 @@ std::vector<float> Model::NextTokenLogits(const int32_t* tokens, int64_t S) {
   Tensor rstd;
   Tensor h = final_norm_.Forward(x, &rstd);
   std::vector<Real> logits(V);
-  ops::LinearForward(h.data<Real>() + (S - 1) * H, head_->value.data<Real>(), logits.data(), 1, H,
-                     V);
+  const Tensor last = precision_->Bf16Operand(h.View({S, H}));
+  const Tensor w = precision_->Bf16Operand(head_->value);
+  ops::LinearForward(last.data<Real>() + (S - 1) * H, w.data<Real>(), logits.data(), 1, H, V);
   return std::vector<float>(logits.begin(), logits.end());
 }
 

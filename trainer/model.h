@@ -36,10 +36,12 @@ struct Losses {
 
 class Model {
  public:
-  Model(const ModelConfig& m, uint64_t seed);
+  // `precision` is training.precision (trainer/precision.h); the double build takes fp32 only.
+  Model(const ModelConfig& m, uint64_t seed, Precision precision = Precision::kFp32);
   ~Model();
 
   const ModelConfig& config() const { return m_; }
+  const PrecisionPolicy& precision() const { return *precision_; }
   ParamStore& params() { return *params_; }
   // MoE layers in a fixed order (main layers, then MTP modules): the bias update and the
   // load statistics index them the same way.
@@ -54,6 +56,13 @@ class Model {
   // Next-token logits [V] after the single sequence tokens[S] (generation; no MTP).
   std::vector<float> NextTokenLogits(const int32_t* tokens, int64_t S);
 
+  // Bytes the Saved structs of the last micro-batch held at their peak, right after its
+  // forward (trainer/activation_memory.h): the activation memory of one micro-batch.
+  int64_t activation_bytes() const { return activation_bytes_; }
+  // The same for a [B, S] micro-batch, measured by one forward pass (no gradients, no change
+  // to the model). Routing does not change the figure: every token reaches K experts.
+  int64_t MeasureActivationBytes(int64_t B, int64_t S);
+
  private:
   struct MtpModule;
   Losses Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
@@ -61,6 +70,7 @@ class Model {
   const RopeTables& Rope(int64_t S);
 
   ModelConfig m_;
+  std::unique_ptr<PrecisionPolicy> precision_;  // every Linear points at it
   std::unique_ptr<ParamStore> params_;
   Param* embed_;  // [V, H]
   Param* head_;   // [V, H]
@@ -69,6 +79,7 @@ class Model {
   std::vector<std::unique_ptr<MtpModule>> mtp_;
   std::vector<Moe*> moe_layers_;
   std::unique_ptr<RopeTables> rope_;
+  int64_t activation_bytes_ = 0;
 };
 
 }  // namespace MT_REAL_NS

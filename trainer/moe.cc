@@ -1,5 +1,6 @@
 #include "trainer/moe.h"
 
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,6 +22,7 @@ Moe::Moe(ParamStore& ps, const std::string& p, const ModelConfig& m)
   gate_ = ps.Add(p + "gate.weight", {E_, H_}, Init::kNormal);
   bias_ = ps.Add(p + "gate.e_score_correction_bias", {E_}, Init::kZeros, false,
                  /*trainable=*/false);
+  precision_ = &ps.precision();
   experts_.reserve(E_);
   for (int64_t e = 0; e < E_; ++e)
     experts_.emplace_back(ps, p + "experts." + std::to_string(e) + ".", H_, m.moe_intermediate_size,
@@ -66,14 +68,14 @@ void Moe::Route(const Real* scores, int32_t* topk) const {
 Tensor Moe::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid, Saved* s,
                     double* balance_loss, int64_t* load) const {
   const int64_t T = B * S;
-  s->x = x;
+  s->x = precision_->StoreBf16Operand(x);
   s->B = B;
   s->S = S;
   s->valid = valid;
-  // Router in the model's precision (HF runs it in fp32; we are fp32 or wider).
+  // Router: HF runs it in fp32; DeepSeek-V3's FP8 recipe keeps it a BF16 GEMM (precision.h).
   s->scores = NewMatrix(T, E_);
   Real* sc = s->scores.data<Real>();
-  ops::LinearForward(x.data<Real>(), gate_->value.data<Real>(), sc, T, H_, E_);
+  precision_->Bf16LinearForward(s->x, gate_->value.data<Real>(), sc, T, H_, E_);
   for (int64_t i = 0; i < T * E_; ++i) sc[i] = Real(1) / (Real(1) + std::exp(-sc[i]));
 
   s->topk.assign(T * K_, 0);
@@ -196,14 +198,14 @@ Tensor Moe::BackwardInput(const Tensor& dy, double balance_grad_scale, Saved* s)
   s->d_logits = NewMatrix(T, E_);
   Real* dl = s->d_logits.data<Real>();
   for (int64_t i = 0; i < T * E_; ++i) dl[i] = static_cast<Real>(ds[i] * sc[i] * (1 - sc[i]));
-  ops::LinearBackwardInput(dl, gate_->value.data<Real>(), dx.data<Real>(), T, H_, E_,
-                           /*accumulate=*/true);
+  precision_->Bf16LinearBackwardInput(dl, gate_->value.data<Real>(), dx.data<Real>(), T, H_, E_,
+                                      /*accumulate=*/true);
   return dx;
 }
 
 void Moe::BackwardWeight(Saved* s) const {
-  ops::LinearBackwardWeight(s->d_logits.data<Real>(), s->x.data<Real>(), gate_->grad.data<Real>(),
-                            s->B * s->S, H_, E_);
+  precision_->Bf16LinearBackwardWeight(s->d_logits.data<Real>(), s->x, gate_->grad.data<Real>(),
+                                       s->B * s->S, H_, E_);
   for (int64_t e = 0; e < E_; ++e)
     if (!s->slots[e].empty()) experts_[e].BackwardWeight(&s->experts[e]);
   if (has_shared_) shared_.BackwardWeight(&s->shared);

@@ -20,7 +20,7 @@ inline namespace MT_REAL_NS {
 class Moe {
  public:
   struct Saved {
-    Tensor x;       // [T, H]
+    StoredActivation x;  // [T, H] router input, for its Wgrad (BF16 in bf16/fp8)
     Tensor scores;  // [T, E] sigmoid affinities
     std::vector<int32_t> topk;    // [T, K] chosen experts
     std::vector<Real> weight;     // [T, K] gate weights
@@ -56,6 +56,7 @@ class Moe {
   bool norm_topk_;
   Param* gate_;  // [E, H] router
   Param* bias_;  // [E] e_score_correction_bias: selection only, updated by the sign rule
+  const PrecisionPolicy* precision_;  // the router's GEMMs are BF16 ones
   std::vector<SwigluMlp> experts_;
   SwigluMlp shared_;
   bool has_shared_;

@@ -71,7 +71,9 @@ void AdamW::Step(double lr) {
     const Real* g = p->grad.data<Real>();
     const int64_t n = p->value.numel();
     if (mo.exp_avg.dtype() == DType::kBF16) {
-      uint16_t* mv[2] = {mo.exp_avg.data<uint16_t>(), mo.exp_avg_sq.data<uint16_t>()};
+      // bf16 bit patterns (data<uint16_t>() would insist on a U16 tensor).
+      uint16_t* mv[2] = {static_cast<uint16_t*>(mo.exp_avg.raw()),
+                         static_cast<uint16_t*>(mo.exp_avg_sq.raw())};
       UpdateTensor(
           w, g, n, p->decay, c, [&](int k, int64_t i) -> double { return Bf16ToFloat(mv[k][i]); },
           [&](int k, int64_t i, double x) { mv[k][i] = FloatToBf16(static_cast<float>(x)); });

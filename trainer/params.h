@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/tensor.h"
+#include "trainer/precision.h"
 #include "trainer/real.h"
 
 namespace mt {
@@ -43,11 +44,19 @@ class ParamStore {
   void ZeroGrads();
   int64_t NumElements() const;
 
+  // The compute precision of the modules built on this store: Model sets it before building
+  // them and Linear reads it in its constructor; fp32 unless set. Not owned.
+  void set_precision(const PrecisionPolicy* p) { precision_ = p; }
+  const PrecisionPolicy& precision() const {
+    return precision_ ? *precision_ : PrecisionPolicy::Exact();
+  }
+
  private:
   uint64_t seed_;
   double init_std_;
   std::vector<std::unique_ptr<Param>> params_;  // unique_ptr: modules keep Param*
   std::unordered_map<std::string, Param*> by_name_;
+  const PrecisionPolicy* precision_ = nullptr;
 };
 
 }  // namespace MT_REAL_NS

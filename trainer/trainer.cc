@@ -1,156 +1,24 @@
+// trainer/trainer.cc: RunTraining, one process's training loop.
 #include "trainer/trainer.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "data/sampler.h"
-#include "data/tokenizer.h"
-#include "trainer/checkpoint.h"
 #include "trainer/flops.h"
 #include "trainer/generate.h"
-#include "trainer/hf_import.h"
-#include "trainer/metrics.h"
-#include "trainer/model_io.h"
+#include "trainer/train_run.h"
 
 namespace mt {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-// Everything one run holds; the loop below is its only user.
-struct Run {
-  explicit Run(const Config& c) : cfg(c) {}
-  const Config& cfg;
-  std::unique_ptr<data::TrainSampleSource> train;
-  std::unique_ptr<data::ValidationSource> val;
-  std::unique_ptr<data::Tokenizer> tokenizer;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<MetricsLogger> log;
-  int64_t step = 0;    // optimizer steps done
-  int64_t cursor = 0;  // global samples consumed
-  int64_t consecutive_skips = 0;
-  int64_t skipped_total = 0;
-  ObjectiveWeights Weights(double tokens) const {
-    return {cfg.training.mtp_lambda.Value(tokens), cfg.training.balance_loss_alpha};
-  }
-  double Tokens() const { return static_cast<double>(cursor) * cfg.training.seq_len; }
-};
-
-absl::Status OpenData(Run& r) {
-  const Config& c = r.cfg;
-  if (c.data.train_path.empty())
-    return absl::InvalidArgumentError(absl::StrCat(c.source, ": data.train_path is not set"));
-  std::vector<std::pair<double, std::string>> weighted;
-  for (size_t i = 0; i < c.data.train_path.size(); ++i)
-    weighted.push_back(
-        {i < c.data.train_weights.size() ? c.data.train_weights[i] : 1.0, c.data.train_path[i]});
-  ASSIGN_OR_RETURN(std::vector<data::BlendSource> blend, data::OpenBlend(weighted));
-  for (const auto& b : blend) RETURN_IF_ERROR(b.dataset->CheckVocab(c.model.vocab_size));
-  ASSIGN_OR_RETURN(r.train, data::TrainSampleSource::Create(std::move(blend), c.training.seq_len,
-                                                            c.training.seed));
-  if (!c.data.val_path.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<data::IndexedDataset> vds,
-                     data::IndexedDataset::Open(c.data.val_path));
-    RETURN_IF_ERROR(vds->CheckVocab(c.model.vocab_size));
-    ASSIGN_OR_RETURN(r.val, data::ValidationSource::Create(
-                                std::shared_ptr<const data::IndexedDataset>(std::move(vds)),
-                                c.training.seq_len));
-  }
-  if (!c.data.tokenizer.empty()) {
-    ASSIGN_OR_RETURN(r.tokenizer, data::SentencePieceTokenizer::Load(c.data.tokenizer));
-    if (r.tokenizer->vocab_size() > c.model.vocab_size)
-      return absl::InvalidArgumentError(
-          absl::StrCat(c.data.tokenizer, ": tokenizer has ", r.tokenizer->vocab_size(),
-                       " tokens but model.vocab_size is ", c.model.vocab_size));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Restore(Run& r) {
-  const Config& c = r.cfg;
-  if (!c.training.init_from.empty()) {
-    Model& model = *r.model;
-    ASSIGN_OR_RETURN(HfModelDir hf,
-                     LoadHfModelDir(c.training.init_from, [&](const std::string& name) {
-                       return IsModelTensorName(model, name);
-                     }));
-    RETURN_IF_ERROR(LoadModelTensors(model, hf.tensors, c.training.init_from));
-    std::printf("[moetrain] initialised weights from %s\n", c.training.init_from.c_str());
-  }
-  std::string step_dir;
-  if (c.checkpoint.resume == "auto") {
-    if (c.checkpoint.dir.empty())
-      return absl::InvalidArgumentError(
-          absl::StrCat(c.source, ": checkpoint.resume is auto but checkpoint.dir is not set"));
-    ASSIGN_OR_RETURN(auto choice, FindResumeCheckpoint(c.checkpoint.dir));
-    if (!choice) {
-      std::printf("[moetrain] resume auto: no checkpoint in %s, starting fresh\n",
-                  c.checkpoint.dir.c_str());
-      return absl::OkStatus();
-    }
-    for (const auto& why : choice->skipped)
-      std::printf("[moetrain] resume: skipped %s\n", why.c_str());
-    std::printf("[moetrain] resume: taking %s (newest committed step whose manifest verifies)\n",
-                choice->step_dir.c_str());
-    step_dir = choice->step_dir;
-  } else if (c.checkpoint.resume != "none") {
-    step_dir = c.checkpoint.resume;
-  }
-  if (step_dir.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(CheckpointData ck, LoadCheckpoint(step_dir));
-  RETURN_IF_ERROR(LoadModelTensors(*r.model, ck.model, step_dir));
-  RETURN_IF_ERROR(LoadOptimizerState(*r.opt, ck.state_files, step_dir));
-  const nlohmann::json& ts = ck.train_state;
-  try {
-    r.step = ts.at("step").get<int64_t>();
-    r.opt->set_step(ts.at("optimizer_step").get<int64_t>());
-    r.consecutive_skips = ts.at("consecutive_skips").get<int64_t>();
-    r.skipped_total = ts.at("skipped_steps").get<int64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(step_dir, "/train_state.json: ", e.what()));
-  }
-  ASSIGN_OR_RETURN(r.cursor, r.train->RestoreCursor(ts.at("sampler")));
-  return absl::OkStatus();
-}
-
-absl::Status Save(Run& r, const nlohmann::json& history) {
-  const Config& c = r.cfg;
-  CheckpointData ck;
-  ck.config_json = ModelConfigToHfJson(c.model);
-  ck.model = ModelTensors(*r.model);
-  OptimizerStateFiles(*r.opt, &ck.state_files);
-  ck.train_state = {
-      {"step", r.step},
-      {"tokens", r.Tokens()},
-      {"optimizer_step", r.opt->step()},
-      {"consecutive_skips", r.consecutive_skips},
-      {"skipped_steps", r.skipped_total},
-      {"sampler", r.train->SamplerState(r.cursor)},
-      {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
-      {"schedules",
-       {{"lr", c.optimizer.lr.Value(r.Tokens())},
-        {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
-        {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())}}},
-      {"metrics_history", history},
-      {"config_source", c.source}};
-  SaveOptions opts;
-  opts.keep_last = c.checkpoint.keep_last;
-  opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
-  const auto t0 = Clock::now();
-  RETURN_IF_ERROR(SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts));
-  std::printf("[moetrain] checkpoint %s/%s written in %.2fs\n", c.checkpoint.dir.c_str(),
-              StepDirName(r.step).c_str(), Seconds(t0, Clock::now()));
-  return absl::OkStatus();
-}
+using train_internal::Clock;
+using train_internal::Interval;
+using train_internal::Run;
+using train_internal::Seconds;
 
 Losses Validate(Run& r, int64_t batches, double* unigram_entropy = nullptr) {
   const int64_t S = r.cfg.training.seq_len, mb = r.cfg.training.micro_batch_size;
@@ -186,6 +54,30 @@ Losses Validate(Run& r, int64_t batches, double* unigram_entropy = nullptr) {
   return sum;
 }
 
+// max over MoE layers of (max expert load / mean expert load) in one step.
+double WorstLoadRatio(const std::vector<std::vector<int64_t>>& loads) {
+  double worst = 0;
+  for (const auto& l : loads) {
+    double sum = 0, mx = 0;
+    for (int64_t x : l) {
+      sum += static_cast<double>(x);
+      mx = std::max(mx, static_cast<double>(x));
+    }
+    if (sum > 0) worst = std::max(worst, mx / (sum / static_cast<double>(l.size())));
+  }
+  return worst;
+}
+
+// Fault injection: a NaN in the loss and in one gradient, as an overflow would leave them.
+void InjectNan(Model& model, Losses* losses) {
+  losses->main = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& p : model.params().all()) {
+    if (!p->trainable) continue;
+    p->grad.data<Real>()[0] = std::numeric_limits<Real>::quiet_NaN();
+    break;
+  }
+}
+
 }  // namespace
 
 int64_t GlobalBatchAt(const Config& c, double tokens) {
@@ -197,13 +89,41 @@ int64_t GlobalBatchAt(const Config& c, double tokens) {
   return std::max<int64_t>(unit, static_cast<int64_t>(b) / unit * unit);
 }
 
+GlobalBatchResult ForwardBackwardGlobalBatch(Model& model, const data::TrainSampleSource& samples,
+                                             int64_t cursor, int64_t global_batch,
+                                             int64_t micro_batch, const ObjectiveWeights& w) {
+  const ModelConfig& mc = model.config();
+  const int64_t S = samples.seq_len(), n_micro = global_batch / micro_batch;
+  GlobalBatchResult out;
+  out.loads.assign(model.moe_layers().size(), std::vector<int64_t>(mc.n_routed_experts, 0));
+  out.losses.mtp.assign(mc.num_nextn_predict_layers, 0.0);
+  std::vector<int32_t> tokens(micro_batch * (S + 1));  // [mb, S + 1]
+  for (int64_t m = 0; m < n_micro; ++m) {
+    for (int64_t b = 0; b < micro_batch; ++b)
+      samples.Sample(cursor + m * micro_batch + b, tokens.data() + b * (S + 1));
+    // Model::ForwardBackward adds this micro-batch's loads into out.loads.
+    Losses l = model.ForwardBackward(tokens.data(), micro_batch, S, w, 1.0 / n_micro, &out.loads);
+    out.losses.main += l.main / n_micro;
+    out.losses.balance += l.balance / n_micro;
+    for (size_t k = 0; k < l.mtp.size(); ++k) out.losses.mtp[k] += l.mtp[k] / n_micro;
+  }
+  return out;
+}
+
+bool FaultInjectedAt(const TrainingConfig& t, int64_t step) {
+  return t.fault_inject_nan_step >= 0 && step >= t.fault_inject_nan_step &&
+         step < t.fault_inject_nan_step + t.fault_inject_nan_count;
+}
+
 absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
   Run r(cfg);
   const int64_t S = cfg.training.seq_len, mb = cfg.training.micro_batch_size;
-  RETURN_IF_ERROR(OpenData(r));
-  r.model = std::make_unique<Model>(cfg.model, cfg.training.seed);
+  RETURN_IF_ERROR(train_internal::OpenData(r));
+  ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(cfg.training.precision));
+  r.model = std::make_unique<Model>(cfg.model, cfg.training.seed, precision);
   r.opt = std::make_unique<AdamW>(r.model->params(), cfg.optimizer);
-  RETURN_IF_ERROR(Restore(r));
+  r.interval.mtp.assign(cfg.model.num_nextn_predict_layers, 0.0);
+  RETURN_IF_ERROR(train_internal::Restore(r));
   ASSIGN_OR_RETURN(r.log, MetricsLogger::Create(cfg.logging.metrics_file,
                                                 cfg.logging.tensorboard_dir, /*print=*/true));
 
@@ -219,110 +139,90 @@ absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
       static_cast<long long>(cfg.model.num_experts_per_tok),
       static_cast<long long>(cfg.model.num_nextn_predict_layers), flops_per_token / 1e6,
       peak / 1e9);
+  std::printf(
+      "[moetrain] precision %s: activations held per micro-batch (%lld x %lld tokens) "
+      "after its forward: %.2f MiB\n",
+      PrecisionName(precision), static_cast<long long>(mb), static_cast<long long>(S),
+      static_cast<double>(r.model->MeasureActivationBytes(mb, S)) / (1 << 20));
 
   TrainOutcome out;
-  const int64_t n_moe = static_cast<int64_t>(r.model->moe_layers().size());
-  std::vector<int32_t> tokens(mb * (S + 1));
-  // Interval accumulators for the progress line.
-  double acc_loss = 0, acc_bal = 0, acc_gnorm = 0, acc_load = 0;
-  std::vector<double> acc_mtp(cfg.model.num_nextn_predict_layers, 0.0);
-  int64_t acc_n = 0, acc_tokens = 0;
-  auto interval_start = Clock::now();
+  Interval& acc = r.interval;
+  acc.start = Clock::now();
   const auto run_start = Clock::now();
   const int64_t first_step = r.step;
-  nlohmann::json history = nlohmann::json::array();
 
   while (r.step < cfg.training.steps) {
     const double tokens_before = r.Tokens();
     const int64_t G = GlobalBatchAt(cfg, tokens_before);
-    const int64_t n_micro = G / mb;
-    const ObjectiveWeights w = r.Weights(tokens_before);
     r.model->params().ZeroGrads();
-    std::vector<std::vector<int64_t>> loads(n_moe,
-                                            std::vector<int64_t>(cfg.model.n_routed_experts, 0));
-    Losses step_loss;
-    step_loss.mtp.assign(cfg.model.num_nextn_predict_layers, 0.0);
-    for (int64_t m = 0; m < n_micro; ++m) {
-      for (int64_t b = 0; b < mb; ++b)
-        r.train->Sample(r.cursor + m * mb + b, tokens.data() + b * (S + 1));
-      Losses l = r.model->ForwardBackward(tokens.data(), mb, S, w, 1.0 / n_micro, &loads);
-      step_loss.main += l.main / n_micro;
-      step_loss.balance += l.balance / n_micro;
-      for (size_t k = 0; k < l.mtp.size(); ++k) step_loss.mtp[k] += l.mtp[k] / n_micro;
-    }
+    GlobalBatchResult batch =
+        ForwardBackwardGlobalBatch(*r.model, *r.train, r.cursor, G, mb, r.Weights(tokens_before));
     r.cursor += G;
     ++r.step;
-    if (cfg.training.fault_inject_nan_step == r.step) step_loss.main = std::nan("");
-
+    acc.tokens += G * S;
+    if (FaultInjectedAt(cfg.training, r.step)) InjectNan(*r.model, &batch.losses);
+    const Losses& loss = batch.losses;
+    const double lr = cfg.optimizer.lr.Value(tokens_before);
     const double gnorm = r.opt->GradNorm();
-    if (!std::isfinite(step_loss.main) || !std::isfinite(gnorm)) {
-      // Skip: no parameter, moment or bias update; the data cursor still advances.
+    if (!std::isfinite(loss.main) || !std::isfinite(gnorm)) {
+      // Skip: no parameter, moment or bias update; the data cursor still advances, so the
+      // step's data is not retried (a bad batch would fail again).
       ++r.consecutive_skips;
       ++r.skipped_total;
       std::printf("[moetrain] step %lld skipped: non-finite %s (%lld in a row)\n",
-                  static_cast<long long>(r.step),
-                  std::isfinite(step_loss.main) ? "gradient" : "loss",
+                  static_cast<long long>(r.step), std::isfinite(loss.main) ? "gradient" : "loss",
                   static_cast<long long>(r.consecutive_skips));
       RETURN_IF_ERROR(r.log->LogEvent({{"event", "skipped_step"}, {"step", r.step}}));
+      // Stop before this step could be checkpointed: the newest checkpoint stays the last
+      // one written before the streak reached the limit.
       if (r.consecutive_skips >= cfg.training.max_consecutive_skips)
         return absl::AbortedError(absl::StrCat(
-            "stopping: ", r.consecutive_skips,
+            "stopping at step ", r.step, ": ", r.consecutive_skips,
             " consecutive steps had non-finite loss or gradients (training.max_consecutive_skips "
             "= ",
             cfg.training.max_consecutive_skips, "); the last good checkpoint in ",
             cfg.checkpoint.dir.empty() ? "(none configured)" : cfg.checkpoint.dir, " is intact"));
-      continue;
+    } else {
+      r.consecutive_skips = 0;
+      r.opt->ClipGradients(gnorm, cfg.optimizer.grad_clip);
+      r.opt->Step(lr);
+      UpdateExpertBiases(r.model->moe_layers(), batch.loads,
+                         cfg.training.bias_update_speed.Value(tokens_before));
+      acc.loss += loss.main;
+      acc.balance += loss.balance;
+      acc.grad_norm += gnorm;
+      for (size_t k = 0; k < acc.mtp.size(); ++k) acc.mtp[k] += loss.mtp[k];
+      acc.load += WorstLoadRatio(batch.loads);
+      ++acc.steps;
     }
-    r.consecutive_skips = 0;
-    r.opt->ClipGradients(gnorm, cfg.optimizer.grad_clip);
-    const double lr = cfg.optimizer.lr.Value(tokens_before);
-    r.opt->Step(lr);
-    UpdateExpertBiases(r.model->moe_layers(), loads,
-                       cfg.training.bias_update_speed.Value(tokens_before));
 
-    // Progress accounting.
-    acc_loss += step_loss.main;
-    acc_bal += step_loss.balance;
-    acc_gnorm += gnorm;
-    for (size_t k = 0; k < acc_mtp.size(); ++k) acc_mtp[k] += step_loss.mtp[k];
-    double worst = 0;
-    for (const auto& l : loads) {
-      double sum = 0, mx = 0;
-      for (int64_t x : l) {
-        sum += static_cast<double>(x);
-        mx = std::max(mx, static_cast<double>(x));
-      }
-      if (sum > 0) worst = std::max(worst, mx / (sum / static_cast<double>(l.size())));
-    }
-    acc_load += worst;
-    ++acc_n;
-    acc_tokens += G * S;
     const bool last = r.step == cfg.training.steps;
-    if (r.step % cfg.logging.interval == 0 || last) {
+    // The last step of a run that ends inside a logging interval prints that partial
+    // interval, but keeps its sums and leaves it out of the history: a run resumed from the
+    // checkpoint below then logs the interval exactly as an uninterrupted run does.
+    const bool boundary = r.step % cfg.logging.interval == 0;
+    if ((boundary || last) && acc.steps > 0) {
       const auto now = Clock::now();
-      const double dt = Seconds(interval_start, now);
       StepMetrics m;
       m.step = r.step;
       m.total_steps = cfg.training.steps;
       m.tokens = r.Tokens();
-      m.loss = acc_loss / acc_n;
-      for (double x : acc_mtp) m.mtp_loss.push_back(x / acc_n);
-      m.balance_loss = acc_bal / acc_n;
+      m.loss = acc.loss / acc.steps;
+      for (double x : acc.mtp) m.mtp_loss.push_back(x / acc.steps);
+      m.balance_loss = acc.balance / acc.steps;
       m.lr = lr;
-      m.grad_norm = acc_gnorm / acc_n;
-      m.tokens_per_s = acc_tokens / dt;
+      m.grad_norm = acc.grad_norm / acc.steps;
+      m.tokens_per_s = acc.tokens / Seconds(acc.start, now);
       m.mfu = m.tokens_per_s * flops_per_token / peak;
-      m.expert_load_max_over_mean = acc_load / acc_n;
-      const double elapsed = Seconds(run_start, now);
-      m.eta_s = elapsed / (r.step - first_step) * (cfg.training.steps - r.step);
+      m.expert_load_max_over_mean = acc.load / acc.steps;
+      m.eta_s = Seconds(run_start, now) / (r.step - first_step) * (cfg.training.steps - r.step);
       m.skipped_steps = r.skipped_total;
       RETURN_IF_ERROR(r.log->Log(m));
-      history.push_back({{"step", m.step}, {"loss", m.loss}});
       out.last_train_loss = m.loss;
-      acc_loss = acc_bal = acc_gnorm = acc_load = 0;
-      std::fill(acc_mtp.begin(), acc_mtp.end(), 0.0);
-      acc_n = acc_tokens = 0;
-      interval_start = Clock::now();
+      if (boundary) {
+        r.history.push_back({{"step", m.step}, {"loss", m.loss}});
+        acc.Reset();
+      }
     }
     if (r.val && cfg.training.eval_interval > 0 && r.step % cfg.training.eval_interval == 0 &&
         !last) {
@@ -331,12 +231,14 @@ absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
                   v.main);
       RETURN_IF_ERROR(
           r.log->LogEvent({{"event", "validation"}, {"step", r.step}, {"val_loss", v.main}}));
-      interval_start = Clock::now();  // keep eval time out of tokens/s
+      acc.start = Clock::now();  // keep eval time out of tokens/s
+      acc.tokens = 0;
     }
     if (!cfg.checkpoint.dir.empty() &&
         ((cfg.checkpoint.interval > 0 && r.step % cfg.checkpoint.interval == 0) || last)) {
-      RETURN_IF_ERROR(Save(r, history));
-      interval_start = Clock::now();
+      RETURN_IF_ERROR(train_internal::Save(r));
+      acc.start = Clock::now();
+      acc.tokens = 0;
     }
   }
   out.steps = r.step - first_step;
@@ -356,6 +258,7 @@ absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
     so.seed = cfg.training.seed;
     so.stop_token = r.tokenizer->eos_id();
     so.context = S;
+    so.vocab_limit = r.tokenizer->vocab_size();
     std::vector<int32_t> gen = Generate(*r.model, prompt, so);
     prompt.insert(prompt.end(), gen.begin(), gen.end());
     out.sample = r.tokenizer->Decode(prompt);

@@ -3,6 +3,10 @@
 # and UndefinedBehaviorSanitizer) and runs each for a bounded time from its seed corpus.
 #
 #   tests/fuzz/run_fuzzers.sh [SECONDS_PER_TARGET]   (default 60)
+#   MOETRAIN_FUZZ_TARGETS="config idx" tests/fuzz/run_fuzzers.sh 30   (a subset)
+#
+# Targets: safetensors (header parser), config (YAML config loader), idx (Megatron .idx/.bin
+# reader); each seeds from tests/fuzz/corpus/<name>/.
 #
 # Needs clang and libclang-rt-14-dev (launch/setup.sh installs both). Sources are compiled
 # directly, no CMake. Exits non-zero when a target finds a crash; the reproducer is left in
@@ -22,15 +26,25 @@ read -r -a absl_libs <<<"$(pkg-config --libs absl_status absl_statusor absl_stri
 # target name -> the sources it needs besides tests/fuzz/<name>_fuzz.cc
 declare -A sources=(
   [safetensors]="trainer/safetensors.cc trainer/durable_file.cc kernels/tensor.cc"
+  [config]="trainer/config.cc trainer/config_reader.cc trainer/config_model.cc trainer/config_validate.cc kernels/tensor.cc"
+  [idx]="data/indexed_dataset.cc kernels/tensor.cc"
+)
+# Libraries a target needs besides Abseil and libcrypto. yaml-cpp is Debian's g++ build;
+# clang++ links against the same libstdc++, so its C++ ABI matches.
+declare -A libs=(
+  [config]="-lyaml-cpp"
 )
 
+# MOETRAIN_FUZZ_TARGETS="config idx" runs a subset (default: every target, sorted).
+read -r -a targets <<<"${MOETRAIN_FUZZ_TARGETS:-$(printf '%s\n' "${!sources[@]}" | sort | tr '\n' ' ')}"
+
 status=0
-for name in "${!sources[@]}"; do
+for name in "${targets[@]}"; do
   bin="$out/${name}_fuzz"
   echo "[fuzz] building $bin"
   # shellcheck disable=SC2086
   "$cxx" "${flags[@]}" "tests/fuzz/${name}_fuzz.cc" ${sources[$name]} "${absl_libs[@]}" -lcrypto \
-    -o "$bin"
+    ${libs[$name]:-} -o "$bin"
   # New inputs go to a scratch corpus so the checked-in seeds stay small.
   work="$out/corpus/$name"
   mkdir -p "$work"

@@ -60,7 +60,7 @@ TEST(Config, LoadsTheEmbeddedDefault) {
   EXPECT_EQ(c->training.precision, "fp32");
   ASSERT_EQ(c->optimizer.lr.segments.size(), 2u);
   EXPECT_EQ(c->optimizer.lr.Value(0), 0);
-  EXPECT_DOUBLE_EQ(c->optimizer.lr.Value(200e3), 3e-3);
+  EXPECT_DOUBLE_EQ(c->optimizer.lr.Value(100e3), 3e-3);
   EXPECT_EQ(c->data.train_path, std::vector<std::string>{"data/cache/brown-train"});
   EXPECT_EQ(c->data.train_weights, std::vector<double>{1.0});
   EXPECT_EQ(c->parallel.schedule, "1f1b");
@@ -228,6 +228,21 @@ TEST(Config, BatchRampNeedsBothKeys) {
             std::string::npos);
   EXPECT_NE(ErrorOf(Minimal(), {"training.batch_ramp={start: 4, tokens: lots}"})
                 .find("training.batch_ramp.tokens: got lots; expected a token count"),
+            std::string::npos);
+}
+
+TEST(Config, FaultInjectionKeys) {
+  absl::StatusOr<Config> c = ParseConfig(Minimal(), "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->training.fault_inject_nan_step, -1);  // off by default
+  EXPECT_EQ(c->training.fault_inject_nan_count, 1);
+  c = ParseConfig(Minimal("training:\n  fault_inject_nan_step: 5\n  fault_inject_nan_count: 3\n"),
+                  "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->training.fault_inject_nan_step, 5);
+  EXPECT_EQ(c->training.fault_inject_nan_count, 3);
+  EXPECT_NE(ErrorOf(Minimal(), {"training.fault_inject_nan_count=two"})
+                .find("training.fault_inject_nan_count: got two; expected an integer"),
             std::string::npos);
 }
 

@@ -1,0 +1,165 @@
+// trainer/train_run.cc: opening a run's data, restoring it (init_from, resume) and saving
+// its checkpoints.
+#include "trainer/train_run.h"
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "data/tokenizer_factory.h"
+#include "trainer/checkpoint.h"
+#include "trainer/hf_import.h"
+#include "trainer/model_io.h"
+#include "trainer/trainer.h"
+
+namespace mt::train_internal {
+namespace {
+
+using Json = nlohmann::json;
+
+// The state file holding the fp32 master weights when checkpoint.dtype is bf16: the bf16
+// model shards alone would round the weights and a resumed run would diverge.
+constexpr char kMasterWeights[] = "master_weights";
+// Where the tokenizer goes in a step directory (and in an export): `generate` looks there.
+constexpr char kTokenizerFile[] = "tokenizer.model";
+
+// The step directory to resume from ("" for a fresh start) and whether its manifest still
+// needs verifying.
+absl::StatusOr<std::pair<std::string, bool>> ResumeDir(const Config& c) {
+  if (c.checkpoint.resume == "none") return std::pair<std::string, bool>("", false);
+  if (c.checkpoint.resume != "auto") return std::pair<std::string, bool>(c.checkpoint.resume, true);
+  if (c.checkpoint.dir.empty())
+    return absl::InvalidArgumentError(
+        absl::StrCat(c.source, ": checkpoint.resume is auto but checkpoint.dir is not set"));
+  ASSIGN_OR_RETURN(auto choice, FindResumeCheckpoint(c.checkpoint.dir));
+  if (!choice) {
+    std::printf("[moetrain] resume auto: no checkpoint in %s, starting fresh\n",
+                c.checkpoint.dir.c_str());
+    return std::pair<std::string, bool>("", false);
+  }
+  for (const auto& why : choice->skipped)
+    std::printf("[moetrain] resume: skipped %s\n", why.c_str());
+  std::printf(
+      "[moetrain] resume: taking %s, step %lld (the newest committed step whose manifest "
+      "verifies)\n",
+      choice->step_dir.c_str(), static_cast<long long>(choice->step));
+  // FindResumeCheckpoint has just hashed every file of it.
+  return std::pair<std::string, bool>(choice->step_dir, false);
+}
+
+}  // namespace
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+absl::Status OpenData(Run& r) {
+  const Config& c = r.cfg;
+  if (c.data.train_path.empty())
+    return absl::InvalidArgumentError(absl::StrCat(c.source, ": data.train_path is not set"));
+  std::vector<std::pair<double, std::string>> weighted;
+  for (size_t i = 0; i < c.data.train_path.size(); ++i)
+    weighted.push_back(
+        {i < c.data.train_weights.size() ? c.data.train_weights[i] : 1.0, c.data.train_path[i]});
+  ASSIGN_OR_RETURN(std::vector<data::BlendSource> blend, data::OpenBlend(weighted));
+  for (const auto& b : blend) RETURN_IF_ERROR(b.dataset->CheckVocab(c.model.vocab_size));
+  ASSIGN_OR_RETURN(r.train, data::TrainSampleSource::Create(std::move(blend), c.training.seq_len,
+                                                            c.training.seed));
+  if (!c.data.val_path.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<data::IndexedDataset> vds,
+                     data::IndexedDataset::Open(c.data.val_path));
+    RETURN_IF_ERROR(vds->CheckVocab(c.model.vocab_size));
+    ASSIGN_OR_RETURN(r.val, data::ValidationSource::Create(
+                                std::shared_ptr<const data::IndexedDataset>(std::move(vds)),
+                                c.training.seq_len));
+  }
+  if (!c.data.tokenizer.empty()) {
+    ASSIGN_OR_RETURN(r.tokenizer, data::LoadTokenizer(c.data.tokenizer));
+    if (r.tokenizer->vocab_size() > c.model.vocab_size)
+      return absl::InvalidArgumentError(
+          absl::StrCat(c.data.tokenizer, ": tokenizer has ", r.tokenizer->vocab_size(),
+                       " tokens but model.vocab_size is ", c.model.vocab_size));
+  }
+  return absl::OkStatus();
+}
+
+// The step directory to resume from ("" for a fresh start) and whether its manifest still
+
+absl::Status Restore(Run& r) {
+  const Config& c = r.cfg;
+  if (!c.training.init_from.empty()) {
+    Model& model = *r.model;
+    ASSIGN_OR_RETURN(HfModelDir hf,
+                     LoadHfModelDir(c.training.init_from, [&](const std::string& name) {
+                       return IsModelTensorName(model, name);
+                     }));
+    RETURN_IF_ERROR(LoadModelTensors(model, hf.tensors, c.training.init_from));
+    std::printf("[moetrain] initialised weights from %s\n", c.training.init_from.c_str());
+  }
+  ASSIGN_OR_RETURN(auto resume, ResumeDir(c));
+  const auto& [step_dir, verify] = resume;
+  if (step_dir.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(CheckpointData ck, LoadCheckpoint(step_dir, verify));
+  RETURN_IF_ERROR(LoadModelTensors(*r.model, ck.model, step_dir));
+  if (auto it = ck.state_files.find(kMasterWeights); it != ck.state_files.end())
+    RETURN_IF_ERROR(LoadModelTensors(*r.model, it->second, step_dir + " (master weights)"));
+  RETURN_IF_ERROR(LoadOptimizerState(*r.opt, ck.state_files, step_dir));
+  const Json& ts = ck.train_state;
+  try {
+    r.step = ts.at("step").get<int64_t>();
+    r.opt->set_step(ts.at("optimizer_step").get<int64_t>());
+    r.consecutive_skips = ts.at("consecutive_skips").get<int64_t>();
+    r.skipped_total = ts.at("skipped_steps").get<int64_t>();
+    if (ts.contains("metrics_history")) r.history = ts.at("metrics_history");
+    if (ts.contains("metrics_interval")) r.interval.FromJson(ts.at("metrics_interval"));
+    if (r.interval.mtp.size() != static_cast<size_t>(c.model.num_nextn_predict_layers))
+      return absl::InvalidArgumentError(absl::StrCat(
+          step_dir, "/train_state.json: metrics_interval.mtp has ", r.interval.mtp.size(),
+          " entries, the model has ", c.model.num_nextn_predict_layers, " MTP modules"));
+    ASSIGN_OR_RETURN(r.cursor, r.train->RestoreCursor(ts.at("sampler")));
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(step_dir, "/train_state.json: ", e.what()));
+  }
+  std::printf("[moetrain] resumed at step %lld (%lld samples consumed)\n",
+              static_cast<long long>(r.step), static_cast<long long>(r.cursor));
+  return absl::OkStatus();
+}
+
+absl::Status Save(Run& r) {
+  const Config& c = r.cfg;
+  CheckpointData ck;
+  ck.config_json = ModelConfigToHfJson(c.model);
+  ck.model = ModelTensors(*r.model);
+  OptimizerStateFiles(*r.opt, &ck.state_files);
+  if (c.checkpoint.dtype == "bf16") {
+    std::vector<NamedTensor>& master = ck.state_files[kMasterWeights];
+    for (const auto& p : r.model->params().all()) master.push_back({p->name, p->value});
+  }
+  if (!c.data.tokenizer.empty()) ck.extra_files[kTokenizerFile] = c.data.tokenizer;
+  ck.train_state = {
+      {"step", r.step},
+      {"tokens", r.Tokens()},
+      {"optimizer_step", r.opt->step()},
+      {"consecutive_skips", r.consecutive_skips},
+      {"skipped_steps", r.skipped_total},
+      {"sampler", r.train->SamplerState(r.cursor)},
+      {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
+      // Informational: the schedules are functions of the consumed tokens above.
+      {"schedules",
+       {{"lr", c.optimizer.lr.Value(r.Tokens())},
+        {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
+        {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())},
+        {"global_batch", GlobalBatchAt(c, r.Tokens())}}},
+      {"metrics_history", r.history},
+      {"metrics_interval", r.interval.ToJson()},
+      {"config_source", c.source}};
+  SaveOptions opts;
+  opts.keep_last = c.checkpoint.keep_last;
+  opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  const auto t0 = Clock::now();
+  RETURN_IF_ERROR(SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts));
+  std::printf("[moetrain] checkpoint %s/%s written in %.2fs\n", c.checkpoint.dir.c_str(),
+              StepDirName(r.step).c_str(), Seconds(t0, Clock::now()));
+  return absl::OkStatus();
+}
+}  // namespace mt::train_internal
