@@ -20,13 +20,13 @@
 #include "trainer/generate.h"
 #include "trainer/hf_import.h"
 #include "trainer/model_io.h"
+#include "trainer/tokenizer_files.h"
 #include "trainer/trainer.h"
 
 namespace mt {
 namespace {
 
 // Where a checkpoint or an export keeps its tokenizer (trainer.cc writes it there).
-constexpr char kTokenizerFile[] = "tokenizer.model";
 
 int Fail(const std::string& cmd, const absl::Status& s) {
   std::fprintf(stderr, "%s: error: %s\n", cmd.c_str(), std::string(s.message()).c_str());
@@ -83,16 +83,17 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModelDir(const std::string& dir) {
   return model;
 }
 
-// Copies DIR/tokenizer.model (if any) into the exported directory `out`, under a temporary
-// name first so that a tokenizer.model there is always whole.
+// Copies the tokenizer DIR carries (if any) into the exported directory `out`, each file
+// under a temporary name first so that a tokenizer file there is always whole.
 absl::Status CopyTokenizer(const std::string& dir, const std::string& out) {
-  const std::string from = dir + "/" + kTokenizerFile;
-  std::error_code ec;
-  if (!std::filesystem::exists(from, ec)) return absl::OkStatus();
-  const std::string tmp = out + "/." + kTokenizerFile + ".tmp";
-  RETURN_IF_ERROR(CopyFileDurably(from, tmp).status());
-  if (std::rename(tmp.c_str(), (out + "/" + kTokenizerFile).c_str()) != 0)
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", std::strerror(errno)));
+  std::optional<std::string> tok = TokenizerInDirectory(dir);
+  if (!tok) return absl::OkStatus();
+  for (const auto& [name, from] : TokenizerFiles(*tok)) {
+    const std::string tmp = out + "/." + name + ".tmp";
+    RETURN_IF_ERROR(CopyFileDurably(from, tmp).status());
+    if (std::rename(tmp.c_str(), (out + "/" + name).c_str()) != 0)
+      return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", std::strerror(errno)));
+  }
   return FsyncDir(out);
 }
 
@@ -224,7 +225,7 @@ int RunGenerateCommand(int argc, char** argv) {
   static const char kUsage[] =
       "usage: moetrain generate --checkpoint DIR --prompt TEXT [--tokenizer FILE.model]\n"
       "                         [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
-      "  The tokenizer defaults to DIR/tokenizer.model.\n";
+      "  The tokenizer defaults to the one DIR carries (tokenizer.model or tokenizer.json).\n";
   auto opts = ParseOptions(
       argc, argv,
       {"checkpoint", "prompt", "tokenizer", "max-tokens", "temperature", "top-p", "seed"});
@@ -244,12 +245,12 @@ int RunGenerateCommand(int argc, char** argv) {
     return UsageError(kUsage, "--top-p must be in (0, 1] and --temperature >= 0");
   std::string tok_path = One(*opts, "tokenizer");
   if (tok_path.empty()) {
-    tok_path = ckpt + "/" + kTokenizerFile;
-    std::error_code ec;
-    if (!std::filesystem::exists(tok_path, ec))
+    std::optional<std::string> found = TokenizerInDirectory(ckpt);
+    if (!found)
       return Fail(argv[0], absl::NotFoundError(absl::StrCat(
-                               ckpt, " has no ", kTokenizerFile,
-                               " (the run had no data.tokenizer); pass --tokenizer FILE.model")));
+                               ckpt, " has no tokenizer.model or tokenizer.json (the run had no "
+                               "data.tokenizer); pass --tokenizer FILE")));
+    tok_path = *found;
   }
   auto tok = data::LoadTokenizer(tok_path);
   if (!tok.ok()) return Fail(argv[0], tok.status());

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/tokenizer_factory.h"
+#include "trainer/tokenizer_files.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hf_import.h"
 #include "trainer/model_io.h"
@@ -21,7 +22,6 @@ using Json = nlohmann::json;
 // model shards alone would round the weights and a resumed run would diverge.
 constexpr char kMasterWeights[] = "master_weights";
 // Where the tokenizer goes in a step directory (and in an export): `generate` looks there.
-constexpr char kTokenizerFile[] = "tokenizer.model";
 
 // The step directory to resume from ("" for a fresh start) and whether its manifest still
 // needs verifying.
@@ -73,11 +73,16 @@ absl::Status OpenData(Run& r) {
                                 std::shared_ptr<const data::IndexedDataset>(std::move(vds)),
                                 c.training.seq_len));
   }
-  if (!c.data.tokenizer.empty()) {
-    ASSIGN_OR_RETURN(r.tokenizer, data::LoadTokenizer(c.data.tokenizer));
+  // The run's tokenizer: data.tokenizer, else the one a fine-tune's --init-from directory
+  // carries (a Hub model directory's tokenizer.json).
+  r.tokenizer_path = c.data.tokenizer;
+  if (r.tokenizer_path.empty() && !c.training.init_from.empty())
+    r.tokenizer_path = TokenizerInDirectory(c.training.init_from).value_or("");
+  if (!r.tokenizer_path.empty()) {
+    ASSIGN_OR_RETURN(r.tokenizer, data::LoadTokenizer(r.tokenizer_path));
     if (r.tokenizer->vocab_size() > c.model.vocab_size)
       return absl::InvalidArgumentError(
-          absl::StrCat(c.data.tokenizer, ": tokenizer has ", r.tokenizer->vocab_size(),
+          absl::StrCat(r.tokenizer_path, ": tokenizer has ", r.tokenizer->vocab_size(),
                        " tokens but model.vocab_size is ", c.model.vocab_size));
   }
   return absl::OkStatus();
@@ -135,7 +140,7 @@ absl::Status Save(Run& r) {
     std::vector<NamedTensor>& master = ck.state_files[kMasterWeights];
     for (const auto& p : r.model->params().all()) master.push_back({p->name, p->value});
   }
-  if (!c.data.tokenizer.empty()) ck.extra_files[kTokenizerFile] = c.data.tokenizer;
+  if (!r.tokenizer_path.empty()) ck.extra_files = TokenizerFiles(r.tokenizer_path);
   ck.train_state = {
       {"step", r.step},
       {"tokens", r.Tokens()},

@@ -63,6 +63,7 @@ struct Run {
   std::unique_ptr<data::TrainSampleSource> train;
   std::unique_ptr<data::ValidationSource> val;
   std::unique_ptr<data::Tokenizer> tokenizer;
+  std::string tokenizer_path;  // what `tokenizer` was loaded from (copied into checkpoints)
   std::unique_ptr<Model> model;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<MetricsLogger> log;

@@ -167,8 +167,8 @@ TEST_F(Export, GenerateNeedsOnlyTheCheckpointAndIsDeterministic) {
   CommandResult r = RunMoetrain(
       {"generate", "--checkpoint", *dir_ / "notok/" + StepDirName(1), "--prompt", "the cat"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.output.find("has no tokenizer.model (the run had no data.tokenizer); pass "
-                          "--tokenizer FILE.model"),
+  EXPECT_NE(r.output.find("has no tokenizer.model or tokenizer.json (the run had no "
+                          "data.tokenizer); pass --tokenizer FILE"),
             std::string::npos)
       << r.output;
 }
