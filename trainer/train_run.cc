@@ -2,6 +2,7 @@
 // its checkpoints.
 #include "trainer/train_run.h"
 
+#include <chrono>
 #include <cstdio>
 #include <utility>
 
@@ -15,6 +16,15 @@
 
 namespace mt::train_internal {
 namespace {
+
+// Bytes of every tensor a checkpoint holds in memory (for the throughput lines).
+size_t TensorBytes(const CheckpointData& ck) {
+  size_t bytes = 0;
+  for (const auto& t : ck.model) bytes += t.tensor.nbytes();
+  for (const auto& [name, tensors] : ck.state_files)
+    for (const auto& t : tensors) bytes += t.tensor.nbytes();
+  return bytes;
+}
 
 using Json = nlohmann::json;
 
@@ -104,7 +114,13 @@ absl::Status Restore(Run& r) {
   ASSIGN_OR_RETURN(auto resume, ResumeDir(c));
   const auto& [step_dir, verify] = resume;
   if (step_dir.empty()) return absl::OkStatus();
+  const auto load_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(CheckpointData ck, LoadCheckpoint(step_dir, verify));
+  const size_t bytes = TensorBytes(ck);
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  std::printf("[moetrain] loaded %s: %.1f MB of tensors in %.3fs (%.0f MB/s)\n", step_dir.c_str(),
+              bytes / 1e6, load_s, bytes / 1e6 / load_s);
   RETURN_IF_ERROR(LoadModelTensors(*r.model, ck.model, step_dir));
   if (auto it = ck.state_files.find(kMasterWeights); it != ck.state_files.end())
     RETURN_IF_ERROR(LoadModelTensors(*r.model, it->second, step_dir + " (master weights)"));
@@ -163,8 +179,11 @@ absl::Status Save(Run& r) {
   opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   const auto t0 = Clock::now();
   RETURN_IF_ERROR(SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts));
-  std::printf("[moetrain] checkpoint %s/%s written in %.2fs\n", c.checkpoint.dir.c_str(),
-              StepDirName(r.step).c_str(), Seconds(t0, Clock::now()));
+  const size_t bytes = TensorBytes(ck);
+  const double seconds = Seconds(t0, Clock::now());
+  std::printf("[moetrain] checkpoint %s/%s written: %.1f MB of tensors in %.3fs (%.0f MB/s)\n",
+              c.checkpoint.dir.c_str(), StepDirName(r.step).c_str(), bytes / 1e6, seconds,
+              bytes / 1e6 / seconds);
   return absl::OkStatus();
 }
 }  // namespace mt::train_internal
