@@ -116,6 +116,13 @@ bool FaultInjectedAt(const TrainingConfig& t, int64_t step) {
 }
 
 absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
+  // The parallel building blocks (parallel/) are not wired into this loop yet: refuse a
+  // layout it would silently run as one process.
+  const ParallelConfig& par = cfg.parallel;
+  if (par.pp * par.ep * par.dp != 1)
+    return absl::UnimplementedError(absl::StrCat(
+        cfg.source, ": parallel.pp (", par.pp, "), parallel.ep (", par.ep, ") and parallel.dp (",
+        par.dp, ") must be 1: multi-rank training is not wired into the trainer yet"));
   Run r(cfg);
   const int64_t S = cfg.training.seq_len, mb = cfg.training.micro_batch_size;
   RETURN_IF_ERROR(train_internal::OpenData(r));
