@@ -20,6 +20,10 @@ namespace mt {
 inline namespace MT_REAL_NS {
 namespace {
 
+// Below this many elements a loop runs on one thread: on a busy machine the fork/join of a
+// parallel region costs more than the work (the threshold kernels/ops.cc uses).
+constexpr int64_t kParallelMin = 1 << 15;
+
 // The recipe's round scaling, for every operand (see precision.h).
 constexpr QuantizeOptions kScales{/*pow2_scales=*/true};
 
@@ -388,7 +392,7 @@ void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& 
     ops::Gemm<float>(false, true, M, N, len, 1.0f, qa.data() + k0, K, qb.data() + k0, K, 0.0f,
                      chunk.data(), N);
     const float* sbt = sb + kt * N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N > kParallelMin)
     for (int64_t m = 0; m < M; ++m) {
       const float s = sa[kt * M + m];
       float* yr = y + m * N;
