@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # launch/train_default.sh: the README's first command. On a fresh Debian 12 machine it
 # installs and builds everything (launch/setup.sh), prepares the embedded Brown corpus once
-# (cached in data/cache/), and trains configs/default.yaml: on the CPU, or on the GPU when
-# one is present and the CUDA backend is built. Extra arguments go to `moetrain train`
-# (e.g. --set training.steps=50).
+# (cached in data/cache/), and trains configs/default.yaml on the CPU (the GPU path arrives
+# with the CUDA backend). Extra arguments go to `moetrain train` (e.g. --set
+# training.steps=50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
