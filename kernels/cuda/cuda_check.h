@@ -1,4 +1,5 @@
-// kernels/cuda/cuda_check.h: fail-fast checks around CUDA runtime and cuBLAS calls.
+// kernels/cuda/cuda_check.h: fail-fast checks around CUDA runtime, cuBLAS(Lt) and cuDNN calls
+// (NCCL's check lives with the NCCL communicator, parallel/communicator_nccl.cc).
 //
 // One generic macro per library, in the ggml/llm.c style: the expression is evaluated
 // once; on failure we print the call, the function, file:line and the library's own
@@ -8,6 +9,10 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if __has_include(<cudnn.h>)
+#include <cudnn.h>
+#define MT_HAVE_CUDNN 1
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +42,11 @@ namespace mt::cuda {
 // CUBLAS_CHECK(cublasLtMatmul(...));
 #define CUBLAS_CHECK(expr) \
   MT_CUDA_CHECK_GEN_("cuBLAS", expr, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+#ifdef MT_HAVE_CUDNN
+// CUDNN_CHECK(cudnnBackendExecute(...));
+#define CUDNN_CHECK(expr) \
+  MT_CUDA_CHECK_GEN_("cuDNN", expr, CUDNN_STATUS_SUCCESS, cudnnGetErrorString)
+#endif
 // After every kernel launch: catches bad launch configurations at the launch site.
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
