@@ -9,14 +9,12 @@
 #include <algorithm>
 #include <climits>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_check.h"
 
 namespace mt::cuda {
 namespace {
 
-constexpr int kBlock = 256;          // threads per block for every 1-D launch
-constexpr int kWarps = kBlock / 32;  // warps per row block in the row reductions
-static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block must be whole warps");
 // RmsNorm dw: a tile of kDwCols columns, each summed over rows by kDwRowLanes threads.
 constexpr int kDwCols = 32;
 constexpr int kDwRowLanes = 16;
@@ -24,32 +22,12 @@ static_assert(kDwCols * kDwRowLanes <= 1024, "dw tile exceeds a block");
 
 // ---- CUDA kernels ---------------------------------------------------------------------
 
-#define MT_GRID_STRIDE(i, n)                                                \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += int64_t(gridDim.x) * blockDim.x)
-
-__device__ float WarpSum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over a kBlock-thread block; every thread gets the same total (summed in warp order).
-__device__ float BlockSum(float v) {
-  __shared__ float warp_sums[kWarps];
-  v = WarpSum(v);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
-  __syncthreads();
-  float total = 0;
-  for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
-  __syncthreads();  // warp_sums may be reused by the next call
-  return total;
-}
-
 // One block per row.
 __global__ void RmsNormForwardKernel(const float* x, const float* w, float* y, float* rstd,
                                      int64_t C, float eps) {
   const int64_t r = blockIdx.x;
   const float* xr = x + r * C;  // [C]
+  // RmsNormQuantizeKernel (fp8_quant.cu) repeats these steps exactly: keep them in step.
   float ss = 0;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
   ss = BlockSum(ss);
@@ -150,11 +128,6 @@ __global__ void AxpyKernel(float a, const float* x, float* y, int64_t n) {
 }
 
 #undef MT_GRID_STRIDE
-
-// Enough blocks to fill any current GPU; grid-stride loops cover the rest.
-unsigned GridFor(int64_t n) {
-  return unsigned(std::min<int64_t>((n + kBlock - 1) / kBlock, int64_t(1) << 16));
-}
 
 void CheckRows(int64_t rows, int64_t C) {
   CUDA_HOST_CHECK(rows >= 0 && C > 0, "rows must be >= 0 and C > 0");

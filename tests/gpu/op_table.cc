@@ -1,0 +1,421 @@
+// tests/gpu/op_table.cc: the entries of the GPU op table (op_table.h).
+#include "tests/gpu/op_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/bf16.h"
+#include "kernels/cuda/adamw.h"
+#include "kernels/cuda/cross_entropy.h"
+#include "kernels/cuda/fp8_quant.h"
+#include "kernels/cuda/moe_permute.h"
+#include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/router.h"
+#include "kernels/fp8.h"
+#include "kernels/ops.h"
+#include "kernels/quantize.h"
+
+namespace mt::cuda::test {
+namespace {
+
+constexpr double kFp32 = 1e-5;
+constexpr double kBf16 = 1e-2;
+constexpr cudaStream_t kStream = nullptr;  // the default stream
+
+template <typename T>
+std::vector<T> FromTensor(const Tensor& t) {
+  const T* p = static_cast<const T*>(t.raw());
+  return std::vector<T>(p, p + t.numel());
+}
+
+// ---- fp32 ops of ops_cuda.h ----------------------------------------------------------
+
+std::vector<Check> RmsNorm() {
+  const int64_t rows = 37, C = 1000;  // C not a multiple of the block or the dw tile
+  const double eps = 1e-6;
+  auto x = Random(rows * C, 1, 2.0f), w = Random(C, 2, 0.5f, 1.0f), dy = Random(rows * C, 3);
+  std::vector<float> y(rows * C), rstd(rows), dx(rows * C), dw = Random(C, 4);
+  DeviceBuffer<float> d_x(x), d_w(w), d_dy(dy), d_y(y), d_rstd(rstd), d_dx(dx), d_dw(dw);
+  ops::RmsNormForward<float>(x.data(), w.data(), y.data(), rstd.data(), rows, C, eps);
+  ops::RmsNormBackward<float>(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), dw.data(),
+                              rows, C);
+  RmsNormForward(d_x.get(), d_w.get(), d_y.get(), d_rstd.get(), rows, C, eps, kStream);
+  RmsNormBackward(d_dy.get(), d_x.get(), d_w.get(), d_rstd.get(), d_dx.get(), d_dw.get(), rows, C,
+                  kStream);
+  return {RelError("y", d_y.ToHost(), y, kFp32), RelError("rstd", d_rstd.ToHost(), rstd, kFp32),
+          RelError("dx", d_dx.ToHost(), dx, kFp32),
+          RelError("dw (accumulated)", d_dw.ToHost(), dw, kFp32)};
+}
+
+std::vector<Check> Rope() {
+  const int64_t B = 2, S = 19, H = 5, stride = 80, offset = 16, dr = 64;
+  std::vector<double> cos(S * dr / 2), sin(S * dr / 2);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t i = 0; i < dr / 2; ++i) {
+      const double angle = s * std::pow(10000.0, -2.0 * i / dr);
+      cos[s * dr / 2 + i] = 1.1 * std::cos(angle);  // YaRN-like mscale folded in
+      sin[s * dr / 2 + i] = 1.1 * std::sin(angle);
+    }
+  }
+  auto x = Random(B * S * H * stride, 5), dx = Random(B * S * H * stride, 6);
+  DeviceBuffer<float> d_x(x), d_dx(dx);
+  DeviceBuffer<double> d_cos(cos), d_sin(sin);
+  ops::RopeForward<float>(x.data(), B, S, H, stride, offset, dr, cos.data(), sin.data());
+  ops::RopeBackward<float>(dx.data(), B, S, H, stride, offset, dr, cos.data(), sin.data());
+  RopeForward(d_x.get(), B, S, H, stride, offset, dr, d_cos.get(), d_sin.get(), kStream);
+  RopeBackward(d_dx.get(), B, S, H, stride, offset, dr, d_cos.get(), d_sin.get(), kStream);
+  return {RelError("forward", d_x.ToHost(), x, kFp32),
+          RelError("backward", d_dx.ToHost(), dx, kFp32)};
+}
+
+std::vector<Check> Swiglu() {
+  const int64_t n = 100003;
+  auto gate = Random(n, 7, 6.0f), up = Random(n, 8), dh = Random(n, 9);
+  std::vector<float> h(n), dgate(n), dup(n);
+  DeviceBuffer<float> d_gate(gate), d_up(up), d_dh(dh), d_h(h), d_dgate(dgate), d_dup(dup);
+  ops::SwigluForward<float>(gate.data(), up.data(), h.data(), n);
+  ops::SwigluBackward<float>(dh.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
+  SwigluForward(d_gate.get(), d_up.get(), d_h.get(), n, kStream);
+  SwigluBackward(d_dh.get(), d_gate.get(), d_up.get(), d_dgate.get(), d_dup.get(), n, kStream);
+  return {RelError("h", d_h.ToHost(), h, kFp32), RelError("dgate", d_dgate.ToHost(), dgate, kFp32),
+          RelError("dup", d_dup.ToHost(), dup, kFp32)};
+}
+
+std::vector<Check> Embedding() {
+  const int64_t n = 300, V = 50, C = 96;
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = int32_t((7 * i + 3) % V);  // every id ~6 times
+  auto table = Random(V * C, 10), dout = Random(n * C, 11), dtable = Random(V * C, 12);
+  std::vector<float> out(n * C);
+  DeviceBuffer<int32_t> d_ids(ids);
+  DeviceBuffer<float> d_table(table), d_dout(dout), d_dtable(dtable), d_out(out);
+  ops::EmbeddingForward<float>(ids.data(), table.data(), out.data(), n, C);
+  ops::EmbeddingBackward<float>(ids.data(), dout.data(), dtable.data(), n, C);
+  EmbeddingForward(d_ids.get(), d_table.get(), d_out.get(), n, C, kStream);
+  EmbeddingBackward(d_ids.get(), d_dout.get(), d_dtable.get(), n, C, kStream);
+  return {RelError("forward", d_out.ToHost(), out, kFp32),
+          RelError("backward (repeated ids)", d_dtable.ToHost(), dtable, kFp32)};
+}
+
+std::vector<Check> AddAxpy() {
+  const int64_t n = 77777;
+  auto x = Random(n, 13), y_add = Random(n, 14), y_axpy = Random(n, 15);
+  DeviceBuffer<float> d_x(x), d_y_add(y_add), d_y_axpy(y_axpy);
+  ops::Add<float>(x.data(), y_add.data(), n);
+  ops::Axpy<float>(-0.3f, x.data(), y_axpy.data(), n);
+  Add(d_x.get(), d_y_add.get(), n, kStream);
+  Axpy(-0.3f, d_x.get(), d_y_axpy.get(), n, kStream);
+  return {RelError("add", d_y_add.ToHost(), y_add, kFp32),
+          RelError("axpy", d_y_axpy.ToHost(), y_axpy, kFp32)};
+}
+
+// ---- MoE routing and permutation ------------------------------------------------------
+
+RouterShape TestRouterShape() {
+  RouterShape sh;
+  sh.tokens = 515;  // not a multiple of the 4 tokens per block
+  sh.experts = 64;
+  sh.top_k = 6;
+  sh.n_group = 8;
+  sh.topk_group = 3;
+  sh.norm_topk = true;
+  sh.scaling = 2.5;
+  sh.seq_len = 103;
+  sh.valid = 100;  // MTP-style: the last 3 positions of each sequence do not count
+  return sh;
+}
+
+std::vector<Check> Router() {
+  const RouterShape sh = TestRouterShape();
+  const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k;
+  auto logits = Random(T * E, 20, 4.0f), bias = Random(E, 21, 0.05f);
+  DeviceBuffer<float> d_logits(logits), d_bias(bias), d_scores(T * E), d_weight(T * K);
+  DeviceBuffer<int32_t> d_topk(T * K);
+  DeviceBuffer<int64_t> d_load(E);
+  RouterForward(d_logits.get(), d_bias.get(), d_scores.get(), d_topk.get(), d_weight.get(),
+                d_load.get(), sh, kStream);
+  std::vector<float> scores(T * E);
+  for (int64_t i = 0; i < T * E; ++i) scores[i] = 1.0f / (1.0f + std::exp(-logits[i]));
+  // Discrete routing is compared on the GPU's own scores (the sigmoid may differ in the
+  // last bit, and a near-tie could then flip legitimately).
+  const std::vector<float> gpu_scores = d_scores.ToHost();
+  std::vector<int32_t> topk(T * K);
+  std::vector<float> weight(T * K);
+  std::vector<int64_t> load(E, 0);
+  ref::RouteFromScores(gpu_scores.data(), bias.data(), topk.data(), weight.data(), load.data(), sh);
+  return {RelError("scores (sigmoid)", gpu_scores, scores, kFp32),
+          Mismatches("topk", d_topk.ToHost(), topk),
+          Mismatches("weight", d_weight.ToHost(), weight),
+          Mismatches("load", d_load.ToHost(), load)};
+}
+
+// A routing with every expert's count different, some experts empty.
+std::vector<int32_t> TestTopk(int64_t T, int64_t K, int64_t E, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> topk(T * K);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> experts(E);
+    for (int64_t e = 0; e < E; ++e) experts[e] = int32_t(e);
+    // Skewed: low experts more likely; the last two never chosen.
+    std::partial_sort(experts.begin(), experts.begin() + K, experts.end() - 2,
+                      [&](int32_t a, int32_t b) { return (rng() % (a + 4)) < (rng() % (b + 4)); });
+    std::copy(experts.begin(), experts.begin() + K, topk.begin() + t * K);
+  }
+  return topk;
+}
+
+std::vector<Check> MoePermutation() {
+  const int64_t T = 301, K = 4, E = 16, H = 72, P = T * K;
+  const std::vector<int32_t> topk = TestTopk(T, K, E, 30);
+  DeviceBuffer<int32_t> d_topk(topk), d_src(P), d_pos(P), d_counts(E), d_offsets(E + 1);
+  const size_t ws_bytes = MoePlanWorkspaceBytes(P, E);
+  DeviceBuffer<char> d_ws(ws_bytes);
+  MoePlanBuild(d_topk.get(), T, K, E, {d_src.get(), d_pos.get(), d_counts.get(), d_offsets.get()},
+               d_ws.get(), ws_bytes, kStream);
+  std::vector<int32_t> src(P), pos(P), counts(E), offsets(E + 1);
+  ref::MoePlanBuild(topk.data(), T, K, E, src.data(), pos.data(), counts.data(), offsets.data());
+
+  auto x = Random(T * H, 31);
+  DeviceBuffer<float> d_x(x), d_xp(P * H);
+  PermuteRows(d_x.get(), d_xp.get(), d_src.get(), P, H * sizeof(float), kStream);
+  std::vector<float> xp(P * H);
+  for (int64_t p = 0; p < P; ++p)
+    std::copy(x.begin() + src[p] * H, x.begin() + (src[p] + 1) * H, xp.begin() + p * H);
+
+  auto ye = Random(P * H, 32), weight = Random(P, 33, 0.5f, 0.5f), dy = Random(T * H, 34);
+  auto dxp = Random(P * H, 35);
+  DeviceBuffer<float> d_ye(ye), d_w(weight), d_dy(dy), d_dxp(dxp), d_y(T * H), d_dye(P * H),
+      d_dw(P), d_dx(T * H);
+  Combine(d_ye.get(), d_w.get(), d_pos.get(), d_y.get(), T, K, H, kStream);
+  CombineBackward(d_dy.get(), d_ye.get(), d_w.get(), d_pos.get(), d_dye.get(), d_dw.get(), T, K, H,
+                  kStream);
+  UnpermuteSum(d_dxp.get(), d_pos.get(), d_dx.get(), T, K, H, kStream);
+  std::vector<float> y(T * H), dye(P * H), dw(P), dx(T * H);
+  ref::Combine(ye.data(), weight.data(), pos.data(), y.data(), T, K, H);
+  ref::CombineBackward(dy.data(), ye.data(), weight.data(), pos.data(), dye.data(), dw.data(), T, K,
+                       H);
+  ref::UnpermuteSum(dxp.data(), pos.data(), dx.data(), T, K, H);
+  return {Mismatches("plan src_token", d_src.ToHost(), src),
+          Mismatches("plan slot_pos", d_pos.ToHost(), pos),
+          Mismatches("plan counts", d_counts.ToHost(), counts),
+          Mismatches("plan offsets", d_offsets.ToHost(), offsets),
+          Mismatches("permute rows", d_xp.ToHost(), xp),
+          RelError("combine", d_y.ToHost(), y, kFp32),
+          RelError("combine backward dye", d_dye.ToHost(), dye, kFp32),
+          RelError("combine backward dweight", d_dw.ToHost(), dw, kFp32),
+          RelError("unpermute sum", d_dx.ToHost(), dx, kFp32)};
+}
+
+// ---- loss and optimizer ---------------------------------------------------------------
+
+std::vector<Check> CrossEntropy() {
+  const int64_t R = 45, V = 5003;
+  auto logits = Random(R * V, 40, 8.0f);
+  std::vector<int32_t> targets(R);
+  for (int64_t r = 0; r < R; ++r) targets[r] = r % 9 == 4 ? -1 : int32_t((r * 977) % V);
+  const float grad_scale = 1.0f / 41;
+  DeviceBuffer<float> d_logits(logits), d_losses(R);
+  DeviceBuffer<int32_t> d_targets(targets);
+  DeviceBuffer<uint16_t> d_bf16(R * V);
+  DeviceBuffer<double> d_partials(kSumPartials), d_total(1);
+  CrossEntropyForwardBackward(d_logits.get(), d_targets.get(), R, V, grad_scale, d_losses.get(),
+                              d_bf16.get(), kStream);
+  SumAccumulate(d_losses.get(), R, d_partials.get(), d_total.get(), kStream);
+  std::vector<float> losses(R);
+  const double total = ops::CrossEntropyForwardBackward<float>(logits.data(), targets.data(), R, V,
+                                                               grad_scale, losses.data());
+  const std::vector<float> dlogits = d_logits.ToHost();
+  std::vector<uint16_t> bf16(R * V);
+  for (int64_t i = 0; i < R * V; ++i) bf16[i] = mt::FloatToBf16(dlogits[i]);
+  return {RelError("dlogits", dlogits, logits, kFp32),
+          RelError("row losses", d_losses.ToHost(), losses, kFp32),
+          RelError("loss sum", d_total.ToHost(), std::vector<double>{total}, kFp32),
+          Mismatches("dlogits bf16 = bf16(dlogits)", d_bf16.ToHost(), bf16)};
+}
+
+std::vector<Check> AdamW() {
+  const int64_t n = 50021;
+  auto w = Random(n, 50), g = Random(n, 51, 0.1f), m = Random(n, 52, 0.01f);
+  auto v = Random(n, 53, 1e-3f, 1e-3f);
+  std::vector<uint16_t> mb(n), vb(n);
+  for (int64_t i = 0; i < n; ++i) {
+    mb[i] = mt::FloatToBf16(m[i]);
+    vb[i] = mt::FloatToBf16(v[i]);
+  }
+  const AdamWCoeffs c = MakeAdamWCoeffs(3e-4, 0.9, 0.95, 1e-8, 0.1, 7);
+  DeviceBuffer<float> d_w(w), d_g(g), d_m(m), d_v(v), d_w2(w);
+  DeviceBuffer<uint16_t> d_mb(mb), d_vb(vb);
+  AdamWStep(d_w.get(), d_g.get(), d_m.get(), d_v.get(), n, true, c, kStream);
+  AdamWStepBf16Moments(d_w2.get(), d_g.get(), d_mb.get(), d_vb.get(), n, false, c, kStream);
+  auto w2 = w;
+  ref::AdamWStep(w.data(), g.data(), m.data(), v.data(), n, true, c);
+  ref::AdamWStepBf16Moments(w2.data(), g.data(), mb.data(), vb.data(), n, false, c);
+  auto to_float = [](const std::vector<uint16_t>& b) {
+    std::vector<float> f(b.size());
+    for (size_t i = 0; i < b.size(); ++i) f[i] = mt::Bf16ToFloat(b[i]);
+    return f;
+  };
+  return {RelError("w (decay, fp32 moments)", d_w.ToHost(), w, kFp32),
+          RelError("m fp32", d_m.ToHost(), m, kFp32),
+          RelError("v fp32", d_v.ToHost(), v, kFp32),
+          RelError("w (no decay, bf16 moments)", d_w2.ToHost(), w2, kFp32),
+          RelError("m bf16", to_float(d_mb.ToHost()), to_float(mb), kBf16),
+          RelError("v bf16", to_float(d_vb.ToHost()), to_float(vb), kBf16)};
+}
+
+std::vector<Check> GradNorm() {
+  const auto a = Random(300007, 60), b = Random(1001, 61, 3.0f);
+  DeviceBuffer<float> d_a(a), d_b(b);
+  DeviceBuffer<double> d_partials(kNormPartials), d_sum(1);
+  SumSquaresAccumulate(d_a.get(), int64_t(a.size()), d_partials.get(), d_sum.get(), kStream);
+  SumSquaresAccumulate(d_b.get(), int64_t(b.size()), d_partials.get(), d_sum.get(), kStream);
+  const double want = ops::SumSquares<float>(a.data(), int64_t(a.size())) +
+                      ops::SumSquares<float>(b.data(), int64_t(b.size()));
+  auto scaled = b;
+  for (float& x : scaled) x *= 0.25f;
+  Scale(d_b.get(), int64_t(b.size()), 0.25f, kStream);
+  return {RelError("sum of squares", d_sum.ToHost(), std::vector<double>{want}, kFp32),
+          Mismatches("clip scale", d_b.ToHost(), scaled)};
+}
+
+// ---- FP8 / BF16 formats (bit-exact with kernels/quantize.cc, fp8.cc, bf16.h) ------------
+
+std::vector<Check> QuantizeActivations() {
+  std::vector<Check> checks;
+  const int64_t M = 67, K = 300;  // a partial tile in K
+  auto x = Random(M * K, 70, 3.0f);
+  for (int64_t i = 0; i < M * K; i += 97) x[i] *= 1e-6f;        // subnormal codes
+  std::fill(x.begin() + 5 * K, x.begin() + 5 * K + 128, 0.0f);  // an all-zero tile
+  for (bool pow2 : {false, true}) {
+    const QuantizedActivation q = mt::QuantizeActivation(x.data(), M, K, {pow2});
+    DeviceBuffer<float> d_x(x), d_scales(ActScaleCount(M, K)), d_deq(M * K);
+    DeviceBuffer<uint8_t> d_codes(M * K);
+    cuda::QuantizeActivation(d_x.get(), d_codes.get(), d_scales.get(), M, K, pow2, kStream);
+    cuda::DequantizeActivation(d_codes.get(), d_scales.get(), d_deq.get(), M, K, kStream);
+    std::vector<float> deq(M * K);
+    mt::DequantizeActivation(q, deq.data());
+    const std::string tag = pow2 ? " (pow2 scales)" : "";
+    checks.push_back(
+        Mismatches("1x128 codes" + tag, d_codes.ToHost(), FromTensor<uint8_t>(q.data)));
+    checks.push_back(
+        Mismatches("1x128 scales" + tag, d_scales.ToHost(), FromTensor<float>(q.scales)));
+    checks.push_back(Mismatches("dequantize" + tag, d_deq.ToHost(), deq));
+
+    // Backward re-tiling: X^T's 1x128 tiles from X's.
+    const QuantizedActivation qt = mt::RetileTransposed(q, {pow2});
+    DeviceBuffer<uint8_t> d_codes_t(M * K);
+    DeviceBuffer<float> d_scales_t(ActScaleCount(K, M));
+    cuda::RetileTransposed(d_codes.get(), d_scales.get(), d_codes_t.get(), d_scales_t.get(), M, K,
+                           pow2, kStream);
+    checks.push_back(Mismatches("retile transposed codes" + tag, d_codes_t.ToHost(),
+                                FromTensor<uint8_t>(qt.data)));
+    checks.push_back(Mismatches("retile transposed scales" + tag, d_scales_t.ToHost(),
+                                FromTensor<float>(qt.scales)));
+  }
+  return checks;
+}
+
+std::vector<Check> QuantizeWeights() {
+  const int64_t N = 300, K = 650;  // partial blocks both ways; ceil(K/128) = 6 -> ld 8
+  auto w = Random(N * K, 80, 0.05f);
+  const QuantizedWeight q = mt::QuantizeWeight(w.data(), N, K);
+  const QuantizedWeight qt = mt::TransposeWeight(q);
+  DeviceBuffer<float> d_w(w), d_deq(N * K);
+  // Poisoned scale buffers: the padding must be written (as 0), not left behind.
+  DeviceBuffer<float> d_scales(std::vector<float>(WeightScaleCount(N, K), -1.0f));
+  DeviceBuffer<float> d_scales_t(std::vector<float>(WeightScaleCount(K, N), -1.0f));
+  DeviceBuffer<uint8_t> d_codes(N * K), d_codes_t(N * K);
+  cuda::QuantizeWeight(d_w.get(), d_codes.get(), d_scales.get(), N, K, false, kStream);
+  cuda::DequantizeWeight(d_codes.get(), d_scales.get(), d_deq.get(), N, K, kStream);
+  cuda::TransposeWeight(d_codes.get(), d_scales.get(), d_codes_t.get(), d_scales_t.get(), N, K,
+                        kStream);
+  std::vector<float> deq(N * K);
+  mt::DequantizeWeight(q, deq.data());
+  return {
+      Mismatches("128x128 codes", d_codes.ToHost(), FromTensor<uint8_t>(q.data)),
+      Mismatches("128x128 scales (+ zero padding)", d_scales.ToHost(), FromTensor<float>(q.scales)),
+      Mismatches("dequantize", d_deq.ToHost(), deq),
+      Mismatches("transpose codes", d_codes_t.ToHost(), FromTensor<uint8_t>(qt.data)),
+      Mismatches("transpose scales", d_scales_t.ToHost(), FromTensor<float>(qt.scales))};
+}
+
+std::vector<Check> QuantizeTensorwise() {
+  const int64_t n = 123457;
+  auto x = Random(n, 90, 17.0f);
+  float amax = 0;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  const float scale = mt::Fp8Scale(amax, false);
+  std::vector<uint8_t> codes(n);
+  for (int64_t i = 0; i < n; ++i) codes[i] = mt::FloatToE4M3(x[i] / scale);
+  DeviceBuffer<float> d_x(x), d_scale(1);
+  DeviceBuffer<uint8_t> d_codes(n);
+  DeviceBuffer<uint32_t> d_amax(1);
+  cuda::QuantizeTensorwise(d_x.get(), d_codes.get(), d_scale.get(), d_amax.get(), n, kStream);
+  return {Mismatches("scale", d_scale.ToHost(), std::vector<float>{scale}),
+          Mismatches("codes", d_codes.ToHost(), codes)};
+}
+
+std::vector<Check> Bf16Casts() {
+  const int64_t n = 70001;
+  auto x = Random(n, 100, 1e3f);
+  x[0] = NAN;
+  x[1] = INFINITY;
+  x[2] = -0.0f;
+  x[3] = 1e-40f;   // subnormal
+  x[4] = 3.0e38f;  // rounds to inf
+  std::vector<uint16_t> b(n);
+  FloatsToBf16(x.data(), b.data(), n);
+  std::vector<float> back(n);
+  Bf16ToFloats(b.data(), back.data(), n);
+  DeviceBuffer<float> d_x(x), d_back(n);
+  DeviceBuffer<uint16_t> d_b(n);
+  cuda::FloatToBf16(d_x.get(), d_b.get(), n, kStream);
+  cuda::Bf16ToFloat(d_b.get(), d_back.get(), n, kStream);
+  return {Mismatches("fp32 -> bf16", d_b.ToHost(), b),
+          Mismatches("bf16 -> fp32", d_back.ToHost(), back)};
+}
+
+// The fused kernel's codes must equal the CPU quantisation of the unfused GPU RMSNorm.
+std::vector<Check> RmsNormQuantizeFused() {
+  const int64_t rows = 29, C = 7168;  // DeepSeek-V3's hidden size
+  const double eps = 1e-6;
+  auto x = Random(rows * C, 110, 2.0f), w = Random(C, 111, 0.5f, 1.0f);
+  DeviceBuffer<float> d_x(x), d_w(w), d_y(rows * C), d_rstd(rows), d_rstd2(rows);
+  DeviceBuffer<float> d_scales(ActScaleCount(rows, C));
+  DeviceBuffer<uint8_t> d_codes(rows * C);
+  RmsNormForward(d_x.get(), d_w.get(), d_y.get(), d_rstd.get(), rows, C, eps, kStream);
+  RmsNormQuantize(d_x.get(), d_w.get(), d_codes.get(), d_scales.get(), d_rstd2.get(), rows, C, eps,
+                  /*pow2_scales=*/true, kStream);
+  const std::vector<float> y = d_y.ToHost();
+  const QuantizedActivation q = mt::QuantizeActivation(y.data(), rows, C, {true});
+  return {Mismatches("rstd = unfused rstd", d_rstd2.ToHost(), d_rstd.ToHost()),
+          Mismatches("codes = CPU quantize(y)", d_codes.ToHost(), FromTensor<uint8_t>(q.data)),
+          Mismatches("scales = CPU quantize(y)", d_scales.ToHost(), FromTensor<float>(q.scales))};
+}
+
+}  // namespace
+
+const std::vector<OpCase>& OpTable() {
+  static const std::vector<OpCase> table = {
+      {"rmsnorm", "fp32", RmsNorm},
+      {"rope", "fp32", Rope},
+      {"swiglu", "fp32", Swiglu},
+      {"embedding", "fp32", Embedding},
+      {"add_axpy", "fp32", AddAxpy},
+      {"router", "exact", Router},
+      {"moe_permutation", "exact", MoePermutation},
+      {"cross_entropy", "fp32", CrossEntropy},
+      {"adamw", "fp32", AdamW},
+      {"grad_norm", "fp32", GradNorm},
+      {"fp8_quantize_1x128", "exact", QuantizeActivations},
+      {"fp8_quantize_128x128", "exact", QuantizeWeights},
+      {"fp8_quantize_tensorwise", "exact", QuantizeTensorwise},
+      {"bf16_casts", "exact", Bf16Casts},
+      {"rmsnorm_fp8_fused", "exact", RmsNormQuantizeFused},
+  };
+  return table;
+}
+
+}  // namespace mt::cuda::test
