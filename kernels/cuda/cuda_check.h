@@ -7,6 +7,7 @@
 // to recover: a Status would only travel up to the same abort.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #if __has_include(<cudnn.h>)
@@ -39,9 +40,13 @@ namespace mt::cuda {
 
 // CUDA_CHECK(cudaMemcpyAsync(...));
 #define CUDA_CHECK(expr) MT_CUDA_CHECK_GEN_("CUDA", expr, cudaSuccess, cudaGetErrorString)
-// CUBLAS_CHECK(cublasLtMatmul(...));
+// CUBLAS_CHECK(cublasGemmEx(...)) (needs libcublas);
 #define CUBLAS_CHECK(expr) \
   MT_CUDA_CHECK_GEN_("cuBLAS", expr, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+// CUBLASLT_CHECK(cublasLtMatmul(...)): the message from cuBLASLt itself, so code that uses
+// only cuBLASLt does not link libcublas.
+#define CUBLASLT_CHECK(expr) \
+  MT_CUDA_CHECK_GEN_("cuBLASLt", expr, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString)
 #ifdef MT_HAVE_CUDNN
 // CUDNN_CHECK(cudnnBackendExecute(...));
 #define CUDNN_CHECK(expr) \

@@ -4,24 +4,33 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <tuple>
 #include <vector>
 
 #include "kernels/bf16.h"
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/fp8_quant.h"
+#include "kernels/cuda/gemm_cublaslt.h"
+#include "kernels/cuda/head_loss.h"
 #include "kernels/cuda/moe_permute.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/router.h"
 #include "kernels/fp8.h"
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
+#include "kernels/status.h"
 
 namespace mt::cuda::test {
 namespace {
 
 constexpr double kFp32 = 1e-5;
 constexpr double kBf16 = 1e-2;
+// FP8 GEMMs against the FP64 product of the dequantised operands: the products are exact,
+// so this bounds cuBLASLt's accumulation (FP32 with promotion) and the output rounding.
+constexpr double kFp8Gemm = 1e-3;
 constexpr cudaStream_t kStream = nullptr;  // the default stream
 
 template <typename T>
@@ -395,6 +404,190 @@ std::vector<Check> RmsNormQuantizeFused() {
           Mismatches("scales = CPU quantize(y)", d_scales.ToHost(), FromTensor<float>(q.scales))};
 }
 
+// ---- GEMMs (cuBLASLt) -----------------------------------------------------------------
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
+  std::vector<uint16_t> b(x.size());
+  for (size_t i = 0; i < x.size(); ++i) b[i] = mt::FloatToBf16(x[i]);
+  return b;
+}
+
+std::vector<float> FromBf16(const std::vector<uint16_t>& b) {
+  std::vector<float> x(b.size());
+  for (size_t i = 0; i < b.size(); ++i) x[i] = mt::Bf16ToFloat(b[i]);
+  return x;
+}
+
+// C[M, N] = alpha op(A) op(B) + beta C in double (row-major, as ops::Gemm).
+std::vector<double> GemmF64(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                            const std::vector<float>& A, const std::vector<float>& B,
+                            const std::vector<float>& C, double alpha, double beta) {
+  std::vector<double> out(M * N);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k)
+        acc += double(ta ? A[k * M + m] : A[m * K + k]) * double(tb ? B[n * K + k] : B[k * N + n]);
+      out[m * N + n] = alpha * acc + beta * C[m * N + n];
+    }
+  return out;
+}
+
+// A GEMM runner for the current device with a 32 MiB workspace.
+struct GemmFixture {
+  GemmFixture() : workspace(size_t(32) << 20) {
+    int dev = 0;
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    sm = prop.major * 10 + prop.minor;
+    auto g = CublasLtGemm::Create(sm, workspace.get(), workspace.size());
+    MT_CHECK(g.ok(), g.status().ToString());
+    gemm = std::move(*g);
+  }
+  DeviceBuffer<char> workspace;
+  int sm = 0;
+  std::unique_ptr<CublasLtGemm> gemm;
+};
+
+Check StatusCheck(const std::string& what, const absl::Status& s) {
+  if (!s.ok()) std::printf("  %s: %s\n", what.c_str(), s.ToString().c_str());
+  return {what + (s.ok() ? "" : " (call failed)"), s.ok() ? 0.0 : 1.0, 0};
+}
+
+std::vector<Check> GemmBf16() {
+  GemmFixture f;
+  std::vector<Check> checks;
+  const int64_t M = 190, N = 264, K = 520;
+  int seed = 120;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const auto A = FromBf16(ToBf16(Random(M * K, seed++))),
+                 B = FromBf16(ToBf16(Random(K * N, seed++)));
+      const auto C0 = Random(M * N, seed++);
+      const bool acc = ta && tb;  // one combination also accumulates into C
+      const float beta = acc ? 0.5f : 0.0f;
+      DeviceBuffer<uint16_t> d_a(ToBf16(A)), d_b(ToBf16(B));
+      DeviceBuffer<float> d_c(C0);
+      const std::string tag = std::string(ta ? "T" : "N") + (tb ? "T" : "N") + (acc ? " +=" : "");
+      checks.push_back(StatusCheck(
+          "call " + tag, f.gemm->Bf16(ta, tb, M, N, K, d_a.get(), ta ? M : K, d_b.get(), tb ? K : N,
+                                      d_c.get(), GemmDtype::kF32, N, 1.0f, beta, kStream)));
+      checks.push_back(RelError("C fp32 " + tag, d_c.ToHost(),
+                                GemmF64(ta, tb, M, N, K, A, B, C0, 1.0, beta), kFp32));
+    }
+  }
+  // BF16 output: one rounding of the FP32 result.
+  const auto A = FromBf16(ToBf16(Random(M * K, seed++))),
+             B = FromBf16(ToBf16(Random(N * K, seed++)));
+  DeviceBuffer<uint16_t> d_a(ToBf16(A)), d_b(ToBf16(B)), d_c(M * N);
+  checks.push_back(StatusCheck(
+      "call NT bf16 out", f.gemm->Bf16(false, true, M, N, K, d_a.get(), K, d_b.get(), K, d_c.get(),
+                                       GemmDtype::kBF16, N, 1.0f, 0.0f, kStream)));
+  checks.push_back(RelError("C bf16 NT", FromBf16(d_c.ToHost()),
+                            GemmF64(false, true, M, N, K, A, B, std::vector<float>(M * N), 1, 0),
+                            kBf16));
+  // The plan cache: the second identical call is a hit.
+  const int64_t hits = f.gemm->cache().hits();
+  checks.push_back(StatusCheck(
+      "repeat call", f.gemm->Bf16(false, true, M, N, K, d_a.get(), K, d_b.get(), K, d_c.get(),
+                                  GemmDtype::kBF16, N, 1.0f, 0.0f, kStream)));
+  checks.push_back({"plan cache hit on repeat", double(f.gemm->cache().hits() - hits - 1), 0});
+  return checks;
+}
+
+std::vector<Check> GemmFp8(bool block) {
+  GemmFixture f;
+  const int64_t M = 200, N = 320, K = 640;  // N: a partial 128-row weight block
+  const auto x = Random(M * K, 140, 2.0f), w = Random(N * K, 141, 0.05f);
+  if (block && f.sm < 90) {
+    DeviceBuffer<uint8_t> d(M * K);
+    DeviceBuffer<float> s(1), y(M * N);
+    const absl::Status st =
+        f.gemm->Fp8Linear(d.get(), s.get(), GemmScale::kVec128, d.get(), s.get(),
+                          GemmScale::kBlock128, y.get(), GemmDtype::kF32, M, N, K, kStream);
+    return {{"refused below sm_90 (FailedPrecondition)", absl::IsFailedPrecondition(st) ? 0.0 : 1.0,
+             0}};
+  }
+  std::vector<float> xd(M * K), wd(N * K);
+  std::vector<uint8_t> xc, wc;
+  std::vector<float> xs, ws;
+  if (block) {
+    const QuantizedActivation qx = mt::QuantizeActivation(x.data(), M, K);
+    const QuantizedWeight qw = mt::QuantizeWeight(w.data(), N, K);
+    mt::DequantizeActivation(qx, xd.data());
+    mt::DequantizeWeight(qw, wd.data());
+    xc = FromTensor<uint8_t>(qx.data);
+    wc = FromTensor<uint8_t>(qw.data);
+    xs = FromTensor<float>(qx.scales);
+    ws = FromTensor<float>(qw.scales);
+  } else {
+    for (auto [src, n, codes, scales, deq] :
+         {std::tuple{&x, M * K, &xc, &xs, &xd}, std::tuple{&w, N * K, &wc, &ws, &wd}}) {
+      float amax = 0;
+      for (float v : *src) amax = std::max(amax, std::fabs(v));
+      const float s = mt::Fp8Scale(amax, false);
+      scales->assign(1, s);
+      codes->resize(n);
+      for (int64_t i = 0; i < n; ++i) {
+        (*codes)[i] = mt::FloatToE4M3((*src)[i] / s);
+        (*deq)[i] = mt::E4M3ToFloat((*codes)[i]) * s;
+      }
+    }
+  }
+  const auto want = GemmF64(false, true, M, N, K, xd, wd, std::vector<float>(M * N), 1, 0);
+  DeviceBuffer<uint8_t> d_xc(xc), d_wc(wc);
+  DeviceBuffer<float> d_xs(xs), d_ws(ws), d_y(M * N);
+  DeviceBuffer<uint16_t> d_yb(M * N);
+  const GemmScale xm = block ? GemmScale::kVec128 : GemmScale::kTensor;
+  const GemmScale wm = block ? GemmScale::kBlock128 : GemmScale::kTensor;
+  std::vector<Check> checks;
+  checks.push_back(StatusCheck(
+      "call, f32 out", f.gemm->Fp8Linear(d_xc.get(), d_xs.get(), xm, d_wc.get(), d_ws.get(), wm,
+                                         d_y.get(), GemmDtype::kF32, M, N, K, kStream)));
+  checks.push_back(RelError("Y f32 vs FP64(dequantised)", d_y.ToHost(), want, kFp8Gemm));
+  checks.push_back(StatusCheck(
+      "call, bf16 out", f.gemm->Fp8Linear(d_xc.get(), d_xs.get(), xm, d_wc.get(), d_ws.get(), wm,
+                                          d_yb.get(), GemmDtype::kBF16, M, N, K, kStream)));
+  checks.push_back(RelError("Y bf16 vs FP64(dequantised)", FromBf16(d_yb.ToHost()), want, kBf16));
+  return checks;
+}
+
+std::vector<Check> HeadLossChunked() {
+  GemmFixture f;
+  const int64_t T = 300, H = 256, V = 3008, chunk = 128;  // 3 chunks, the last partial
+  const auto h = FromBf16(ToBf16(Random(T * H, 150))),
+             w = FromBf16(ToBf16(Random(V * H, 151, 0.2f)));
+  std::vector<int32_t> labels(T);
+  for (int64_t t = 0; t < T; ++t) labels[t] = t % 17 == 3 ? -1 : int32_t((t * 131) % V);
+  const float grad_scale = 1.0f / 283;
+  // CPU: trainer/model.cc HeadLoss in bf16 mode (operands and dlogits rounded to BF16).
+  double loss = 0;
+  std::vector<float> dh(T * H), dw(V * H, 0.0f), logits(chunk * V);
+  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+    const int64_t rows = std::min(chunk, T - r0);
+    ops::LinearForward<float>(h.data() + r0 * H, w.data(), logits.data(), rows, H, V);
+    loss += ops::CrossEntropyForwardBackward<float>(logits.data(), labels.data() + r0, rows, V,
+                                                    grad_scale, nullptr);
+    for (int64_t i = 0; i < rows * V; ++i) logits[i] = mt::Bf16ToFloat(mt::FloatToBf16(logits[i]));
+    ops::LinearBackwardInput<float>(logits.data(), w.data(), dh.data() + r0 * H, rows, H, V, false);
+    ops::LinearBackwardWeight<float>(logits.data(), h.data() + r0 * H, dw.data(), rows, H, V);
+  }
+  DeviceBuffer<uint16_t> d_h(ToBf16(h)), d_w(ToBf16(w)), d_dlogits(chunk * V);
+  DeviceBuffer<int32_t> d_labels(labels);
+  DeviceBuffer<float> d_logits(chunk * V), d_losses(T), d_dh(T * H), d_dw(V * H);
+  DeviceBuffer<double> d_partials(kSumPartials), d_loss(1);
+  const HeadLossBuffers buf{d_logits.get(), d_dlogits.get(), d_losses.get(), d_partials.get()};
+  std::vector<Check> checks;
+  checks.push_back(StatusCheck(
+      "call", HeadLoss(*f.gemm, d_h.get(), d_w.get(), d_labels.get(), T, H, V, chunk, grad_scale,
+                       buf, d_loss.get(), d_dh.get(), d_dw.get(), kStream)));
+  checks.push_back(RelError("loss", d_loss.ToHost(), std::vector<double>{loss}, kFp32));
+  checks.push_back(RelError("dh", d_dh.ToHost(), dh, kBf16));
+  checks.push_back(RelError("dW", d_dw.ToHost(), dw, kBf16));
+  return checks;
+}
+
 }  // namespace
 
 const std::vector<OpCase>& OpTable() {
@@ -414,6 +607,10 @@ const std::vector<OpCase>& OpTable() {
       {"fp8_quantize_tensorwise", "exact", QuantizeTensorwise},
       {"bf16_casts", "exact", Bf16Casts},
       {"rmsnorm_fp8_fused", "exact", RmsNormQuantizeFused},
+      {"gemm_bf16", "bf16", GemmBf16},
+      {"gemm_fp8_block_scaled", "fp8", [] { return GemmFp8(true); }},
+      {"gemm_fp8_tensor_scaled", "fp8", [] { return GemmFp8(false); }},
+      {"head_loss_chunked", "bf16", HeadLossChunked},
   };
   return table;
 }
