@@ -1,0 +1,198 @@
+// parallel/communicator_nccl.cc: NCCL calls behind the Communicator interface.
+#include "parallel/communicator_nccl.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/status.h"
+
+namespace mt {
+
+absl::StatusOr<NcclElements> NcclTypeForReduce(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return NcclElements{ncclFloat32, 1};
+    case DType::kF64:
+      return NcclElements{ncclFloat64, 1};
+    case DType::kBF16:
+      return NcclElements{ncclBfloat16, 1};
+    case DType::kF16:
+      return NcclElements{ncclFloat16, 1};
+    case DType::kI32:
+      return NcclElements{ncclInt32, 1};
+    case DType::kI64:
+      return NcclElements{ncclInt64, 1};
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("NCCL cannot reduce ", DTypeName(dtype)));
+  }
+}
+
+NcclElements NcclTypeForMove(DType dtype) {
+  return NcclElements{ncclUint8, static_cast<int64_t>(DTypeSize(dtype))};
+}
+
+ncclRedOp_t NcclOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
+  }
+  return ncclSum;
+}
+
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Communicator& bootstrap,
+                                                                           cudaStream_t stream,
+                                                                           std::string group) {
+  if (cuda::DeviceCount() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("nccl:", group, ": no CUDA device is visible on rank ", bootstrap.rank()));
+  }
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof(id));
+  if (bootstrap.rank() == 0) {
+    const ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) {
+      return absl::InternalError(absl::StrCat("ncclGetUniqueId: ", ncclGetErrorString(r)));
+    }
+  }
+  RETURN_IF_ERROR(bootstrap.Broadcast(OutBuffer(&id, sizeof(id), DType::kU8), 0));
+  ncclComm_t comm = nullptr;
+  const ncclResult_t r = ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank());
+  if (r != ncclSuccess) {
+    return absl::InternalError(absl::StrCat("nccl:", group, " rank ", bootstrap.rank(),
+                                            ": ncclCommInitRank: ", ncclGetErrorString(r)));
+  }
+  int* word = nullptr;
+  CUDA_CHECK(cudaMalloc(&word, sizeof(int)));
+  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
+      comm, stream, bootstrap.rank(), bootstrap.size(), std::move(group), word));
+}
+
+NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size,
+                                   std::string group, int* barrier_word)
+    : comm_(comm),
+      stream_(stream),
+      rank_(rank),
+      size_(size),
+      group_(std::move(group)),
+      barrier_word_(barrier_word) {}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (comm_ != nullptr) ncclCommDestroy(comm_);
+  if (barrier_word_ != nullptr) cudaFree(barrier_word_);
+}
+
+absl::Status NcclCommunicator::Check(ncclResult_t result, const char* op) const {
+  if (result == ncclSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(name(), " rank ", rank_, ": ", op, ": ",
+                                          ncclGetErrorString(result), " (", ncclGetLastError(comm_),
+                                          ")"));
+}
+
+absl::Status NcclCommunicator::Finish(const char* op) const {
+  const cudaError_t err = cudaStreamSynchronize(stream_);
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat(name(), " rank ", rank_, ": ", op, ": ", cudaGetErrorString(err)));
+}
+
+absl::Status NcclCommunicator::DoSend(InBuffer buf, int peer, int) {
+  const NcclElements e = NcclTypeForMove(buf.dtype);
+  RETURN_IF_ERROR(
+      Check(ncclSend(buf.data, buf.count * e.multiplier, e.type, peer, comm_, stream_), "Send"));
+  return Finish("Send");
+}
+
+absl::Status NcclCommunicator::DoRecv(OutBuffer buf, int peer, int) {
+  const NcclElements e = NcclTypeForMove(buf.dtype);
+  RETURN_IF_ERROR(
+      Check(ncclRecv(buf.data, buf.count * e.multiplier, e.type, peer, comm_, stream_), "Recv"));
+  return Finish("Recv");
+}
+
+absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
+  ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(inout.dtype));
+  RETURN_IF_ERROR(
+      Check(ncclAllReduce(inout.data, inout.data, inout.count, e.type, NcclOp(op), comm_, stream_),
+            "AllReduce"));
+  return Finish("AllReduce");
+}
+
+absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
+  ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(in.dtype));
+  RETURN_IF_ERROR(
+      Check(ncclReduceScatter(in.data, out.data, out.count, e.type, NcclOp(op), comm_, stream_),
+            "ReduceScatter"));
+  return Finish("ReduceScatter");
+}
+
+absl::Status NcclCommunicator::DoAllGather(InBuffer in, OutBuffer out) {
+  const NcclElements e = NcclTypeForMove(in.dtype);
+  RETURN_IF_ERROR(
+      Check(ncclAllGather(in.data, out.data, in.count * e.multiplier, e.type, comm_, stream_),
+            "AllGather"));
+  return Finish("AllGather");
+}
+
+absl::Status NcclCommunicator::DoAllToAll(InBuffer in, OutBuffer out) {
+  const int64_t n = in.count / size_;
+  const std::vector<int64_t> counts(size_, n);
+  std::vector<int64_t> displs(size_);
+  for (int r = 0; r < size_; ++r) displs[r] = r * n;
+  return DoAllToAllV(in, counts, displs, out, counts, displs);
+}
+
+absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
+                                           const std::vector<int64_t>& send_displs, OutBuffer out,
+                                           const std::vector<int64_t>& recv_counts,
+                                           const std::vector<int64_t>& recv_displs) {
+  const NcclElements e = NcclTypeForMove(in.dtype);
+  const int64_t bytes = e.multiplier;  // per dtype element, moved as ncclUint8
+  const char* src = static_cast<const char*>(in.data);
+  char* dst = static_cast<char*>(out.data);
+  // One group: NCCL schedules every pair at once, so no ordering of peers can deadlock.
+  RETURN_IF_ERROR(Check(ncclGroupStart(), "AllToAllV group start"));
+  for (int r = 0; r < size_; ++r) {
+    if (send_counts[r] > 0) {
+      const ncclResult_t s = ncclSend(src + send_displs[r] * bytes, send_counts[r] * bytes,
+                                      ncclUint8, r, comm_, stream_);
+      if (s != ncclSuccess) {
+        ncclGroupEnd();
+        return Check(s, "AllToAllV send");
+      }
+    }
+    if (recv_counts[r] > 0) {
+      const ncclResult_t s = ncclRecv(dst + recv_displs[r] * bytes, recv_counts[r] * bytes,
+                                      ncclUint8, r, comm_, stream_);
+      if (s != ncclSuccess) {
+        ncclGroupEnd();
+        return Check(s, "AllToAllV recv");
+      }
+    }
+  }
+  RETURN_IF_ERROR(Check(ncclGroupEnd(), "AllToAllV"));
+  return Finish("AllToAllV");
+}
+
+absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
+  const NcclElements e = NcclTypeForMove(inout.dtype);
+  RETURN_IF_ERROR(Check(ncclBroadcast(inout.data, inout.data, inout.count * e.multiplier, e.type,
+                                      root, comm_, stream_),
+                        "Broadcast"));
+  return Finish("Broadcast");
+}
+
+absl::Status NcclCommunicator::DoBarrier() {
+  RETURN_IF_ERROR(
+      Check(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),
+            "Barrier"));
+  return Finish("Barrier");
+}
+
+}  // namespace mt

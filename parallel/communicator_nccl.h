@@ -1,0 +1,86 @@
+// parallel/communicator_nccl.h: the Communicator interface over NCCL, for device buffers.
+//
+// Every buffer passed to a NcclCommunicator is device memory on the rank's current GPU
+// (kernels/cuda/runtime.h SelectDevice). Calls enqueue on the communicator's stream (the
+// comm stream of kernels/cuda/runtime.h Streams) and then wait for it, which is the
+// interface's contract ("blocks until the local buffers may be reused"); the trainer orders
+// compute against it with events. All-to-all-v is a group of ncclSend/ncclRecv pairs.
+// Send/Recv match by call order per peer: NCCL has no tags, so `tag` is only checked.
+//
+// Setup is collective over a bootstrap communicator of the same members (an MPI group):
+// rank 0 makes the NCCL unique id and broadcasts its 128 bytes over it.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto ep, NcclCommunicator::Create(*groups.ep, streams.comm(), "ep"));
+//   RETURN_IF_ERROR(ep->AllToAllV(send, send_counts, send_displs, recv, recv_counts,
+//                                 recv_displs));  // device buffers
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "parallel/communicator.h"
+
+namespace mt {
+
+// NCCL's element type for `dtype`: reductions need the real type (F32, F64, I32, I64, and
+// BF16/F16 which NCCL reduces too); data movement of any dtype goes as bytes (ncclUint8,
+// count * element size), so FP8 codes and I16/U16 move as well.
+struct NcclElements {
+  ncclDataType_t type;
+  int64_t multiplier;  // NCCL elements per dtype element
+};
+absl::StatusOr<NcclElements> NcclTypeForReduce(DType dtype);
+NcclElements NcclTypeForMove(DType dtype);
+ncclRedOp_t NcclOp(ReduceOp op);
+
+class NcclCommunicator : public Communicator {
+ public:
+  // Collective over `bootstrap`; the current CUDA device is used. FailedPrecondition when
+  // no device is visible, Internal with NCCL's message when initialisation fails.
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(Communicator& bootstrap,
+                                                                  cudaStream_t stream,
+                                                                  std::string group);
+  ~NcclCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "nccl:" + group_; }
+  std::string backend() const override { return "nccl"; }
+  cudaStream_t stream() const { return stream_; }
+
+ protected:
+  absl::Status DoSend(InBuffer buf, int peer, int tag) override;
+  absl::Status DoRecv(OutBuffer buf, int peer, int tag) override;
+  absl::Status DoAllReduce(OutBuffer inout, ReduceOp op) override;
+  absl::Status DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) override;
+  absl::Status DoAllGather(InBuffer in, OutBuffer out) override;
+  absl::Status DoAllToAll(InBuffer in, OutBuffer out) override;
+  absl::Status DoAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
+                           const std::vector<int64_t>& send_displs, OutBuffer out,
+                           const std::vector<int64_t>& recv_counts,
+                           const std::vector<int64_t>& recv_displs) override;
+  absl::Status DoBroadcast(OutBuffer inout, int root) override;
+  absl::Status DoBarrier() override;
+
+ private:
+  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size, std::string group,
+                   int* barrier_word);
+  // Turns an NCCL result into a Status naming this communicator, the op and NCCL's message.
+  absl::Status Check(ncclResult_t result, const char* op) const;
+  // Waits for the stream: the interface's calls return with their buffers reusable.
+  absl::Status Finish(const char* op) const;
+
+  ncclComm_t comm_;
+  cudaStream_t stream_;
+  int rank_, size_;
+  std::string group_;
+  int* barrier_word_;  // one device int for Barrier's all-reduce
+};
+
+}  // namespace mt
