@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# launch/bundle.sh: a self-contained folder to run moetrain and the GPU checks on a machine
+# that has the NVIDIA driver and CUDA libraries (system or Python wheels) but none of our
+# Debian packages.
+#
+#   bash launch/bundle.sh [BUILD_DIR=build] [OUT_DIR=BUILD_DIR/bundle]
+#
+# OUT_DIR/
+#   bin/        moetrain, the GPU test binaries (tests/gpu), gemm_bench (bench/gpu)
+#   lib/        every shared library they load (ldd) except glibc, the driver (libcuda,
+#               libnvidia-*) and the CUDA toolkit's runtime libraries (cudart, cuBLAS(Lt),
+#               cuDNN, NCCL, nvrtc, nvJitLink), which the GPU machine provides
+#   run         the launcher: `OUT_DIR/run moetrain --help`, `OUT_DIR/run ops_gpu_test`;
+#               sets LD_LIBRARY_PATH to lib/, then the CUDA wheels' site-packages/nvidia/*/lib,
+#               then /usr/local/cuda and /usr/local/nvidia
+#   check.sh    tests/gpu/check.sh (the one-script GPU check)
+#   MANIFEST    the bundled binaries and libraries, one per line
+# Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+OUT=${2:-$BUILD/bundle}
+BUILD=$(cd "$BUILD" && pwd)
+
+binaries=()
+for b in moetrain tests/gpu/ops_gpu_test tests/gpu/runtime_test tests/gpu/device_allocator_test \
+  tests/gpu/gemm_plan_cache_test tests/gpu/communicator_nccl_test bench/gpu/gemm_bench; do
+  [ -x "$BUILD/$b" ] && binaries+=("$BUILD/$b")
+done
+if [ ! -x "$BUILD/moetrain" ]; then
+  echo "bundle.sh: $BUILD/moetrain not found: build first (cmake --build $BUILD)" >&2
+  exit 1
+fi
+
+# glibc and the dynamic loader, and the driver: always the target machine's own.
+SYSTEM_RE='^(linux-vdso|linux-gate|ld-linux[^/]*|libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libcuda|libnvidia-[^/]*)\.so'
+# The CUDA toolkit's runtime libraries: from the GPU machine (wheels or /usr/local/cuda).
+CUDA_RE='^(libcudart|libcublas|libcublasLt|libcudnn[^/]*|libnccl|libnvrtc[^/]*|libnvJitLink|libcufft|libcurand|libcusparse|libcusolver)\.so'
+if [ "${MOETRAIN_BUNDLE_CUDA_LIBS:-0}" = 1 ]; then CUDA_RE='^$'; fi
+
+rm -rf "$OUT"
+mkdir -p "$OUT/bin" "$OUT/lib"
+: >"$OUT/MANIFEST"
+declare -A seen=()
+for b in "${binaries[@]}"; do
+  cp "$b" "$OUT/bin/"
+  echo "bin/$(basename "$b")" >>"$OUT/MANIFEST"
+  # "name => /path (addr)" lines; a library ldd cannot find stops the bundle.
+  while read -r name arrow path _; do
+    [ "$arrow" = "=>" ] || continue
+    if [ "$path" = "not" ]; then
+      if [[ ! "$name" =~ $SYSTEM_RE && ! "$name" =~ $CUDA_RE ]]; then
+        echo "bundle.sh: $(basename "$b") needs $name, which ldd cannot find here" >&2
+        exit 1
+      fi
+      continue
+    fi
+    [[ "$name" =~ $SYSTEM_RE || "$name" =~ $CUDA_RE ]] && continue
+    [ -n "${seen[$name]:-}" ] && continue
+    seen[$name]=1
+    cp -L "$path" "$OUT/lib/$name"
+    echo "lib/$name" >>"$OUT/MANIFEST"
+  done < <(ldd "$b")
+done
+cp "$ROOT/tests/gpu/check.sh" "$OUT/check.sh"
+
+cat >"$OUT/run" <<'RUN'
+#!/usr/bin/env bash
+# run: start a bundled binary with the bundle's libraries, then the CUDA libraries of the
+# machine (Python wheels: site-packages/nvidia/*/lib; /usr/local/cuda; /usr/local/nvidia).
+#   run BINARY [ARGS...]        run bin/BINARY
+#   run --print-library-path    print the LD_LIBRARY_PATH it would use
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+paths="$here/lib"
+py=${MOETRAIN_PYTHON:-python3}
+if command -v "$py" >/dev/null 2>&1; then
+  # CUDA 12 wheels install nvidia/<lib>/lib, CUDA 13 wheels nvidia/cu13/lib: take both.
+  wheel_dirs=$("$py" -c '
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit(0)
+for base in list(nvidia.__path__):
+    for d in sorted(set(glob.glob(os.path.join(base, "*", "lib")) + glob.glob(os.path.join(base, "*", "*", "lib")))):
+        print(d)
+' 2>/dev/null || true)
+  for d in $wheel_dirs; do paths="$paths:$d"; done
+fi
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+  if [ -d "$d" ]; then paths="$paths:$d"; fi
+done
+export LD_LIBRARY_PATH="$paths${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ "${1:-}" = "--print-library-path" ]; then
+  echo "$LD_LIBRARY_PATH"
+  exit 0
+fi
+if [ $# -eq 0 ] || [ ! -x "$here/bin/$1" ]; then
+  echo "usage: run BINARY [ARGS...]; BINARY one of: $(ls "$here/bin" | tr '\n' ' ')" >&2
+  exit 2
+fi
+bin=$1
+shift
+exec "$here/bin/$bin" "$@"
+RUN
+chmod +x "$OUT/run" "$OUT/check.sh"
+echo "bundle.sh: $OUT ($(grep -c '^bin/' "$OUT/MANIFEST") binaries, $(grep -c '^lib/' "$OUT/MANIFEST") libraries, $(du -sh "$OUT" | cut -f1))"
