@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake ninja-build g++ pkg-config libyaml-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libopenblas-dev libopenblas0-openmp libsentencepiece-dev sentencepiece libopenmpi-dev
-  openmpi-bin python3 python3-torch python3-numpy libpcre2-dev libicu-dev clang libclang-rt-14-dev libssl-dev)
+  openmpi-bin python3 python3-torch python3-numpy libpcre2-dev libicu-dev clang libclang-rt-14-dev libssl-dev
+  libcairo2-dev chromium)
+# libcairo2-dev: `moetrain report --png`; chromium: the test that renders a report headless.
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,5 @@
-// trainer/cli_commands.cc: the train, eval, generate and export subcommands: their options,
-// usage errors, and what each prints.
+// trainer/cli_commands.cc: the train, eval, generate, export and report subcommands: their
+// options, usage errors, and what each prints.
 #include "trainer/cli_commands.h"
 
 #include <algorithm>
@@ -20,6 +20,7 @@
 #include "trainer/generate.h"
 #include "trainer/hf_import.h"
 #include "trainer/model_io.h"
+#include "trainer/report.h"
 #include "trainer/tokenizer_files.h"
 #include "trainer/trainer.h"
 
@@ -295,6 +296,46 @@ int RunExportCommand(int argc, char** argv) {
     return Fail(argv[0], s);
   if (auto s = CopyTokenizer(ckpt, out); !s.ok()) return Fail(argv[0], s);
   std::printf("exported %s -> %s (%s)\n", ckpt.c_str(), out.c_str(), dtype.c_str());
+  return 0;
+}
+
+// ---- report -------------------------------------------------------------------------------
+int RunReportCommand(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: moetrain report RUN_DIR [--out FILE.html] [--png DIR]\n"
+      "  Writes one self-contained HTML page about a training run: loss (training and\n"
+      "  validation), MTP loss, lr, grad norm, tokens/s and MFU against tokens; per MoE layer a\n"
+      "  heatmap of expert load / mean over steps and the router biases; the summary,\n"
+      "  checkpoints and config. RUN_DIR holds the run's metrics.jsonl (logging.metrics_file;\n"
+      "  or pass that file). Per-expert data come from its expert_load records, written every\n"
+      "  logging.expert_load_interval steps. --out defaults to RUN_DIR/report.html; --png also\n"
+      "  writes every chart as DIR/<chart>.png.\n";
+  // The run directory is positional; the options parser takes the rest.
+  std::vector<char*> rest = {argv[0]};
+  std::string run_dir;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("-", 0) == 0) {
+      rest.push_back(argv[i]);
+      const bool takes_value = a.rfind("--", 0) == 0 && a != "--help" && a.find('=') == a.npos;
+      if (takes_value && i + 1 < argc) rest.push_back(argv[++i]);
+    } else if (run_dir.empty()) {
+      run_dir = a;
+    } else {
+      return UsageError(kUsage, absl::StrCat("unexpected argument \"", a, "\" after RUN_DIR"));
+    }
+  }
+  auto opts = ParseOptions(static_cast<int>(rest.size()), rest.data(), {"out", "png"});
+  if (!opts.ok()) return UsageError(kUsage, std::string(opts.status().message()));
+  if (opts->count("help")) return std::fputs(kUsage, stdout), 0;
+  if (run_dir.empty()) return UsageError(kUsage, "RUN_DIR is required");
+  auto run = report::ReadRun(run_dir);
+  if (!run.ok()) return Fail(argv[0], run.status());
+  const std::string out =
+      One(*opts, "out", (std::filesystem::path(run->run_dir) / "report.html").string());
+  if (auto s = report::WriteReport(*run, out, One(*opts, "png")); !s.ok()) return Fail(argv[0], s);
+  std::printf("[moetrain] report: %s\n", out.c_str());
+  if (opts->count("png")) std::printf("[moetrain] charts: %s/*.png\n", One(*opts, "png").c_str());
   return 0;
 }
 

@@ -1,4 +1,4 @@
-// trainer/cli_commands.h: the train, eval, generate and export subcommands of `moetrain`
+// trainer/cli_commands.h: the train, eval, generate, export and report subcommands of `moetrain`
 // (argv[0] is "moetrain <command>"); each returns the process exit code.
 #pragma once
 
@@ -14,6 +14,7 @@ int RunTrainCommand(int argc, char** argv);
 int RunEvalCommand(int argc, char** argv);
 int RunGenerateCommand(int argc, char** argv);
 int RunExportCommand(int argc, char** argv);
+int RunReportCommand(int argc, char** argv);
 
 // "--key value" / "--key=value" options; repeated keys accumulate (for --set). Options
 // not in `known` are an error naming them; "--help" yields {"help": {""}}.

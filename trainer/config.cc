@@ -171,7 +171,8 @@ std::vector<Key<CheckpointConfig>> CheckpointKeys() {
 std::vector<Key<LoggingConfig>> LoggingKeys() {
   using L = LoggingConfig;
   return {Field("interval", &L::interval), Field("metrics_file", &L::metrics_file),
-          Field("tensorboard_dir", &L::tensorboard_dir)};
+          Field("tensorboard_dir", &L::tensorboard_dir),
+          Field("expert_load_interval", &L::expert_load_interval)};
 }
 
 // A section key whose value is read into one member of Config with its own key table.

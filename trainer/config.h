@@ -163,6 +163,9 @@ struct LoggingConfig {
   int64_t interval = 10;  // steps between progress lines
   std::string metrics_file;  // JSON lines
   std::string tensorboard_dir;
+  // Steps between the per-layer, per-expert load and bias records in metrics_file (what
+  // `moetrain report` draws its heatmaps from); 0 = none.
+  int64_t expert_load_interval = 10;
 };
 
 struct Config {

@@ -344,7 +344,8 @@ absl::Status ValidateConfigAt(const Config& config, const KeyLocations& location
   RETURN_IF_ERROR(ValidateOptimizer(v, config.optimizer));
   RETURN_IF_ERROR(ValidateData(v, config.data));
   RETURN_IF_ERROR(ValidateCheckpoint(v, config.checkpoint));
-  return v.AtLeast("logging.interval", config.logging.interval, 1);
+  RETURN_IF_ERROR(v.AtLeast("logging.interval", config.logging.interval, 1));
+  return v.AtLeast("logging.expert_load_interval", config.logging.expert_load_interval, 0);
 }
 
 }  // namespace config_internal

@@ -5,6 +5,7 @@
 //   moetrain generate --checkpoint DIR --prompt TEXT [--tokenizer F --max-tokens N
 //                     --temperature T --top-p P --seed S]
 //   moetrain export   --checkpoint DIR --out DIR [--dtype bf16|fp32]
+//   moetrain report   RUN_DIR [--out FILE.html] [--png DIR]
 //   moetrain prepare  ...   (data/prepare.h)
 //   moetrain plan     ...   (launch/planner.h)
 //
@@ -29,6 +30,7 @@ constexpr char kUsage[] =
     "  eval      loss of a checkpoint on consecutive windows of a dataset\n"
     "  generate  sample text from a checkpoint\n"
     "  export    write a plain Hugging Face directory from a checkpoint\n"
+    "  report    an HTML page (and PNGs) of a run's curves and expert-load heatmaps\n"
     "  prepare   tokenize text/JSONL into Megatron indexed datasets\n"
     "  plan      FLOPs, memory, step time, GPU-hours and cost of a training run\n"
     "\n"
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
   if (cmd == "eval") return mt::RunEvalCommand(n, args.data());
   if (cmd == "generate") return mt::RunGenerateCommand(n, args.data());
   if (cmd == "export") return mt::RunExportCommand(n, args.data());
+  if (cmd == "report") return mt::RunReportCommand(n, args.data());
   if (cmd == "prepare") return mt::data::RunPrepareCommand(n, args.data());
   if (cmd == "plan") return mt::RunPlanCommand(n, args.data());
   std::fprintf(stderr, "moetrain: unknown command \"%s\"\n\n%s", cmd.c_str(), kUsage);
