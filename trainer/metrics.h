@@ -10,7 +10,8 @@
 //   {"event": "expert_load", "step", "tokens", "loads", "biases"}
 //       every logging.expert_load_interval steps: loads[i][e] = tokens routed to expert e of MoE
 //       layer moe_layers[i] in that step's global batch; biases[i][e] its
-//       e_score_correction_bias after that step's update.
+//       e_score_correction_bias after that step's update ([] for a layer that lives on
+//       another pipeline stage than rank 0's: its biases are not on the logging rank).
 // "time" is Unix seconds. A resumed run appends to the same file, and so does a fresh run
 // with the same metrics_file: readers keep, at each run_start, only what came before it up
 // to its first_step.
@@ -58,7 +59,8 @@ class MetricsLogger {
   absl::Status LogRunStart(const Config& config, int64_t first_step);
   // Called after each applied (not skipped) step's bias update with that step's expert
   // loads [MoE layer][expert] (summed over the global batch) and the updated biases
-  // [MoE layer][expert]. Accumulates each layer's max/mean load for the next Log() and
+  // [MoE layer][expert] (empty for a layer held by another pipeline stage). Accumulates
+  // each layer's max/mean load for the next Log() and
   // writes an "expert_load" event every logging.expert_load_interval steps.
   absl::Status ObserveExperts(int64_t step, double tokens,
                               const std::vector<std::vector<int64_t>>& loads,

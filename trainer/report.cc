@@ -167,21 +167,25 @@ std::vector<Figure> ReportFigures(const RunData& run) {
     std::vector<Series> bias(experts);
     for (size_t e = 0; e < experts; ++e)
       bias[e] = {absl::StrCat("expert ", e), {}, {}, SeriesColor(e, experts)};
+    bool have_biases = false;
     for (const ExpertLoadRecord& r : run.expert_loads) {
       steps.push_back(r.step);
+      have_biases = have_biases || !r.biases[i].empty();
       double sum = 0;
       for (int64_t x : r.loads[i]) sum += static_cast<double>(x);
       std::vector<double> row;
       for (int64_t x : r.loads[i]) row.push_back(sum > 0 ? x / (sum / experts) : 0.0);
       ratio.push_back(std::move(row));
-      for (size_t e = 0; e < experts; ++e) {
+      for (size_t e = 0; e < experts && !r.biases[i].empty(); ++e) {
         bias[e].x.push_back(static_cast<double>(r.step));
         bias[e].y.push_back(r.biases[i][e]);
       }
     }
     figs.push_back(Heatmap({name + "_load", absl::StrCat("Layer ", id, ": expert load / mean")},
                            steps, ratio));
-    LineChartOptions o{name + "_bias", absl::StrCat("Layer ", id, ": router bias per expert"),
+    LineChartOptions o{name + "_bias",
+                       absl::StrCat("Layer ", id, ": router bias per expert",
+                                    have_biases ? "" : " (not on rank 0's pipeline stage)"),
                        "step", "e_score_correction_bias"};
     o.width = 1160;
     o.height = 260;

@@ -40,8 +40,10 @@ ExpertLoadRecord ParseExpertLoad(const Json& j) {
   if (r.loads.size() != r.biases.size())
     throw std::runtime_error(
         absl::StrCat("loads has ", r.loads.size(), " layers but biases ", r.biases.size()));
+  // An empty bias list is a layer that lives on another pipeline stage than rank 0's.
   for (size_t i = 0; i < r.loads.size(); ++i)
-    if (r.loads[i].size() != r.loads[0].size() || r.biases[i].size() != r.loads[i].size())
+    if (r.loads[i].size() != r.loads[0].size() ||
+        (!r.biases[i].empty() && r.biases[i].size() != r.loads[i].size()))
       throw std::runtime_error(absl::StrCat("layer ", i, " has ", r.loads[i].size(), " loads and ",
                                             r.biases[i].size(), " biases, layer 0 has ",
                                             r.loads[0].size(), " loads"));

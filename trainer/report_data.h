@@ -29,7 +29,7 @@ struct ExpertLoadRecord {
   int64_t step = 0;
   double tokens = 0;
   std::vector<std::vector<int64_t>> loads;  // [MoE layer][expert]
-  std::vector<std::vector<double>> biases;  // [MoE layer][expert]
+  std::vector<std::vector<double>> biases;  // [MoE layer][expert]; [] if on another stage
 };
 
 struct RunStart {  // one process of the run (a resumed run has several)

@@ -174,10 +174,10 @@ std::string Lines(int process, int from, int to, double time) {
   return out;
 }
 
-std::string Start(int64_t first_step, double time) {
+std::string Start(int64_t first_step, double time, std::vector<int64_t> layers = {1}) {
   return nlohmann::json{{"event", "run_start"}, {"time", time},
                         {"cwd", "/"},           {"config", {{"training", {{"steps", 20}}}}},
-                        {"moe_layers", {1}},    {"first_step", first_step}}
+                        {"moe_layers", layers}, {"first_step", first_step}}
              .dump() +
          "\n";
 }
@@ -203,6 +203,33 @@ TEST(ReportInput, AResumedProcessSupersedesWhatTheDeadOneLoggedAfterItsCheckpoin
   EXPECT_EQ(run->rows.back().loss, 303);
   EXPECT_EQ(run->starts.size(), 1u);
   EXPECT_DOUBLE_EQ(run->wall_time_s, 3);
+  std::error_code ec;
+  fs::remove_all(tmpl, ec);
+}
+
+TEST(ReportInput, ALayerOnAnotherPipelineStageHasLoadsButNoBiases) {
+  std::string tmpl = (fs::temp_directory_path() / "mt_report_pp_XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  std::ofstream out(tmpl + "/metrics.jsonl");
+  out << Start(0, 1000, {1, 2});
+  for (int step = 1; step <= 3; ++step)
+    out << nlohmann::json{{"event", "expert_load"},
+                          {"step", step},
+                          {"tokens", 10 * step},
+                          {"loads", {{1, 3}, {2, 2}}},
+                          {"biases", {{0.1, -0.1}, nlohmann::json::array()}}}
+               .dump()
+        << "\n";
+  out << Lines(1, 1, 3, 1000);
+  out.close();
+  auto run = ReadRun(tmpl);
+  ASSERT_TRUE(run.ok()) << run.status();
+  const std::string html = ReportHtml(*run, ReportFigures(*run));
+  EXPECT_EQ(Count(SvgById(html, "layer01_load"), "class=\"cell\""), 2 * 3);
+  EXPECT_EQ(Count(SvgById(html, "layer02_load"), "class=\"cell\""), 2 * 3);
+  EXPECT_EQ(SvgById(html, "layer01_bias").find("not on rank 0"), std::string::npos);
+  EXPECT_NE(SvgById(html, "layer02_bias").find("not on rank 0&#39;s pipeline stage"),
+            std::string::npos);
   std::error_code ec;
   fs::remove_all(tmpl, ec);
 }
