@@ -149,6 +149,7 @@ int RunTrainCommand(int argc, char** argv) {
   if (!cfg.ok()) return Fail(argv[0], cfg.status());
   auto out = RunTraining(*cfg);
   if (!out.ok()) return Fail(argv[0], out.status());
+  if (!out->rank0) return 0;
   std::printf("[moetrain] done: %lld steps (%lld skipped), last train loss %.4f\n",
               static_cast<long long>(out->steps), static_cast<long long>(out->skipped_steps),
               out->last_train_loss);

@@ -159,7 +159,8 @@ std::vector<Key<DataConfig>> DataKeys() {
 std::vector<Key<ParallelConfig>> ParallelKeys() {
   using P = ParallelConfig;
   return {Field("pp", &P::pp), Field("ep", &P::ep), Field("dp", &P::dp),
-          Field("schedule", &P::schedule), Field("ranks_per_node", &P::ranks_per_node)};
+          Field("schedule", &P::schedule), Field("ranks_per_node", &P::ranks_per_node),
+          Field("timeout_s", &P::timeout_s)};
 }
 
 std::vector<Key<CheckpointConfig>> CheckpointKeys() {

@@ -149,6 +149,9 @@ struct ParallelConfig {
   int64_t dp = 1;
   std::string schedule = "1f1b";  // 1f1b | dualpipe
   int64_t ranks_per_node = 0;  // 0 = from the launcher
+  // Seconds any rank may wait in one communication call before the job is ended with a
+  // message naming it (parallel/communicator_watchdog.h); 0 = wait forever.
+  double timeout_s = 600;
 };
 
 struct CheckpointConfig {

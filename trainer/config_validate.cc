@@ -202,6 +202,9 @@ absl::Status ValidateParallel(const Checker& v, const Config& c) {
   RETURN_IF_ERROR(v.AtLeast("parallel.ep", p.ep, 1));
   RETURN_IF_ERROR(v.AtLeast("parallel.dp", p.dp, 1));
   RETURN_IF_ERROR(v.AtLeast("parallel.ranks_per_node", p.ranks_per_node, 0));
+  RETURN_IF_ERROR(v.Require(p.timeout_s >= 0, "parallel.timeout_s",
+                            absl::StrCat("parallel.timeout_s is ", p.timeout_s),
+                            "a number of seconds >= 0 (0 = no limit)", {}));
   RETURN_IF_ERROR(v.Require(
       p.dp % p.ep == 0, "parallel.ep",
       absl::StrCat("parallel.dp (", p.dp, ") is not divisible by parallel.ep (", p.ep, ")"),

@@ -3,14 +3,15 @@
 namespace mt {
 inline namespace MT_REAL_NS {
 
-DecoderLayer::DecoderLayer(ParamStore& ps, int64_t index, const ModelConfig& m) {
+DecoderLayer::DecoderLayer(ParamStore& ps, int64_t index, const ModelConfig& m,
+                           ExpertDispatcher* dispatcher) {
   const std::string p = "model.layers." + std::to_string(index) + ".";
   input_norm_ = RmsNorm(ps, p + "input_layernorm.weight", m.hidden_size, m.rms_norm_eps);
   attn_ = Mla(ps, p + "self_attn.", m);
   post_norm_ = RmsNorm(ps, p + "post_attention_layernorm.weight", m.hidden_size, m.rms_norm_eps);
   // HF: MoE iff layer_idx >= first_k_dense_replace (MTP layers included, since L >= k).
   if (m.IsMoeLayer(index))
-    moe_ = std::make_unique<Moe>(ps, p + "mlp.", m);
+    moe_ = std::make_unique<Moe>(ps, p + "mlp.", m, dispatcher);
   else
     mlp_ = std::make_unique<SwigluMlp>(ps, p + "mlp.", m.hidden_size, m.intermediate_size);
 }

@@ -28,7 +28,9 @@ class DecoderLayer {
     Moe::Saved moe;
   };
 
-  DecoderLayer(ParamStore& ps, int64_t index, const ModelConfig& m);
+  // `dispatcher` (may be null): the expert-parallel token exchange of an MoE layer (moe.h).
+  DecoderLayer(ParamStore& ps, int64_t index, const ModelConfig& m,
+               ExpertDispatcher* dispatcher = nullptr);
 
   bool is_moe() const { return moe_ != nullptr; }
   Moe* moe() const { return moe_.get(); }

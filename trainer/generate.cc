@@ -33,8 +33,11 @@ int32_t SampleToken(const std::vector<float>& logits, double temperature, double
   return p[n - 1].second;
 }
 
-std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt,
-                              const SamplingOptions& opts) {
+namespace {
+
+template <typename M>
+std::vector<int32_t> GenerateFrom(M& model, const std::vector<int32_t>& prompt,
+                                  const SamplingOptions& opts) {
   std::vector<int32_t> seq = prompt, out;
   const uint64_t stream = HashName("generate");
   for (int64_t i = 0; i < opts.max_tokens; ++i) {
@@ -52,6 +55,18 @@ std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt,
     if (tok == opts.stop_token) break;
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt,
+                              const SamplingOptions& opts) {
+  return GenerateFrom(model, prompt, opts);
+}
+
+std::vector<int32_t> Generate(ModelChunk& model, const std::vector<int32_t>& prompt,
+                              const SamplingOptions& opts) {
+  return GenerateFrom(model, prompt, opts);
 }
 
 }  // namespace MT_REAL_NS

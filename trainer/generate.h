@@ -26,6 +26,9 @@ struct SamplingOptions {
 // Continues `prompt` (token ids, at least one) and returns only the new ids.
 std::vector<int32_t> Generate(Model& model, const std::vector<int32_t>& prompt,
                               const SamplingOptions& opts);
+// The same from a chunk that holds every pipeline stage (a single-stage training run).
+std::vector<int32_t> Generate(ModelChunk& model, const std::vector<int32_t>& prompt,
+                              const SamplingOptions& opts);
 
 // Picks a token from logits[V] with temperature and top-p, using uniform u in (0, 1).
 int32_t SampleToken(const std::vector<float>& logits, double temperature, double top_p, double u);

@@ -9,6 +9,9 @@
 // token past the end of the window is 0, and its last k positions are left out of the loss,
 // the balance loss and the expert loads. Embedding and head are shared by the main model
 // and every MTP module (one tensor each, gradients summed).
+//
+// The single-process model is one ModelChunk (model_chunk.h) holding every pipeline stage;
+// the multi-rank trainer builds the chunks of its stages itself.
 #pragma once
 
 #include <cstdint>
@@ -16,23 +19,10 @@
 #include <vector>
 
 #include "trainer/config.h"
-#include "trainer/decoder_layer.h"
+#include "trainer/model_chunk.h"
 
 namespace mt {
 inline namespace MT_REAL_NS {
-
-struct ObjectiveWeights {
-  double mtp_lambda = 0.3;
-  double balance_alpha = 0.0001;
-};
-
-struct Losses {
-  double total = 0;
-  double main = 0;               // mean next-token cross-entropy
-  std::vector<double> mtp;       // [D] mean cross-entropy of each MTP module
-  double balance = 0;            // sum over MoE layers of mean_b sum_i f_i P_i (unscaled)
-  int64_t tokens = 0;            // positions in the main loss
-};
 
 class Model {
  public:
@@ -45,7 +35,7 @@ class Model {
   ParamStore& params() { return *params_; }
   // MoE layers in a fixed order (main layers, then MTP modules): the bias update and the
   // load statistics index them the same way.
-  const std::vector<Moe*>& moe_layers() const { return moe_layers_; }
+  const std::vector<Moe*>& moe_layers() const { return chunk_->moe_layers(); }
 
   // One micro-batch: tokens [B, S+1]. Accumulates d(grad_scale * loss)/d(params) into the
   // gradients and adds each MoE layer's expert loads into loads[layer][E].
@@ -58,28 +48,19 @@ class Model {
 
   // Bytes the Saved structs of the last micro-batch held at their peak, right after its
   // forward (trainer/activation_memory.h): the activation memory of one micro-batch.
-  int64_t activation_bytes() const { return activation_bytes_; }
+  int64_t activation_bytes() const { return chunk_->activation_bytes(); }
   // The same for a [B, S] micro-batch, measured by one forward pass (no gradients, no change
   // to the model). Routing does not change the figure: every token reaches K experts.
   int64_t MeasureActivationBytes(int64_t B, int64_t S);
 
  private:
-  struct MtpModule;
   Losses Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
              double grad_scale, bool backward, std::vector<std::vector<int64_t>>* loads);
-  const RopeTables& Rope(int64_t S);
 
   ModelConfig m_;
   std::unique_ptr<PrecisionPolicy> precision_;  // every Linear points at it
   std::unique_ptr<ParamStore> params_;
-  Param* embed_;  // [V, H]
-  Param* head_;   // [V, H]
-  std::vector<std::unique_ptr<DecoderLayer>> layers_;
-  RmsNorm final_norm_;
-  std::vector<std::unique_ptr<MtpModule>> mtp_;
-  std::vector<Moe*> moe_layers_;
-  std::unique_ptr<RopeTables> rope_;
-  int64_t activation_bytes_ = 0;
+  std::unique_ptr<ModelChunk> chunk_;  // every stage
 };
 
 }  // namespace MT_REAL_NS

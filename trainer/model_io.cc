@@ -39,13 +39,35 @@ bool IsModelTensorName(Model& model, const std::string& name) {
 
 absl::Status LoadModelTensors(Model& model, const std::vector<NamedTensor>& tensors,
                               const std::string& source) {
+  return LoadParams(model.params(), model.config(), tensors, source, /*whole_model=*/true);
+}
+
+bool IsMtpCopyName(const ModelConfig& m, const std::string& name) {
+  for (const auto& c : MtpCopies(m))
+    if (c.first == name) return true;
+  return false;
+}
+
+void AddMtpCopies(const ModelConfig& m, std::vector<NamedTensor>* tensors) {
+  for (const auto& [copy, source] : MtpCopies(m))
+    for (size_t i = 0; i < tensors->size(); ++i)
+      if ((*tensors)[i].name == source) {
+        tensors->push_back({copy, (*tensors)[i].tensor});
+        break;
+      }
+}
+
+absl::Status LoadParams(ParamStore& ps, const ModelConfig& m,
+                        const std::vector<NamedTensor>& tensors, const std::string& source,
+                        bool whole_model) {
   std::unordered_map<std::string, const Tensor*> by_name;
   for (const auto& t : tensors) by_name[t.name] = &t.tensor;
-  for (const auto& t : tensors)
-    if (!IsModelTensorName(model, t.name))
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": unexpected tensor \"", t.name, "\" for this model config"));
-  for (const auto& p : model.params().all()) {
+  if (whole_model)
+    for (const auto& t : tensors)
+      if (!ps.Find(t.name) && !IsMtpCopyName(m, t.name))
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": unexpected tensor \"", t.name, "\" for this model config"));
+  for (const auto& p : ps.all()) {
     auto it = by_name.find(p->name);
     if (it == by_name.end())
       return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor \"", p->name, "\""));

@@ -24,6 +24,18 @@ bool IsModelTensorName(Model& model, const std::string& name);
 absl::Status LoadModelTensors(Model& model, const std::vector<NamedTensor>& tensors,
                               const std::string& source);
 
+// The same over any ParamStore, e.g. one pipeline rank's part of the model: tensors named
+// like a parameter of `ps` are loaded (each of them must be present), the MTP copies are
+// accepted and ignored, and any other name is an error when `whole_model`, else skipped
+// (it belongs to another rank).
+absl::Status LoadParams(ParamStore& ps, const ModelConfig& m,
+                        const std::vector<NamedTensor>& tensors, const std::string& source,
+                        bool whole_model);
+// Appends Hugging Face's per-MTP-module copies of the embedding and head (see ModelTensors)
+// for the sources present in *tensors.
+void AddMtpCopies(const ModelConfig& m, std::vector<NamedTensor>* tensors);
+bool IsMtpCopyName(const ModelConfig& m, const std::string& name);
+
 // AdamW moments as two state files ("optimizer-exp_avg", "optimizer-exp_avg_sq") under the
 // parameters' names, and back.
 void OptimizerStateFiles(AdamW& opt, std::map<std::string, std::vector<NamedTensor>>* files);

@@ -23,20 +23,17 @@ double AdamW::GradNorm() const {
 }
 
 void AdamW::ClipGradients(double norm, double max_norm) {
+  for (auto& m : moments_)
+    ClipScale(m.param->grad.data<Real>(), m.param->grad.numel(), norm, max_norm);
+}
+
+void ClipScale(Real* g, int64_t n, double norm, double max_norm) {
   if (max_norm <= 0 || norm <= max_norm) return;
   const Real scale = static_cast<Real>(max_norm / (norm + 1e-6));
-  for (auto& m : moments_) {
-    Real* g = m.param->grad.data<Real>();
-    for (int64_t i = 0; i < m.param->grad.numel(); ++i) g[i] *= scale;
-  }
+  for (int64_t i = 0; i < n; ++i) g[i] *= scale;
 }
 
 namespace {
-
-// The update for one element; m and v are read and written in fp32.
-struct AdamCoeffs {
-  double lr, b1, b2, eps, wd, bc1, bc2;
-};
 
 template <typename Load, typename Store>
 void UpdateTensor(Real* w, const Real* g, int64_t n, bool decay, const AdamCoeffs& c, Load load,
@@ -56,33 +53,40 @@ void UpdateTensor(Real* w, const Real* g, int64_t n, bool decay, const AdamCoeff
 
 }  // namespace
 
+AdamCoeffs MakeAdamCoeffs(const OptimizerConfig& config, double lr, int64_t step) {
+  return {lr,
+          config.beta1,
+          config.beta2,
+          config.eps,
+          config.weight_decay,
+          1 - std::pow(config.beta1, static_cast<double>(step)),
+          1 - std::pow(config.beta2, static_cast<double>(step))};
+}
+
+void AdamUpdate(Real* w, const Real* g, int64_t n, bool decay, const AdamCoeffs& c, Tensor& m,
+                Tensor& v, int64_t offset) {
+  if (m.dtype() == DType::kBF16) {
+    // bf16 bit patterns (data<uint16_t>() would insist on a U16 tensor).
+    uint16_t* mv[2] = {static_cast<uint16_t*>(m.raw()) + offset,
+                       static_cast<uint16_t*>(v.raw()) + offset};
+    UpdateTensor(
+        w, g, n, decay, c, [&](int k, int64_t i) -> double { return Bf16ToFloat(mv[k][i]); },
+        [&](int k, int64_t i, double x) { mv[k][i] = FloatToBf16(static_cast<float>(x)); });
+  } else {
+    float* mv[2] = {m.data<float>() + offset, v.data<float>() + offset};
+    UpdateTensor(
+        w, g, n, decay, c, [&](int k, int64_t i) -> double { return mv[k][i]; },
+        [&](int k, int64_t i, double x) { mv[k][i] = static_cast<float>(x); });
+  }
+}
+
 void AdamW::Step(double lr) {
   ++step_;
-  AdamCoeffs c{lr,
-               config_.beta1,
-               config_.beta2,
-               config_.eps,
-               config_.weight_decay,
-               1 - std::pow(config_.beta1, static_cast<double>(step_)),
-               1 - std::pow(config_.beta2, static_cast<double>(step_))};
+  const AdamCoeffs c = MakeAdamCoeffs(config_, lr, step_);
   for (auto& mo : moments_) {
     Param* p = mo.param;
-    Real* w = p->value.data<Real>();
-    const Real* g = p->grad.data<Real>();
-    const int64_t n = p->value.numel();
-    if (mo.exp_avg.dtype() == DType::kBF16) {
-      // bf16 bit patterns (data<uint16_t>() would insist on a U16 tensor).
-      uint16_t* mv[2] = {static_cast<uint16_t*>(mo.exp_avg.raw()),
-                         static_cast<uint16_t*>(mo.exp_avg_sq.raw())};
-      UpdateTensor(
-          w, g, n, p->decay, c, [&](int k, int64_t i) -> double { return Bf16ToFloat(mv[k][i]); },
-          [&](int k, int64_t i, double x) { mv[k][i] = FloatToBf16(static_cast<float>(x)); });
-    } else {
-      float* mv[2] = {mo.exp_avg.data<float>(), mo.exp_avg_sq.data<float>()};
-      UpdateTensor(
-          w, g, n, p->decay, c, [&](int k, int64_t i) -> double { return mv[k][i]; },
-          [&](int k, int64_t i, double x) { mv[k][i] = static_cast<float>(x); });
-    }
+    AdamUpdate(p->value.data<Real>(), p->grad.data<Real>(), p->value.numel(), p->decay, c,
+               mo.exp_avg, mo.exp_avg_sq, 0);
   }
 }
 
@@ -90,6 +94,7 @@ void UpdateExpertBiases(const std::vector<Moe*>& moe_layers,
                         const std::vector<std::vector<int64_t>>& loads, double gamma) {
   if (gamma == 0) return;
   for (size_t l = 0; l < moe_layers.size(); ++l) {
+    if (!moe_layers[l]) continue;
     const std::vector<int64_t>& load = loads[l];
     double mean = 0;
     for (int64_t x : load) mean += static_cast<double>(x);

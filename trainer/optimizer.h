@@ -43,8 +43,22 @@ class AdamW {
   int64_t step_ = 0;
 };
 
+// The elementwise AdamW update, shared by AdamW and the ZeRO-1 optimizer (zero_optimizer.h)
+// so that every layout updates a parameter with the same operations.
+struct AdamCoeffs {
+  double lr, b1, b2, eps, wd, bc1, bc2;
+};
+AdamCoeffs MakeAdamCoeffs(const OptimizerConfig& config, double lr, int64_t step);
+// w[n] -= the update from g[n]; the moments are elements [offset, offset + n) of m and v
+// (fp32 or bf16 tensors).
+void AdamUpdate(Real* w, const Real* g, int64_t n, bool decay, const AdamCoeffs& c, Tensor& m,
+                Tensor& v, int64_t offset);
+// Scales g[n] by min(1, max_norm / (norm + 1e-6)), as AdamW::ClipGradients does.
+void ClipScale(Real* g, int64_t n, double norm, double max_norm);
+
 // DeepSeek-V3's aux-loss-free balancing: bias_i += gamma * sign(mean_load - load_i), with
 // loads counted over the whole global batch (loads[layer][expert], identical on all ranks).
+// A null entry of moe_layers (a layer another pipeline stage holds) is skipped.
 void UpdateExpertBiases(const std::vector<Moe*>& moe_layers,
                         const std::vector<std::vector<int64_t>>& loads, double gamma);
 

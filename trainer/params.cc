@@ -35,6 +35,14 @@ Param* ParamStore::Add(const std::string& name, std::vector<int64_t> shape, Init
   return params_.back().get();
 }
 
+Param* ParamStore::AddShared(const std::string& name, std::vector<int64_t> shape, Init init) {
+  if (Param* p = Find(name)) {
+    MT_CHECK(p->value.shape() == shape, "parameter ", name, " shared with another shape");
+    return p;
+  }
+  return Add(name, std::move(shape), init);
+}
+
 Param* ParamStore::Find(const std::string& name) {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

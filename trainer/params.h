@@ -39,6 +39,11 @@ class ParamStore {
   Param* Add(const std::string& name, std::vector<int64_t> shape, Init init, bool expert = false,
              bool trainable = true);
 
+  // The same, or the parameter already registered under `name` (which must have `shape`):
+  // for a tensor two modules of one rank share, like the embedding that a DualPipe rank's
+  // first and last stages both use.
+  Param* AddShared(const std::string& name, std::vector<int64_t> shape, Init init);
+
   Param* Find(const std::string& name);
   const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
   void ZeroGrads();

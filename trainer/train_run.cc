@@ -4,14 +4,17 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "data/tokenizer_factory.h"
-#include "trainer/tokenizer_files.h"
 #include "trainer/checkpoint.h"
 #include "trainer/hf_import.h"
 #include "trainer/model_io.h"
+#include "trainer/tensor_gather.h"
+#include "trainer/tokenizer_files.h"
 #include "trainer/trainer.h"
 
 namespace mt::train_internal {
@@ -28,6 +31,9 @@ size_t TensorBytes(const CheckpointData& ck) {
 
 using Json = nlohmann::json;
 
+// The key of the model weights among the gathered files.
+constexpr char kModelFile[] = "";
+
 // The state file holding the fp32 master weights when checkpoint.dtype is bf16: the bf16
 // model shards alone would round the weights and a resumed run would diverge.
 constexpr char kMasterWeights[] = "master_weights";
@@ -35,7 +41,7 @@ constexpr char kMasterWeights[] = "master_weights";
 
 // The step directory to resume from ("" for a fresh start) and whether its manifest still
 // needs verifying.
-absl::StatusOr<std::pair<std::string, bool>> ResumeDir(const Config& c) {
+absl::StatusOr<std::pair<std::string, bool>> ResumeDir(const Config& c, bool print) {
   if (c.checkpoint.resume == "none") return std::pair<std::string, bool>("", false);
   if (c.checkpoint.resume != "auto") return std::pair<std::string, bool>(c.checkpoint.resume, true);
   if (c.checkpoint.dir.empty())
@@ -43,10 +49,12 @@ absl::StatusOr<std::pair<std::string, bool>> ResumeDir(const Config& c) {
         absl::StrCat(c.source, ": checkpoint.resume is auto but checkpoint.dir is not set"));
   ASSIGN_OR_RETURN(auto choice, FindResumeCheckpoint(c.checkpoint.dir));
   if (!choice) {
-    std::printf("[moetrain] resume auto: no checkpoint in %s, starting fresh\n",
-                c.checkpoint.dir.c_str());
+    if (print)
+      std::printf("[moetrain] resume auto: no checkpoint in %s, starting fresh\n",
+                  c.checkpoint.dir.c_str());
     return std::pair<std::string, bool>("", false);
   }
+  if (!print) return std::pair<std::string, bool>(choice->step_dir, false);
   for (const auto& why : choice->skipped)
     std::printf("[moetrain] resume: skipped %s\n", why.c_str());
   std::printf(
@@ -102,16 +110,18 @@ absl::Status OpenData(Run& r) {
 
 absl::Status Restore(Run& r) {
   const Config& c = r.cfg;
+  ParallelModel& pm = *r.model;
+  const bool whole = pm.topology().world_size() == 1;
   if (!c.training.init_from.empty()) {
-    Model& model = *r.model;
     ASSIGN_OR_RETURN(HfModelDir hf,
                      LoadHfModelDir(c.training.init_from, [&](const std::string& name) {
-                       return IsModelTensorName(model, name);
+                       return pm.params().Find(name) != nullptr || IsMtpCopyName(c.model, name);
                      }));
-    RETURN_IF_ERROR(LoadModelTensors(model, hf.tensors, c.training.init_from));
-    std::printf("[moetrain] initialised weights from %s\n", c.training.init_from.c_str());
+    RETURN_IF_ERROR(LoadParams(pm.params(), c.model, hf.tensors, c.training.init_from, whole));
+    if (r.rank0)
+      std::printf("[moetrain] initialised weights from %s\n", c.training.init_from.c_str());
   }
-  ASSIGN_OR_RETURN(auto resume, ResumeDir(c));
+  ASSIGN_OR_RETURN(auto resume, ResumeDir(c, r.rank0));
   const auto& [step_dir, verify] = resume;
   if (step_dir.empty()) return absl::OkStatus();
   const auto load_start = std::chrono::steady_clock::now();
@@ -119,12 +129,14 @@ absl::Status Restore(Run& r) {
   const size_t bytes = TensorBytes(ck);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  std::printf("[moetrain] loaded %s: %.1f MB of tensors in %.3fs (%.0f MB/s)\n", step_dir.c_str(),
-              bytes / 1e6, load_s, bytes / 1e6 / load_s);
-  RETURN_IF_ERROR(LoadModelTensors(*r.model, ck.model, step_dir));
+  if (r.rank0)
+    std::printf("[moetrain] loaded %s: %.1f MB of tensors in %.3fs (%.0f MB/s)\n", step_dir.c_str(),
+                bytes / 1e6, load_s, bytes / 1e6 / load_s);
+  RETURN_IF_ERROR(LoadParams(pm.params(), c.model, ck.model, step_dir, whole));
   if (auto it = ck.state_files.find(kMasterWeights); it != ck.state_files.end())
-    RETURN_IF_ERROR(LoadModelTensors(*r.model, it->second, step_dir + " (master weights)"));
-  RETURN_IF_ERROR(LoadOptimizerState(*r.opt, ck.state_files, step_dir));
+    RETURN_IF_ERROR(
+        LoadParams(pm.params(), c.model, it->second, step_dir + " (master weights)", whole));
+  RETURN_IF_ERROR(r.opt->LoadState(ck.state_files, step_dir));
   const Json& ts = ck.train_state;
   try {
     r.step = ts.at("step").get<int64_t>();
@@ -141,49 +153,81 @@ absl::Status Restore(Run& r) {
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(step_dir, "/train_state.json: ", e.what()));
   }
-  std::printf("[moetrain] resumed at step %lld (%lld samples consumed)\n",
-              static_cast<long long>(r.step), static_cast<long long>(r.cursor));
+  if (r.rank0)
+    std::printf("[moetrain] resumed at step %lld (%lld samples consumed)\n",
+                static_cast<long long>(r.step), static_cast<long long>(r.cursor));
   return absl::OkStatus();
 }
 
 absl::Status Save(Run& r) {
   const Config& c = r.cfg;
-  CheckpointData ck;
-  ck.config_json = ModelConfigToHfJson(c.model);
-  ck.model = ModelTensors(*r.model);
-  OptimizerStateFiles(*r.opt, &ck.state_files);
-  if (c.checkpoint.dtype == "bf16") {
-    std::vector<NamedTensor>& master = ck.state_files[kMasterWeights];
-    for (const auto& p : r.model->params().all()) master.push_back({p->name, p->value});
-  }
-  if (!r.tokenizer_path.empty()) ck.extra_files = TokenizerFiles(r.tokenizer_path);
-  ck.train_state = {
-      {"step", r.step},
-      {"tokens", r.Tokens()},
-      {"optimizer_step", r.opt->step()},
-      {"consecutive_skips", r.consecutive_skips},
-      {"skipped_steps", r.skipped_total},
-      {"sampler", r.train->SamplerState(r.cursor)},
-      {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
-      // Informational: the schedules are functions of the consumed tokens above.
-      {"schedules",
-       {{"lr", c.optimizer.lr.Value(r.Tokens())},
-        {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
-        {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())},
-        {"global_batch", GlobalBatchAt(c, r.Tokens())}}},
-      {"metrics_history", r.history},
-      {"metrics_interval", r.interval.ToJson()},
-      {"config_source", c.source}};
-  SaveOptions opts;
-  opts.keep_last = c.checkpoint.keep_last;
-  opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  ParallelModel& pm = *r.model;
   const auto t0 = Clock::now();
-  RETURN_IF_ERROR(SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts));
-  const size_t bytes = TensorBytes(ck);
+  // What this rank owns: its copy of each parameter it writes, and their moments.
+  TensorFiles mine;
+  std::unordered_set<std::string> owned;
+  for (const auto& p : pm.params().all())
+    if (pm.WritesToCheckpoint(*p)) {
+      owned.insert(p->name);
+      mine[kModelFile].push_back({p->name, p->value.To(DType::kF32)});
+      if (c.checkpoint.dtype == "bf16") mine[kMasterWeights].push_back({p->name, p->value});
+    }
+  ASSIGN_OR_RETURN(auto state, r.opt->GatherState());  // collective over the DP groups
+  for (auto& [file, tensors] : state)
+    for (auto& t : tensors)
+      if (owned.count(t.name)) mine[file].push_back(std::move(t));
+  ASSIGN_OR_RETURN(TensorFiles all, GatherTensorFiles(*pm.groups().world, std::move(mine)));
+
+  absl::Status saved = absl::OkStatus();
+  size_t bytes = 0;
+  if (r.rank0) {
+    CheckpointData ck;
+    ck.config_json = ModelConfigToHfJson(c.model);
+    ck.model = std::move(all[kModelFile]);
+    all.erase(kModelFile);
+    AddMtpCopies(c.model, &ck.model);
+    ck.state_files = std::move(all);
+    if (!r.tokenizer_path.empty()) ck.extra_files = TokenizerFiles(r.tokenizer_path);
+    ck.train_state = {
+        {"step", r.step},
+        {"tokens", r.Tokens()},
+        {"optimizer_step", r.opt->step()},
+        {"consecutive_skips", r.consecutive_skips},
+        {"skipped_steps", r.skipped_total},
+        {"sampler", r.train->SamplerState(r.cursor)},
+        {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
+        {"layout",
+         {{"pp", c.parallel.pp},
+          {"ep", c.parallel.ep},
+          {"dp", c.parallel.dp},
+          {"schedule", c.parallel.schedule}}},
+        // Informational: the schedules are functions of the consumed tokens above.
+        {"schedules",
+         {{"lr", c.optimizer.lr.Value(r.Tokens())},
+          {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
+          {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())},
+          {"global_batch", GlobalBatchAt(c, r.Tokens())}}},
+        {"metrics_history", r.history},
+        {"metrics_interval", r.interval.ToJson()},
+        {"config_source", c.source}};
+    SaveOptions opts;
+    opts.keep_last = c.checkpoint.keep_last;
+    opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+    saved = SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts);
+    bytes = TensorBytes(ck);
+  }
+  // Every rank learns whether the commit happened, so none goes on past a failed save.
+  std::vector<int32_t> ok = {saved.ok() ? 1 : 0};
+  RETURN_IF_ERROR(pm.groups().world->Broadcast(ok, 0));
+  if (!r.rank0 && !ok[0])
+    return absl::AbortedError(absl::StrCat("rank 0 failed to write the checkpoint of step ", r.step,
+                                           " under ", c.checkpoint.dir));
+  RETURN_IF_ERROR(saved);
   const double seconds = Seconds(t0, Clock::now());
-  std::printf("[moetrain] checkpoint %s/%s written: %.1f MB of tensors in %.3fs (%.0f MB/s)\n",
-              c.checkpoint.dir.c_str(), StepDirName(r.step).c_str(), bytes / 1e6, seconds,
-              bytes / 1e6 / seconds);
+  if (r.rank0)
+    std::printf("[moetrain] checkpoint %s/%s written: %.1f MB of tensors in %.3fs (%.0f MB/s)\n",
+                c.checkpoint.dir.c_str(), StepDirName(r.step).c_str(), bytes / 1e6, seconds,
+                bytes / 1e6 / seconds);
   return absl::OkStatus();
 }
 }  // namespace mt::train_internal

@@ -20,8 +20,8 @@
 #include "nlohmann/json.hpp"
 #include "trainer/config.h"
 #include "trainer/metrics.h"
-#include "trainer/model.h"
-#include "trainer/optimizer.h"
+#include "trainer/parallel_model.h"
+#include "trainer/zero_optimizer.h"
 
 namespace mt::train_internal {
 
@@ -64,9 +64,10 @@ struct Run {
   std::unique_ptr<data::ValidationSource> val;
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::string tokenizer_path;  // what `tokenizer` was loaded from (copied into checkpoints)
-  std::unique_ptr<Model> model;
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<MetricsLogger> log;
+  std::unique_ptr<ParallelModel> model;  // this rank's part of the model
+  std::unique_ptr<ZeroAdamW> opt;
+  std::unique_ptr<MetricsLogger> log;     // a silent one on ranks other than 0
+  bool rank0 = true;                      // world rank 0: prints, logs and commits checkpoints
   int64_t step = 0;    // optimizer steps done (skipped ones included)
   int64_t cursor = 0;  // global samples consumed
   int64_t consecutive_skips = 0;
@@ -83,7 +84,11 @@ struct Run {
 absl::Status OpenData(Run& r);
 // Applies training.init_from, then checkpoint.resume (none, auto, or a step directory).
 absl::Status Restore(Run& r);
-// Writes the checkpoint of the run's current step under checkpoint.dir.
+// Writes the checkpoint of the run's current step under checkpoint.dir. Collective over
+// the world: every rank sends world rank 0 the tensors it owns (its pipeline stages' part,
+// from the first data-parallel replica; optimizer moments gathered from their shards), and
+// rank 0 commits one step directory in the single-process format, so any layout resumes
+// from it (resharding by name).
 absl::Status Save(Run& r);
 
 double Seconds(Clock::time_point a, Clock::time_point b);

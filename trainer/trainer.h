@@ -1,5 +1,6 @@
 // trainer/trainer.h: the training loop of `moetrain train`: data, model, optimizer,
-// schedules, evaluation, checkpoints and progress, for one process.
+// schedules, evaluation, checkpoints and progress, on one process or on every rank of an
+// MPI job (parallel: {pp, ep, dp}; trainer/parallel_model.h).
 //
 // A run resumed from a checkpoint continues bit for bit where the uninterrupted run would
 // be: the checkpoint holds the parameters (and their fp32 masters when the model is saved
@@ -14,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "data/sampler.h"
 #include "trainer/config.h"
-#include "trainer/model.h"
+#include "trainer/parallel_model.h"
 
 namespace mt {
 
@@ -27,28 +28,17 @@ struct TrainOutcome {
   // best model that ignores context, the baseline a trained model must beat.
   double val_unigram_entropy = -1;
   std::string sample;  // generated text (empty without a tokenizer)
+  bool rank0 = true;   // world rank 0, the one that reports
 };
 
+// Starts MPI when an MPI launcher started the process, builds the layout's process groups
+// and trains. On a multi-rank job a failure on any rank ends the whole job (MPI_Abort) with
+// a message naming the rank.
 absl::StatusOr<TrainOutcome> RunTraining(const Config& config);
 
 // Global batch (sequences) at `tokens` consumed: the ramp when configured, rounded down
 // to a multiple of micro_batch_size * dp.
 int64_t GlobalBatchAt(const Config& config, double tokens);
-
-// What the forward and backward passes of one optimizer step produce.
-struct GlobalBatchResult {
-  Losses losses;                            // means over the micro-batches
-  std::vector<std::vector<int64_t>> loads;  // [MoE layers][experts], summed over the batch
-};
-
-// The forward and backward passes of one optimizer step over global samples
-// [cursor, cursor + global_batch), in micro-batches of `micro_batch` sequences: gradients of
-// the mean loss accumulate into the model's (the caller zeroes them first), and the expert
-// loads are summed over every micro-batch, since the bias update is defined on the loads of
-// the whole global batch. global_batch must be a multiple of micro_batch.
-GlobalBatchResult ForwardBackwardGlobalBatch(Model& model, const data::TrainSampleSource& samples,
-                                             int64_t cursor, int64_t global_batch,
-                                             int64_t micro_batch, const ObjectiveWeights& w);
 
 // Whether training.fault_inject_nan_step/_count force a non-finite step at `step` (1-based).
 bool FaultInjectedAt(const TrainingConfig& t, int64_t step);

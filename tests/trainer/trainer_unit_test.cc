@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "trainer/metrics.h"
+#include "trainer/model.h"
 #include "trainer/optimizer.h"
 #include "trainer/tensorboard.h"
 #include "trainer/trainer.h"
@@ -127,9 +128,21 @@ TEST_F(Samples, LoadsAreSummedOverTheMicroBatchesOfAGlobalBatch) {
   const ModelConfig mc = TinyModel();
   const int64_t S = kSeqLen, mb = 2, G = 6, cursor = 5;
   const ObjectiveWeights w{0.3, 0.001};
-  Model model(mc, 1);
-  model.params().ZeroGrads();
-  GlobalBatchResult got = ForwardBackwardGlobalBatch(model, *samples_, cursor, G, mb, w);
+  // One process: the ParallelModel every run goes through, with local process groups.
+  Config cfg;
+  cfg.model = mc;
+  cfg.training.seed = 1;
+  cfg.training.micro_batch_size = mb;
+  cfg.training.global_batch_size = G;
+  auto topo = Topology::Create(LayoutOf(cfg, G), 1, 0);
+  ASSERT_TRUE(topo.ok()) << topo.status();
+  auto groups = CreateProcessGroups(*topo);
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  auto model = ParallelModel::Create(cfg, Precision::kFp32, *topo, &*groups);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto result = (*model)->ForwardBackward(*samples_, cursor, G, mb, w);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const GlobalBatchResult& got = *result;
 
   // The same three micro-batches one at a time, each with loads of its own.
   Model ref(mc, 1);
