@@ -9,8 +9,10 @@
 namespace mt {
 namespace {
 
-// Tag of the replicated-gradient exchange; pipeline tags are 2 x micro-batch + direction.
+// Tags of the replicated-gradient exchange and of validation's forward chain; a training
+// step's pipeline tags are 2 x micro-batch + direction.
 constexpr int kReplicaTag = 30000;
+constexpr int kEvalTag = 30001;
 
 }  // namespace
 
@@ -209,12 +211,12 @@ absl::StatusOr<Losses> ParallelModel::Evaluate(const data::ValidationSource& val
     Tensor x;
     if (stage > 0) {
       x = Tensor({B * S, H}, kRealDType);
-      RETURN_IF_ERROR(groups_->pp->Recv(x, stage - 1, 0));
+      RETURN_IF_ERROR(groups_->pp->Recv(x, stage - 1, kEvalTag));
     }
     Losses l;
     Tensor y = chunk.Forward(-1, MicroBatch{tokens.data(), B, S}, x, w, 0.0, /*backward=*/false, &l,
                              nullptr);
-    if (stage + 1 < pp) RETURN_IF_ERROR(groups_->pp->Send(y, stage + 1, 0));
+    if (stage + 1 < pp) RETURN_IF_ERROR(groups_->pp->Send(y, stage + 1, kEvalTag));
     if (!real) continue;
     sums[1] += l.balance * B;
     if (chunk.stage().last()) {

@@ -7,12 +7,18 @@
 #
 # usage: layout_equivalence_test.sh MOETRAIN NAME NP [--set key=value ...]
 #        layout_equivalence_test.sh MOETRAIN resume   (PP2 x EP2 checkpoint -> DP2 and 1 rank)
+# The --set arguments after NP apply to the layout run only; LAYOUT_COMMON_SETS (e.g.
+# "--set training.precision=fp8", split on whitespace) applies to every run, the
+# single-process reference included.
+#        layout_equivalence_test.sh MOETRAIN rank_death   (a SIGKILLed rank ends a PP2 x EP2
+#                                                         job within 60 s, naming the rank)
 set -euo pipefail
 BIN=$1 NAME=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3  # Debian's, with numpy (a pyenv python3 may lack it)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+read -r -a COMMON <<< "${LAYOUT_COMMON_SETS:-}"
 W=$(mktemp -d /tmp/mt_layout_XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
@@ -82,7 +88,7 @@ train() {
   local run=$1 np=$2
   shift 2
   local cmd=("$BIN" train --config "$W/cfg.yaml" --set "logging.metrics_file=$W/$run.jsonl"
-             --set "checkpoint.dir=$W/$run" "$@")
+             --set "checkpoint.dir=$W/$run" "${COMMON[@]}" "$@")
   if [ "$np" -gt 1 ]; then
     cmd=(mpirun -n "$np" --oversubscribe --mca btl self,vader "${cmd[@]}")
   fi
@@ -92,6 +98,31 @@ train() {
     exit 1
   fi
 }
+
+if [ "$NAME" = rank_death ]; then
+  mpirun -n 4 --oversubscribe --mca btl self,vader "$BIN" train --config "$W/cfg.yaml" \
+    --set training.steps=100000 --set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2 \
+    > "$W/death.log" 2>&1 &
+  job=$!
+  for _ in $(seq 600); do grep -q "^step" "$W/death.log" && break; sleep 0.1; done
+  grep -q "^step" "$W/death.log" || { echo "FAIL: the job never logged a step"; cat "$W/death.log"; kill -9 $job; exit 1; }
+  victim=$(pgrep -f -- "--config $W/cfg.yaml" | grep -v "^$job\$" | sort -n | tail -1)
+  kill -9 "$victim"
+  for _ in $(seq 600); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $job 2>/dev/null; then
+    echo "FAIL: the job still runs 60 s after rank pid $victim was killed"
+    pkill -9 -f -- "--config $W/cfg.yaml"
+    exit 1
+  fi
+  set +e
+  wait $job
+  rc=$?
+  set -e
+  [ $rc -ne 0 ] || { echo "FAIL: the job exited 0 after a rank was killed"; exit 1; }
+  grep -Eq "rank [0-9]+" "$W/death.log" || { echo "FAIL: no rank named:"; cat "$W/death.log"; exit 1; }
+  echo "killed pid $victim: the job exited $rc, naming: $(grep -Eo "process rank [0-9]+[^.]*" "$W/death.log" | head -1)"
+  exit 0
+fi
 
 train ref 1
 if [ "$NAME" = resume ]; then
@@ -115,6 +146,6 @@ fi
 NP=$1
 shift
 train "$NAME" "$NP" "$@"
-echo "$NAME on $NP ranks vs one process:"
+echo "$NAME on $NP ranks vs one process${COMMON[*]:+ (both with ${COMMON[*]})}:"
 "$PY" "$HERE/compare_runs.py" "$W/ref.jsonl" "$W/ref/step-0000010" "$W/$NAME.jsonl" \
   "$W/$NAME/step-0000010"
