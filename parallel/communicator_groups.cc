@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status.h"
 #include "parallel/communicator_mpi.h"
+#include "parallel/communicator_stats.h"
 #include "parallel/communicator_watchdog.h"
 
 namespace mt {
@@ -117,6 +118,7 @@ absl::StatusOr<ProcessGroups> CreateProcessGroups(const Topology& topo,
     g.dp = std::make_unique<LocalCommunicator>("dp");
     g.ep = std::make_unique<LocalCommunicator>("ep");
     g.expert_dp = std::make_unique<LocalCommunicator>("expert_dp");
+    if (options.collect_stats) WrapGroupsWithStats(&g);
     return g;
   }
 
@@ -141,6 +143,7 @@ absl::StatusOr<ProcessGroups> CreateProcessGroups(const Topology& topo,
   ASSIGN_OR_RETURN(g.expert_dp, Split(*world, topo.ExpertDpGroupId(me), topo.ExpertDpGroup(me),
                                       "expert_dp", me, g.watchdog));
   g.world = std::move(world);
+  if (options.collect_stats) WrapGroupsWithStats(&g);
   return g;
 }
 

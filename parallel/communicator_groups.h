@@ -52,6 +52,9 @@ struct CommOptions {
   // Deadline, in seconds, of every blocking call; past it the process ends with a message
   // (communicator_watchdog.h). 0 disables it. Megatron's default is 10 minutes.
   double timeout_s = 600;
+  // Wrap every group in a StatsCommunicator (communicator_stats.h), which counts calls,
+  // bytes sent and time per kind of operation; results are unchanged.
+  bool collect_stats = false;
 };
 
 // One communicator per kind of group of topology.h, for this rank. Each is its own
