@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "parallel/communicator_groups.h"
+#include "parallel/communicator_stats.h"
 #include "trainer/flops.h"
 #include "trainer/generate.h"
 #include "trainer/train_run.h"
@@ -81,7 +82,8 @@ bool FaultInjectedAt(const TrainingConfig& t, int64_t step) {
 
 namespace {
 
-absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, ProcessGroups* groups) {
+absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, ProcessGroups* groups,
+                                   const CommStatsSettings& comm_stats) {
   Run r(cfg);
   r.rank0 = topo.rank() == 0;
   const int64_t S = cfg.training.seq_len, mb = cfg.training.micro_batch_size;
@@ -129,8 +131,11 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   acc.start = Clock::now();
   const auto run_start = Clock::now();
   const int64_t first_step = r.step;
+  // MOETRAIN_COMM_STATS=1: communication per step, printed after the loop (no-op when off).
+  CommStatsWindow comm_window(groups, comm_stats, first_step);
 
   while (r.step < cfg.training.steps) {
+    comm_window.BeginStep(r.step);
     const double tokens_before = r.Tokens();
     const int64_t G = GlobalBatchAt(cfg, tokens_before);
     ASSIGN_OR_RETURN(GlobalBatchResult batch,
@@ -229,6 +234,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     }
   }
   out.steps = r.step - first_step;
+  RETURN_IF_ERROR(comm_window.Report(r.step));  // before validation, which is not a step
   out.skipped_steps = r.skipped_total;
 
   if (r.val) {
@@ -269,11 +275,14 @@ absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
   auto topo = Topology::Create(LayoutOf(cfg, cfg.training.global_batch_size), env.world_size,
                                env.rank, env.local_size);
   if (!topo.ok()) return fail(Annotate(topo.status(), cfg.source + ": parallel"));
+  auto comm_stats = CommStatsSettingsFromEnv();
+  if (!comm_stats.ok()) return fail(comm_stats.status());
   CommOptions options;
   options.timeout_s = cfg.parallel.timeout_s;
+  options.collect_stats = comm_stats->enabled;
   auto groups = CreateProcessGroups(*topo, options);
   if (!groups.ok()) return fail(groups.status());
-  auto out = Train(cfg, *topo, &*groups);
+  auto out = Train(cfg, *topo, &*groups, *comm_stats);
   if (!out.ok()) return fail(out.status());
   return out;
 }
