@@ -58,6 +58,8 @@ echo "==== not yet in this check (issue 8)"
 echo "  whole-model GPU forward/backward vs the CPU run, 200 GPU training steps, and step time /"
 echo "  tokens/s / MFU for BF16 and FP8: NOT IMPLEMENTED: the trainer has no device backend yet,"
 echo "  so there is no GPU training step to run. Only the ops and GEMMs above are checked."
+echo "  Speed side by side (GEMMs, moetrain, the PyTorch eager reference) is a separate run:"
+echo "  bash bench/gpu/run_bench.sh BUNDLE_DIR, from a checkout (docs/gpu-results.md)."
 
 echo
 if [ ${#failed[@]} -eq 0 ]; then
