@@ -1,4 +1,5 @@
-// data/sha256.h: SHA-256 (OpenSSL's EVP) for source and model digests in prepare's sidecar.
+// data/sha256.h: SHA-256 (OpenSSL's EVP): source and model digests in prepare's sidecar, and
+// the file digests of checkpoint manifests (trainer/durable_file.h).
 #pragma once
 
 #include <memory>
@@ -16,6 +17,9 @@ class Sha256 {
   Sha256(const Sha256&) = delete;
   Sha256& operator=(const Sha256&) = delete;
   void Update(std::string_view bytes);
+  void Update(const void* data, size_t n) {
+    Update(std::string_view(static_cast<const char*>(data), n));
+  }
   // Lower-case hex digest; the hasher is spent afterwards.
   std::string HexDigest();
 

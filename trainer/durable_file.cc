@@ -1,8 +1,7 @@
-// trainer/durable_file.cc: fsync'd writes, SHA-256 via OpenSSL EVP, bounded reads.
+// trainer/durable_file.cc: fsync'd writes, SHA-256 digests (data/sha256.h), bounded reads.
 #include "trainer/durable_file.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "data/sha256.h"
 #include "kernels/status.h"
 
 namespace mt {
@@ -21,42 +21,13 @@ absl::Status ErrnoError(const char* what, const std::string& path, int err) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(err)));
 }
 
-// One EVP SHA-256 context; EVP_MD_CTX is opaque, so it lives behind a unique_ptr.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) {
-    if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) ok_ = false;
-  }
-  void Update(const void* data, size_t n) {
-    if (ok_ && n > 0 && EVP_DigestUpdate(ctx_.get(), data, n) != 1) ok_ = false;
-  }
-  absl::StatusOr<std::string> HexDigest() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!ok_ || EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) {
-      return absl::InternalError("OpenSSL SHA-256 failed");
-    }
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string hex(2 * len, '0');
-    for (unsigned i = 0; i < len; ++i) {
-      hex[2 * i] = kHex[md[i] >> 4];
-      hex[2 * i + 1] = kHex[md[i] & 15];
-    }
-    return hex;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-  bool ok_ = true;
-};
-
 }  // namespace
 
 struct DurableFileWriter::State {
   std::string path;
   int fd = -1;
   uint64_t size = 0;
-  Sha256 sha;
+  data::Sha256 sha;
 };
 
 DurableFileWriter::DurableFileWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -105,9 +76,7 @@ absl::StatusOr<FileDigest> DurableFileWriter::Close() {
   if (::close(fd) != 0) return ErrnoError("cannot close", state_->path, errno);
   FileDigest d;
   d.size = state_->size;
-  auto hex = state_->sha.HexDigest();
-  if (!hex.ok()) return hex.status();
-  d.sha256 = *std::move(hex);
+  d.sha256 = state_->sha.HexDigest();
   return d;
 }
 
@@ -131,7 +100,7 @@ absl::Status FsyncDir(const std::string& dir) {
 absl::StatusOr<FileDigest> DigestFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return ErrnoError("cannot open", path, errno);
-  Sha256 sha;
+  data::Sha256 sha;
   FileDigest d;
   std::vector<char> buf(size_t{8} << 20);
   while (true) {
@@ -147,9 +116,7 @@ absl::StatusOr<FileDigest> DigestFile(const std::string& path) {
     d.size += static_cast<uint64_t>(r);
   }
   ::close(fd);
-  auto hex = sha.HexDigest();
-  if (!hex.ok()) return hex.status();
-  d.sha256 = *std::move(hex);
+  d.sha256 = sha.HexDigest();
   return d;
 }
 
