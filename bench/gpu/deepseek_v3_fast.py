@@ -37,6 +37,16 @@ def _fp32_or_wider(t):
     return t if t.dtype == torch.float64 else t.float()
 
 
+def _autocast_dtype(device_type):
+    """The autocast dtype in force for `device_type`, or None when autocast is off."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4 (the older calls are deprecated)
+        on = torch.is_autocast_enabled(device_type)
+        return torch.get_autocast_dtype(device_type) if on else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
 def attention(cfg, p, a, x, cos, sin):
     """MLA, as ref.attention. x [B, S, hidden] -> [B, S, hidden]."""
     B, S, _ = x.shape
@@ -96,6 +106,11 @@ def moe(cfg, p, m, bias, x):
     order = flat.argsort()
     tok = order // idx.shape[1]
     counts = torch.bincount(flat, minlength=cfg.n_routed_experts).tolist()  # the host sync
+    # Under autocast every expert GEMM casts its input to BF16 anyway: cast once before the
+    # gather, so the K copies of each token move (and are saved) in BF16, not fp32.
+    dt = _autocast_dtype(x.device.type)
+    if dt is not None:
+        x = x.to(dt)
     xs = x[tok].split(counts)
     outs = [ref.swiglu(p, f"{m}experts.{e}.", xs[e]) for e in range(len(counts)) if counts[e]]
     routed = torch.cat(outs)
