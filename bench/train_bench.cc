@@ -4,7 +4,8 @@
 //               [--batch 16] [--seq 128]
 //
 // Both train the config's model (fp32, full objective, clipping, AdamW, bias update) on the
-// same random batches with the same thread count; moetrain runs in this process, PyTorch
+// same random batches with the same thread count; moetrain runs in this process with the
+// optimizer `moetrain train` uses (ZeRO-1 AdamW over one-rank process groups), PyTorch
 // through bench/pytorch_train.py. Prints tokens/s for each and the ratio. No assertions:
 // this is a measurement, reported in notes with the command that produced it.
 #include <cblas.h>
@@ -16,10 +17,12 @@
 #include <fstream>
 #include <string>
 
+#include "parallel/communicator_groups.h"
 #include "trainer/config.h"
 #include "trainer/model.h"
 #include "trainer/optimizer.h"
 #include "trainer/rng.h"
+#include "trainer/zero_optimizer.h"
 
 namespace {
 
@@ -62,14 +65,26 @@ int main(int argc, char** argv) {
   std::ofstream(dir + "/config.json") << mt::ModelConfigToHfJson(cfg->model).dump(2);
 
   mt::Model model(cfg->model, 1);
-  mt::AdamW opt(model.params(), cfg->optimizer);
+  auto topo = mt::Topology::Create(mt::LayoutSpec{}, 1, 0);
+  auto groups = topo.ok() ? mt::CreateProcessGroups(*topo) : topo.status();
+  if (!groups.ok()) {
+    std::fprintf(stderr, "train_bench: %s\n", std::string(groups.status().message()).c_str());
+    return 1;
+  }
+  auto opt = mt::ZeroAdamW::Create(model.params(), cfg->optimizer, groups->dp.get(),
+                                   groups->expert_dp.get(), groups->world.get(),
+                                   [](const mt::Param&) { return true; });
+  if (!opt.ok()) {
+    std::fprintf(stderr, "train_bench: %s\n", std::string(opt.status().message()).c_str());
+    return 1;
+  }
   const mt::ObjectiveWeights w{cfg->training.mtp_lambda.Value(0), cfg->training.balance_loss_alpha};
   auto step = [&] {
     model.params().ZeroGrads();
     std::vector<std::vector<int64_t>> loads;
     model.ForwardBackward(tokens.data(), B, S, w, 1.0, &loads);
-    opt.ClipGradients(opt.GradNorm(), 1.0);
-    opt.Step(1e-3);
+    const double norm = (*opt)->ReduceGradients().value();
+    MT_CHECK((*opt)->Step(1e-3, norm, 1.0).ok(), "optimizer step");
     mt::UpdateExpertBiases(model.moe_layers(), loads, 1e-3);
   };
   for (int i = 0; i < warmup; ++i) step();
