@@ -10,6 +10,8 @@
 # The --set arguments after NP apply to the layout run only; LAYOUT_COMMON_SETS (e.g.
 # "--set training.precision=fp8", split on whitespace) applies to every run, the
 # single-process reference included.
+#        layout_equivalence_test.sh MOETRAIN dualpipe_vs_1f1b   (DualPipe pp 2 x dp 2 x ep 2
+#                                                   against 1F1B in the same layout)
 #        layout_equivalence_test.sh MOETRAIN rank_death   (a SIGKILLed rank ends a PP2 x EP2
 #                                                         job within 60 s, naming the rank)
 set -euo pipefail
@@ -121,6 +123,16 @@ if [ "$NAME" = rank_death ]; then
   [ $rc -ne 0 ] || { echo "FAIL: the job exited 0 after a rank was killed"; exit 1; }
   grep -Eq "rank [0-9]+" "$W/death.log" || { echo "FAIL: no rank named:"; cat "$W/death.log"; exit 1; }
   echo "killed pid $victim: the job exited $rc, naming: $(grep -Eo "process rank [0-9]+[^.]*" "$W/death.log" | head -1)"
+  exit 0
+fi
+
+if [ "$NAME" = dualpipe_vs_1f1b ]; then
+  layout=(--set parallel.pp=2 --set parallel.dp=2 --set parallel.ep=2)
+  train f1b 4 "${layout[@]}"
+  train dualpipe 4 "${layout[@]}" --set parallel.schedule=dualpipe
+  echo "DualPipe vs 1F1B, both pp 2 x dp 2 x ep 2:"
+  "$PY" "$HERE/compare_runs.py" "$W/f1b.jsonl" "$W/f1b/step-0000010" "$W/dualpipe.jsonl" \
+    "$W/dualpipe/step-0000010"
   exit 0
 fi
 
