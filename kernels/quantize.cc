@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/fp8.h"
@@ -90,6 +91,49 @@ void DequantizeActivation(const QuantizedActivation& q, float* x) {
       DecodeRun(q.codes() + m * K + k0, len, q.scale(m, kt), x + m * K + k0);
     }
   }
+}
+
+int64_t PackedRowBytes(int64_t K) {
+  return K + CeilDiv(K, kQuantTile) * static_cast<int64_t>(sizeof(float));
+}
+
+Tensor PackActivationRows(const QuantizedActivation& q) {
+  const int64_t M = q.rows, K = q.cols, tiles = q.col_tiles(), W = PackedRowBytes(K);
+  Tensor packed({M, W}, DType::kU8);
+  uint8_t* out = static_cast<uint8_t*>(packed.raw());
+  const float* scales = q.scales.data<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    uint8_t* row = out + m * W;
+    std::memcpy(row, q.codes() + m * K, static_cast<size_t>(K));
+    for (int64_t kt = 0; kt < tiles; ++kt)
+      std::memcpy(row + K + kt * sizeof(float), &scales[kt * M + m], sizeof(float));
+  }
+  return packed;
+}
+
+QuantizedActivation UnpackActivationRows(const Tensor& packed, int64_t begin, int64_t end,
+                                         int64_t K) {
+  const int64_t W = PackedRowBytes(K);
+  MT_CHECK(packed.dtype() == DType::kU8 && packed.ndim() == 2 && packed.dim(1) == W,
+           "UnpackActivationRows: expected U8 [M, ", W, "] for K = ", K, ", got ",
+           ShapeString(packed.shape()), " ", DTypeName(packed.dtype()));
+  MT_CHECK(0 <= begin && begin <= end && end <= packed.dim(0), "UnpackActivationRows: rows [",
+           begin, ", ", end, ") outside [0, ", packed.dim(0), ")");
+  QuantizedActivation q;
+  q.rows = end - begin;
+  q.cols = K;
+  q.data = Tensor({q.rows, K}, DType::kF8E4M3);
+  q.scales = Tensor({CeilDiv(K, kQuantTile), q.rows}, DType::kF32);
+  const uint8_t* in = static_cast<const uint8_t*>(packed.raw()) + begin * W;
+  float* scales = q.scales.data<float>();
+  const int64_t tiles = q.col_tiles();
+  for (int64_t m = 0; m < q.rows; ++m) {
+    const uint8_t* row = in + m * W;
+    std::memcpy(q.codes() + m * K, row, static_cast<size_t>(K));
+    for (int64_t kt = 0; kt < tiles; ++kt)
+      std::memcpy(&scales[kt * q.rows + m], row + K + kt * sizeof(float), sizeof(float));
+  }
+  return q;
 }
 
 QuantizedWeight QuantizeWeight(const float* w, int64_t N, int64_t K, const QuantizeOptions& opts) {

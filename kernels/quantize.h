@@ -84,6 +84,18 @@ QuantizedActivation QuantizeActivation(const float* x, int64_t M, int64_t K,
                                        const QuantizeOptions& opts = {});
 // x [M, K] = codes * scale.
 void DequantizeActivation(const QuantizedActivation& q, float* x);
+// Row packing for moving quantised activations between ranks (FP8 expert dispatch): row m of
+// the packed [M, PackedRowBytes(K)] kU8 tensor holds row m's K E4M3 codes followed by its
+// ceil(K/128) FP32 scales (native byte order, tile order). One row then carries everything
+// needed to use it, so rows can be permuted, gathered and exchanged as opaque bytes and
+// still unpack to exactly the codes and scales QuantizeActivation gave them: the quantisation
+// is per row, so a row's codes and scales do not depend on which other rows it sits with.
+int64_t PackedRowBytes(int64_t K);
+Tensor PackActivationRows(const QuantizedActivation& q);
+// Rows [begin, end) of a packed [M, PackedRowBytes(K)] kU8 tensor back as a quantised
+// [end - begin, K] activation (codes and scales bit for bit).
+QuantizedActivation UnpackActivationRows(const Tensor& packed, int64_t begin, int64_t end,
+                                         int64_t K);
 // w [N, K] -> 128x128-blocked E4M3.
 QuantizedWeight QuantizeWeight(const float* w, int64_t N, int64_t K,
                                const QuantizeOptions& opts = {});

@@ -77,25 +77,25 @@ absl::StatusOr<Tensor> ExpertDispatcher::ExchangeRows(const Tensor& send,
 }
 
 absl::Status ExpertDispatcher::CheckPerExpert(const char* what, const std::vector<Tensor>& t,
-                                              const DispatchHandle& h) const {
+                                              const DispatchHandle& h, DType dtype) const {
   if (t.size() != static_cast<size_t>(local_experts_) || h.expert_rows.size() != t.size())
     return absl::InvalidArgumentError(absl::StrCat(what, ": got ", t.size(),
                                                    " tensors, expected one per local expert (",
                                                    local_experts_, ") of a dispatched handle"));
   for (size_t e = 0; e < t.size(); ++e) {
     const int64_t rows = static_cast<int64_t>(h.expert_rows[e].size());
-    if (t[e].dtype() != h.dtype || t[e].ndim() != 2 || t[e].dim(0) != rows ||
+    if (t[e].dtype() != dtype || t[e].ndim() != 2 || t[e].dim(0) != rows ||
         t[e].dim(1) != options_.hidden)
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": local expert ", e, " (global ", first_local_ + e, ") has ",
                        ShapeString(t[e].shape()), " ", DTypeName(t[e].dtype()), ", expected ",
-                       DTypeName(h.dtype), " [", rows, ", ", options_.hidden, "]"));
+                       DTypeName(dtype), " [", rows, ", ", options_.hidden, "]"));
   }
   return absl::OkStatus();
 }
 
 void ExpertDispatcher::CopyRow(const Tensor& from, int64_t i, Tensor& to, int64_t j) const {
-  const size_t bytes = options_.hidden * DTypeSize(from.dtype());
+  const size_t bytes = static_cast<size_t>(from.dim(1)) * DTypeSize(from.dtype());
   std::memcpy(static_cast<char*>(to.raw()) + j * bytes,
               static_cast<const char*>(from.raw()) + i * bytes, bytes);
 }
@@ -113,12 +113,25 @@ void ExpertDispatcher::AddRow(const Tensor& from, int64_t i, Tensor& to, int64_t
 absl::StatusOr<Tensor> ExpertDispatcher::DispatchPreprocess(const Tensor& x,
                                                             const std::vector<int32_t>& topk,
                                                             DispatchHandle* h) const {
-  const int64_t H = options_.hidden, K = options_.topk, E = options_.num_experts;
+  const int64_t H = options_.hidden;
   if (!IsReal(x.dtype()) || x.ndim() != 2 || x.dim(1) != H)
     return absl::InvalidArgumentError(absl::StrCat("Dispatch: x is ", ShapeString(x.shape()), " ",
                                                    DTypeName(x.dtype()),
                                                    ", expected F32 or F64 [T, ", H, "]"));
-  const int64_t T = x.dim(0);
+  return DispatchPreprocess(x, topk, x.dtype(), h);
+}
+
+absl::StatusOr<Tensor> ExpertDispatcher::DispatchPreprocess(const Tensor& x,
+                                                            const std::vector<int32_t>& topk,
+                                                            DType dtype, DispatchHandle* h) const {
+  const int64_t K = options_.topk, E = options_.num_experts;
+  if (!IsReal(dtype))
+    return absl::InvalidArgumentError(
+        absl::StrCat("Dispatch: compute dtype ", DTypeName(dtype), ", expected F32 or F64"));
+  if (x.ndim() != 2 || x.dim(1) < 1)
+    return absl::InvalidArgumentError(absl::StrCat("Dispatch: rows are ", ShapeString(x.shape()),
+                                                   ", expected a matrix [T, W], W >= 1"));
+  const int64_t T = x.dim(0), W = x.dim(1);
   if (static_cast<int64_t>(topk.size()) != T * K)
     return absl::InvalidArgumentError(absl::StrCat("Dispatch: topk has ", topk.size(),
                                                    " entries, expected T x K = ", T, " x ", K));
@@ -133,7 +146,9 @@ absl::StatusOr<Tensor> ExpertDispatcher::DispatchPreprocess(const Tensor& x,
   *h = DispatchHandle{};
   h->num_tokens = T;
   h->topk = K;
-  h->dtype = x.dtype();
+  h->dtype = dtype;
+  h->row_dtype = x.dtype();
+  h->row_width = W;
   h->send_rows.assign(P, 0);
   h->slot_rows.assign(P, 0);
   std::vector<std::vector<int64_t>> tokens_to(P);  // [P][rows] tokens for each destination
@@ -168,24 +183,25 @@ absl::StatusOr<Tensor> ExpertDispatcher::DispatchPreprocess(const Tensor& x,
     }
   }
   const int64_t S = static_cast<int64_t>(h->send_token.size());
-  Tensor send({S, H}, h->dtype);
+  Tensor send({S, W}, h->row_dtype);
   for (int64_t j = 0; j < S; ++j) CopyRow(x, h->send_token[j], send, j);
   h->stats.rows_sent = S;
+  h->stats.row_bytes_sent = static_cast<int64_t>(send.nbytes());
   h->stats.slots = T * K;
   return send;
 }
 
 absl::StatusOr<Tensor> ExpertDispatcher::DispatchExchange(const Tensor& send, DispatchHandle* h) {
   const int P = ep_->size();
-  if (h->send_rows.size() != static_cast<size_t>(P) || send.dtype() != h->dtype ||
-      send.ndim() != 2 || send.dim(0) != Sum(h->send_rows) || send.dim(1) != options_.hidden)
+  if (h->send_rows.size() != static_cast<size_t>(P) || send.dtype() != h->row_dtype ||
+      send.ndim() != 2 || send.dim(0) != Sum(h->send_rows) || send.dim(1) != h->row_width)
     return absl::InvalidArgumentError(
         absl::StrCat("DispatchExchange: send rows ", ShapeString(send.shape()),
                      " do not match the handle of DispatchPreprocess"));
   // Counts first: every rank learns how many rows each peer sends it.
   h->recv_rows.assign(P, 0);
   RETURN_IF_ERROR(ep_->AllToAll(h->send_rows, h->recv_rows));
-  ASSIGN_OR_RETURN(Tensor recv, ExchangeRows(send, h->send_rows, h->recv_rows, options_.hidden));
+  ASSIGN_OR_RETURN(Tensor recv, ExchangeRows(send, h->send_rows, h->recv_rows, h->row_width));
   // The topk rows travel beside the activations so the receiver can fan out.
   const int64_t K = options_.topk;
   std::vector<int64_t> sc, sd, rc, rd;
@@ -194,14 +210,15 @@ absl::StatusOr<Tensor> ExpertDispatcher::DispatchExchange(const Tensor& send, Di
   h->recv_topk.assign(Sum(h->recv_rows) * K, -1);
   RETURN_IF_ERROR(ep_->AllToAllV(h->send_topk, sc, sd, h->recv_topk, rc, rd));
   h->stats.rows_received = recv.dim(0);
+  h->stats.row_bytes_received = static_cast<int64_t>(recv.nbytes());
   return recv;
 }
 
 absl::StatusOr<std::vector<Tensor>> ExpertDispatcher::DispatchPostprocess(const Tensor& recv,
                                                                           DispatchHandle* h) const {
-  const int64_t H = options_.hidden, K = options_.topk;
+  const int64_t W = h->row_width, K = options_.topk;
   const int64_t R = Sum(h->recv_rows);
-  if (recv.dtype() != h->dtype || recv.ndim() != 2 || recv.dim(0) != R || recv.dim(1) != H ||
+  if (recv.dtype() != h->row_dtype || recv.ndim() != 2 || recv.dim(0) != R || recv.dim(1) != W ||
       static_cast<int64_t>(h->recv_topk.size()) != R * K)
     return absl::InvalidArgumentError(absl::StrCat("DispatchPostprocess: received rows ",
                                                    ShapeString(recv.shape()),
@@ -225,7 +242,7 @@ absl::StatusOr<std::vector<Tensor>> ExpertDispatcher::DispatchPostprocess(const 
   out.reserve(local_experts_);
   for (int64_t e = 0; e < local_experts_; ++e) {
     const std::vector<int64_t>& rows = h->expert_rows[e];
-    Tensor xe({static_cast<int64_t>(rows.size()), H}, h->dtype);
+    Tensor xe({static_cast<int64_t>(rows.size()), W}, h->row_dtype);
     for (size_t j = 0; j < rows.size(); ++j) CopyRow(recv, rows[j], xe, j);
     out.push_back(std::move(xe));
   }
@@ -240,13 +257,25 @@ absl::StatusOr<std::vector<Tensor>> ExpertDispatcher::Dispatch(const Tensor& x,
   return DispatchPostprocess(recv, h);
 }
 
+absl::StatusOr<std::vector<Tensor>> ExpertDispatcher::Dispatch(const Tensor& rows,
+                                                               const std::vector<int32_t>& topk,
+                                                               DType dtype, DispatchHandle* h) {
+  ASSIGN_OR_RETURN(Tensor send, DispatchPreprocess(rows, topk, dtype, h));
+  ASSIGN_OR_RETURN(Tensor recv, DispatchExchange(send, h));
+  return DispatchPostprocess(recv, h);
+}
+
 // ---- Combine --------------------------------------------------------------------------------
 
 absl::StatusOr<Tensor> ExpertDispatcher::CombinePreprocess(const std::vector<Tensor>& expert_out,
                                                            const DispatchHandle& h) const {
-  RETURN_IF_ERROR(CheckPerExpert("Combine", expert_out, h));
+  // The compute dtype, or a narrower wire format the caller chose (e.g. BF16 codes); real
+  // tensors of the other compute precision are a caller's bug and refused.
+  const DType dtype =
+      expert_out.empty() || IsReal(expert_out[0].dtype()) ? h.dtype : expert_out[0].dtype();
+  RETURN_IF_ERROR(CheckPerExpert("Combine", expert_out, h, dtype));
   const int64_t H = options_.hidden, K = options_.topk;
-  Tensor send({Sum(h.hit_rows), H}, h.dtype);
+  Tensor send({Sum(h.hit_rows), H}, dtype);
   int64_t j = 0;
   const int64_t R = static_cast<int64_t>(h.slot_position.size()) / K;
   for (int64_t i = 0; i < R; ++i)
@@ -265,7 +294,7 @@ absl::StatusOr<Tensor> ExpertDispatcher::CombineExchange(const Tensor& send,
 
 Tensor ExpertDispatcher::CombinePostprocess(const Tensor& recv, const DispatchHandle& h) const {
   const int64_t H = options_.hidden;
-  Tensor out({h.num_tokens * h.topk, H}, h.dtype);
+  Tensor out({h.num_tokens * h.topk, H}, recv.dtype());
   for (size_t j = 0; j < h.slot_order.size(); ++j) CopyRow(recv, j, out, h.slot_order[j]);
   return out;
 }

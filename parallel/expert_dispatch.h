@@ -20,6 +20,13 @@
 //   *Exchange     communication: all-to-all of counts (Dispatch only), then all-to-all-v
 //   *Postprocess  local: place received rows (by local expert, or by token and slot)
 //
+// Row formats: Dispatch moves rows of any dtype and width. A caller may quantise and pack
+// its tokens (FP8 expert dispatch: kernels/quantize.h's packed E4M3 rows, codes plus their
+// 1x128 scales, about a quarter of the FP32 bytes) and pass the compute dtype (F32 or F64)
+// of the rest of the exchange separately. Combine moves expert outputs of any one dtype
+// (e.g. BF16 codes, half the FP32 bytes); both backward passes move the compute dtype.
+// The dispatcher never looks inside a row, so it knows nothing of the formats.
+//
 // Dedupe: a token that picked several experts on one rank is sent there once, with its
 // topk row, and fanned out to those experts on arrival; its dispatch-backward gradient is
 // summed over those experts on that rank and sent back once. Combine (and its backward)
@@ -56,15 +63,21 @@ struct DispatchStats {
   int64_t slots = 0;                // (token, slot) pairs = rows Combine returns
   int64_t max_ranks_per_token = 0;  // most EP ranks one token was sent to
   int64_t max_nodes_per_token = 0;  // most nodes one token was sent to
+  // Bytes of the dispatched rows alone (rows_sent or rows_received times the row's bytes),
+  // self included; the [rows, K] topk and the counts travel beside them.
+  int64_t row_bytes_sent = 0;
+  int64_t row_bytes_received = 0;
 };
 
 // Routing metadata of one dispatch, written by the Dispatch phases and read by Combine and
 // both backward passes of the same micro-batch. P = EP size, S = rows sent, R = rows
 // received, E_l = local experts.
 struct DispatchHandle {
-  int64_t num_tokens = 0;     // T
-  int64_t topk = 0;           // K
-  DType dtype = DType::kF32;  // of x; every tensor of this dispatch has it
+  int64_t num_tokens = 0;         // T
+  int64_t topk = 0;               // K
+  DType dtype = DType::kF32;      // compute dtype (F32/F64): of both backward passes' tensors
+  DType row_dtype = DType::kF32;  // of the dispatched rows: dtype, or a caller's packing
+  int64_t row_width = 0;          // elements per dispatched row: H, or a caller's packing
   // This rank as a sender.
   std::vector<int64_t> send_rows;   // [P] rows (distinct tokens) sent to each rank
   std::vector<int64_t> send_token;  // [S] token of each sent row; by destination, then token
@@ -104,7 +117,14 @@ class ExpertDispatcher {
   // x [T, H], topk [T*K] global expert ids -> [E_l] tensors [T_e, H]; fills *handle.
   absl::StatusOr<std::vector<Tensor>> Dispatch(const Tensor& x, const std::vector<int32_t>& topk,
                                                DispatchHandle* handle);
-  // expert_out [E_l] tensors [T_e, H] -> [T*K, H], row t*K+k from expert topk[t, k].
+  // Caller-packed rows [T, W] of any dtype (one per token, e.g. a quantised token with its
+  // scales), moved unchanged -> [E_l] tensors [T_e, W] of that dtype. `dtype` (F32 or F64)
+  // is the compute dtype of this dispatch's backward passes.
+  absl::StatusOr<std::vector<Tensor>> Dispatch(const Tensor& rows, const std::vector<int32_t>& topk,
+                                               DType dtype, DispatchHandle* handle);
+  // expert_out [E_l] tensors [T_e, H], all of one dtype: the compute dtype, or a wire format
+  // that is not F32/F64 (e.g. BF16 codes) -> [T*K, H] of that dtype, row t*K+k from expert
+  // topk[t, k].
   absl::StatusOr<Tensor> Combine(const std::vector<Tensor>& expert_out,
                                  const DispatchHandle& handle);
   // d_expert_in [E_l] tensors [T_e, H] -> dx [T, H]. A token's gradient is summed over its
@@ -120,10 +140,13 @@ class ExpertDispatcher {
   // Local. Validates, routes, fills the sender half of *handle; returns send rows [S, H].
   absl::StatusOr<Tensor> DispatchPreprocess(const Tensor& x, const std::vector<int32_t>& topk,
                                             DispatchHandle* handle) const;
+  // The same for caller-packed rows [T, W] (see Dispatch): returns send rows [S, W].
+  absl::StatusOr<Tensor> DispatchPreprocess(const Tensor& rows, const std::vector<int32_t>& topk,
+                                            DType dtype, DispatchHandle* handle) const;
   // Communicates: all-to-all of row counts, then all-to-all-v of rows and their topk.
-  // send [S, H] -> received rows [R, H]; fills recv_rows, recv_topk.
+  // send [S, W] -> received rows [R, W]; fills recv_rows, recv_topk. (W = H unless packed.)
   absl::StatusOr<Tensor> DispatchExchange(const Tensor& send, DispatchHandle* handle);
-  // Local. recv [R, H] -> [E_l] expert inputs; fills the expert-host half of *handle.
+  // Local. recv [R, W] -> [E_l] expert inputs [T_e, W]; fills the expert-host half of *handle.
   absl::StatusOr<std::vector<Tensor>> DispatchPostprocess(const Tensor& recv,
                                                           DispatchHandle* handle) const;
 
@@ -159,11 +182,12 @@ class ExpertDispatcher {
   // All-to-all-v of rows of width `width`: send_rows[r] rows to rank r, recv_rows[r] from r.
   absl::StatusOr<Tensor> ExchangeRows(const Tensor& send, const std::vector<int64_t>& send_rows,
                                       const std::vector<int64_t>& recv_rows, int64_t width);
-  // Checks per-expert tensors against the handle's expert_rows.
+  // Checks per-expert tensors against the handle's expert_rows: [T_e, H] of `dtype`.
   absl::Status CheckPerExpert(const char* what, const std::vector<Tensor>& t,
-                              const DispatchHandle& handle) const;
+                              const DispatchHandle& handle, DType dtype) const;
 
-  // Row copies and sums between [N, H] tensors of the handle's dtype.
+  // Row copies between 2-D tensors of one dtype and width (copies the row's bytes), and
+  // sums between [N, H] tensors of the compute dtype.
   void CopyRow(const Tensor& from, int64_t i, Tensor& to, int64_t j) const;
   void AddRow(const Tensor& from, int64_t i, Tensor& to, int64_t j) const;
 

@@ -13,7 +13,7 @@ namespace mt {
 
 absl::StatusOr<Tensor> ExpertDispatcher::DispatchBackwardPreprocess(
     const std::vector<Tensor>& d_expert_in, const DispatchHandle& h) const {
-  RETURN_IF_ERROR(CheckPerExpert("DispatchBackward", d_expert_in, h));
+  RETURN_IF_ERROR(CheckPerExpert("DispatchBackward", d_expert_in, h, h.dtype));
   const int64_t H = options_.hidden, K = options_.topk;
   const int64_t R = static_cast<int64_t>(h.slot_position.size()) / K;
   Tensor send({R, H}, h.dtype);  // each received row's gradient, summed over its experts

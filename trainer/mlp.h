@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "kernels/status.h"
 #include "trainer/layers.h"
 
 namespace mt {
@@ -28,9 +29,20 @@ class SwigluMlp {
         down_(ps, prefix + "down_proj.weight", inter, hidden, expert) {}
 
   // x [T, H] -> [T, H]
-  Tensor Forward(const Tensor& x, Saved* s) const {
+  Tensor Forward(const Tensor& x, Saved* s) const { return Forward(Store(x), s); }
+  // x as Store() keeps it. The FP8 expert dispatch quantises a token once on its own rank
+  // and hands the received E4M3 operand straight to the expert, so gate and up see the same
+  // codes and scales they would have quantised themselves (no dequantise-requantise).
+  StoredActivation Store(const Tensor& x) const { return gate_.Store(x); }
+  Tensor Forward(const StoredActivation& x, Saved* s) const {
     const PrecisionPolicy& p = gate_.precision();
-    s->x = gate_.Store(x);
+    using F = StoredActivation::Format;
+    const F want = p.precision() == Precision::kFp8    ? F::kE4M3
+                   : p.precision() == Precision::kBf16 ? F::kBf16
+                                                       : F::kExact;
+    MT_CHECK(x.format() == want, "SwigluMlp: a ", PrecisionName(p.precision()),
+             " block given an input in another storage format than Store() gives");
+    s->x = x;
     const Tensor g = gate_.Forward(s->x), u = up_.Forward(s->x);
     Tensor h(g.shape(), kRealDType);
     ops::SwigluForward(g.data<Real>(), u.data<Real>(), h.data<Real>(), h.numel());

@@ -210,6 +210,8 @@ void Moe::ExpertsForward(const Tensor& x, Saved* s, Tensor* y_out) const {
       std::memcpy(xe.data<Real>() + j * H_, x.data<Real>() + (slots[j] / K_) * H_,
                   H_ * sizeof(Real));
     s->expert_out[e] = experts_[e].Forward(xe, &s->experts[e]);
+    // fp8: the output as the BF16 combine would deliver it (precision.h), on every layout.
+    if (precision_->bf16_expert_outputs()) precision_->RoundToBf16(&s->expert_out[e]);
     const Real* ye = s->expert_out[e].data<Real>();
     for (size_t j = 0; j < slots.size(); ++j)
       ops::Axpy(s->weight[slots[j]], ye + j * H_, y.data<Real>() + (slots[j] / K_) * H_, H_);

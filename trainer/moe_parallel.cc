@@ -10,9 +10,18 @@
 //    moe.cc's all-local path adds them in.
 // Only gradient sums over micro-batches and ranks then differ in order (rounding), which
 // keeps near-tied routing decisions from flipping between layouts.
+//
+// In fp8 (DeepSeek-V3 §3.3.2) a token crosses the dispatch as the experts' own E4M3 operand:
+// its rank quantises it once per 1x128 tile, exactly as the experts' gate/up Linear would
+// (the quantisation is per row, so quantising x before gathering equals quantising each
+// expert's gathered rows), packs codes and scales into one byte row (kernels/quantize.h) and
+// the expert consumes the received codes and scales unchanged. Expert outputs come back as
+// BF16 codes, rounded exactly as moe.cc's all-local path rounds them in fp8. Both backward
+// exchanges move the compute dtype (FP32 rows): see docs/fp8.md.
 #include <algorithm>
 #include <cstdio>
 
+#include "kernels/quantize.h"
 #include "parallel/communicator_groups.h"
 #include "trainer/moe.h"
 
@@ -53,8 +62,13 @@ Tensor Stack(const std::vector<Tensor>& parts, int64_t H) {
 
 void Moe::ExpertsForwardParallel(const Tensor& x, Saved* s, Tensor* y) const {
   const int64_t T = x.dim(0), L = static_cast<int64_t>(experts_.size());
+  const bool fp8 = precision_->quantized_dispatch();
+  // [L] expert inputs: FP32 rows [T_e, H], or in fp8 packed E4M3 rows [T_e, PackedRowBytes(H)]
   std::vector<Tensor> in =
-      OrAbort(dispatcher_->Dispatch(x, s->topk, &s->handle), "MoE expert dispatch");  // [L]
+      fp8 ? OrAbort(dispatcher_->Dispatch(PackActivationRows(experts_[0].Store(x).e4m3()), s->topk,
+                                          kRealDType, &s->handle),
+                    "MoE FP8 expert dispatch")
+          : OrAbort(dispatcher_->Dispatch(x, s->topk, &s->handle), "MoE expert dispatch");
   // Received rows are ordered by source rank: row bounds of each source.
   const DispatchHandle& h = s->handle;
   const int P = static_cast<int>(h.recv_rows.size());
@@ -69,12 +83,25 @@ void Moe::ExpertsForwardParallel(const Tensor& x, Saved* s, Tensor* y) const {
     for (int r = 0; r < P; ++r)
       seg[r + 1] = std::lower_bound(rows.begin(), rows.end(), recv_begin[r + 1]) - rows.begin();
     std::vector<Tensor> parts(P);
-    for (int r = 0; r < P; ++r)
-      if (seg[r + 1] > seg[r])
-        parts[r] = experts_[e].Forward(Rows(in[e], seg[r], seg[r + 1]), &s->experts[e * P + r]);
+    for (int r = 0; r < P; ++r) {
+      if (seg[r + 1] <= seg[r]) continue;
+      SwigluMlp::Saved* saved = &s->experts[e * P + r];
+      parts[r] =
+          fp8 ? experts_[e].Forward(
+                    StoredActivation::FromE4M3(UnpackActivationRows(in[e], seg[r], seg[r + 1], H_)),
+                    saved)
+              : experts_[e].Forward(Rows(in[e], seg[r], seg[r + 1]), saved);
+    }
     out[e] = Stack(parts, H_);
   }
-  s->slot_out = OrAbort(dispatcher_->Combine(out, s->handle), "MoE expert combine");  // [T*K, H]
+  if (precision_->bf16_expert_outputs()) {  // the combine moves BF16 codes, 2 bytes a value
+    std::vector<Tensor> codes(L);
+    for (int64_t e = 0; e < L; ++e) codes[e] = StoredActivation::Bf16(out[e]).bf16_codes();
+    const Tensor recv = OrAbort(dispatcher_->Combine(codes, s->handle), "MoE BF16 expert combine");
+    s->slot_out = StoredActivation::FromBf16Codes(recv).Values();  // [T*K, H] widened
+  } else {
+    s->slot_out = OrAbort(dispatcher_->Combine(out, s->handle), "MoE expert combine");  // [T*K, H]
+  }
   std::vector<int64_t> order(K_);
   for (int64_t t = 0; t < T; ++t) {
     const int32_t* idx = &s->topk[t * K_];

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -195,11 +196,19 @@ const char* PrecisionName(Precision p) {
 
 // ---- StoredActivation -------------------------------------------------------------------
 
+namespace {
+// The width of x seen as [rows, cols]; taken from the shape, so that an empty [0, H] matrix
+// (a rank with no tokens for an expert) keeps its width.
+int64_t Cols(const Tensor& x) {
+  return x.ndim() == 2 ? x.dim(1) : x.numel() / std::max<int64_t>(x.dim(0), 1);
+}
+}  // namespace
+
 StoredActivation StoredActivation::Exact(const Tensor& x) {
   StoredActivation a;
   a.format_ = Format::kExact;
   a.rows_ = x.dim(0);
-  a.cols_ = x.numel() / std::max<int64_t>(a.rows_, 1);
+  a.cols_ = Cols(x);
   a.data_ = x;
   return a;
 }
@@ -208,7 +217,7 @@ StoredActivation StoredActivation::Bf16(const Tensor& x) {
   StoredActivation a;
   a.format_ = Format::kBf16;
   a.rows_ = x.dim(0);
-  a.cols_ = x.numel() / std::max<int64_t>(a.rows_, 1);
+  a.cols_ = Cols(x);
   a.data_ = Tensor({a.rows_, a.cols_}, DType::kBF16);
   FloatsToBf16(x.data<float>(), static_cast<uint16_t*>(a.data_.raw()), x.numel());
   return a;
@@ -218,8 +227,29 @@ StoredActivation StoredActivation::E4M3(const Tensor& x) {
   StoredActivation a;
   a.format_ = Format::kE4M3;
   a.rows_ = x.dim(0);
-  a.cols_ = x.numel() / std::max<int64_t>(a.rows_, 1);
+  a.cols_ = Cols(x);
   a.q_ = QuantizeActivation(x.data<float>(), a.rows_, a.cols_, kScales);
+  return a;
+}
+
+StoredActivation StoredActivation::FromE4M3(QuantizedActivation q) {
+  StoredActivation a;
+  a.format_ = Format::kE4M3;
+  a.rows_ = q.rows;
+  a.cols_ = q.cols;
+  a.q_ = std::move(q);
+  return a;
+}
+
+StoredActivation StoredActivation::FromBf16Codes(Tensor codes) {
+  MT_CHECK(codes.dtype() == DType::kBF16 && codes.ndim() == 2,
+           "StoredActivation::FromBf16Codes: expected BF16 [rows, cols], got ",
+           ShapeString(codes.shape()), " ", DTypeName(codes.dtype()));
+  StoredActivation a;
+  a.format_ = Format::kBf16;
+  a.rows_ = codes.dim(0);
+  a.cols_ = codes.dim(1);
+  a.data_ = std::move(codes);
   return a;
 }
 

@@ -70,6 +70,11 @@ class StoredActivation {
   static StoredActivation Bf16(const Tensor& x);
   // x [rows, cols] as E4M3 with power-of-two 1x128 scales along cols (QuantizeActivation).
   static StoredActivation E4M3(const Tensor& x);
+  // An activation quantised elsewhere, e.g. by another rank before the FP8 expert dispatch;
+  // it must come from E4M3() (or hold exactly what E4M3() gives) to mean the same thing.
+  static StoredActivation FromE4M3(QuantizedActivation q);
+  // [rows, cols] kBF16 codes, as Bf16() stores them (e.g. received from the BF16 combine).
+  static StoredActivation FromBf16Codes(Tensor codes);
 
   Format format() const { return format_; }
   bool defined() const { return format_ != Format::kNone; }
@@ -79,6 +84,7 @@ class StoredActivation {
   // for kE4M3 dequantised) otherwise.
   Tensor Values() const;
   const QuantizedActivation& e4m3() const { return q_; }  // kE4M3 only
+  const Tensor& bf16_codes() const { return data_; }      // kBf16 only: [rows, cols] kBF16
   // Bytes held: the tensor, or codes plus scales.
   int64_t bytes() const;
   // The buffer behind a kExact activation (so a buffer shared with a tensor is counted once).
@@ -113,6 +119,16 @@ class PrecisionPolicy {
   bool recompute_swiglu() const { return !exact(); }
   // An operand of a BF16 GEMM (router input): BF16 in bf16 and fp8.
   StoredActivation StoreBf16Operand(const Tensor& x) const;
+
+  // ---- Expert parallelism (DeepSeek-V3 §3.3.2 "low-precision communication"; docs/fp8.md).
+  // fp8: tokens cross the EP dispatch as the routed experts' gate/up operand (StoreLinearInput:
+  // E4M3 codes plus 1x128 scales, quantised once per token by its own rank), and the experts
+  // consume them without re-quantising. Other modes send the FP32 rows.
+  bool quantized_dispatch() const { return p_ == Precision::kFp8; }
+  // fp8: every routed expert's output is rounded to BF16, the combine's wire format, on every
+  // layout (with EP it crosses the combine as BF16 codes), so a single process computes what
+  // an EP layout computes. Other modes keep it in the model's element type.
+  bool bf16_expert_outputs() const { return p_ == Precision::kFp8; }
 
   // ---- Linear GEMMs: E4M3 in fp8, BF16 operands in bf16, ops:: in fp32.
   // y[T,out] = x[T,in] W[out,in]^T
