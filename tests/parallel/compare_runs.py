@@ -56,6 +56,8 @@ def main():
     ap.add_argument("got_dir")
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--resumed", action="store_true")
+    ap.add_argument("--tensor-rtol", type=float, default=None,
+                    help="bound on the tensors' norm-wise error (default: --rtol)")
     a = ap.parse_args()
     bad = []
     ref, got = losses(a.ref_metrics), losses(a.got_metrics)
@@ -87,7 +89,7 @@ def main():
         worst_max = max(worst_max, float(np.max(np.abs(r - g)) / max(np.max(np.abs(r)), 1e-30)))
         if rel > worst_tensor:
             worst_tensor, worst_name = rel, key
-        if rel > a.rtol:
+        if rel > (a.tensor_rtol if a.tensor_rtol is not None else a.rtol):
             bad.append(f"{key}: ||diff|| / ||ref|| = {rel:.2e}")
     print(f"compared {len(set(ref) & set(got))} steps and {len(rt)} tensors: worst loss rel "
           f"{worst_loss:.2e}, worst tensor rel {worst_tensor:.2e} ({worst_name}); largest "

@@ -21,6 +21,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3  # Debian's, with numpy (a pyenv python3 may lack it)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 read -r -a COMMON <<< "${LAYOUT_COMMON_SETS:-}"
+# LAYOUT_TENSOR_RTOL loosens the tensors' bound (losses stay at 1e-5): in fp8, a gradient
+# summed in another order can cross an E4M3 rounding step, which AdamW's normalisation
+# turns into a visible move of that one element.
 W=$(mktemp -d /tmp/mt_layout_XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
@@ -159,5 +162,6 @@ NP=$1
 shift
 train "$NAME" "$NP" "$@"
 echo "$NAME on $NP ranks vs one process${COMMON[*]:+ (both with ${COMMON[*]})}:"
-"$PY" "$HERE/compare_runs.py" "$W/ref.jsonl" "$W/ref/step-0000010" "$W/$NAME.jsonl" \
+"$PY" "$HERE/compare_runs.py" ${LAYOUT_TENSOR_RTOL:+--tensor-rtol "$LAYOUT_TENSOR_RTOL"} \
+  "$W/ref.jsonl" "$W/ref/step-0000010" "$W/$NAME.jsonl" \
   "$W/$NAME/step-0000010"
