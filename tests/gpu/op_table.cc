@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/bf16.h"
 #include "kernels/cuda/adamw.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/gemm_cublaslt.h"
@@ -588,6 +590,108 @@ std::vector<Check> HeadLossChunked() {
   return checks;
 }
 
+// ---- attention (attention.h) ----------------------------------------------------------
+
+// DeepSeek-V3's MLA head dims (Q/K 192 = 128 nope + 64 rope, V 128) at a small size; the
+// scale as MLA's: a YaRN-like mscale^2 over sqrt(Dqk).
+AttentionShape MlaAttentionShape() { return {2, 128, 4, 192, 128, 1.2 / std::sqrt(192.0)}; }
+
+int CurrentSm() {
+  int dev = 0;
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  return prop.major * 10 + prop.minor;
+}
+
+// Forward and backward through attention.h's dispatch vs ops::AttentionForward/Backward
+// in fp32 on the same (for bf16: BF16-rounded) inputs. fp32 also checks the saved P and
+// the head-chunked unfused path (a workspace for 3 of the 4 heads).
+template <typename T>
+std::vector<Check> AttentionMla() {
+  constexpr bool kF32 = std::is_same_v<T, float>;
+  const AttentionDtype dtype = kF32 ? AttentionDtype::kF32 : AttentionDtype::kBF16;
+  const double tol = kF32 ? kFp32 : kBf16;
+  const AttentionShape sh = MlaAttentionShape();
+  const int64_t B = sh.B, S = sh.S, N = sh.N, Dqk = sh.Dqk, Dv = sh.Dv;
+  const int64_t nqk = B * S * N * Dqk, nv = B * S * N * Dv;
+  // Operands as the GPU sees them: BF16-rounded for bf16, so only the GPU's roundings of
+  // P, dS and the outputs separate the two.
+  auto as_input = [&](std::vector<float> x) { return kF32 ? x : FromBf16(ToBf16(x)); };
+  const auto q = as_input(Random(nqk, 160, 2.0f)), k = as_input(Random(nqk, 161, 2.0f)),
+             v = as_input(Random(nv, 162)), dout = as_input(Random(nv, 163));
+  std::vector<float> out(nv), probs(B * N * S * S), dq(nqk), dk(nqk), dv(nv);
+  ops::AttentionForward<float>(q.data(), k.data(), v.data(), out.data(), probs.data(), B, S, N, Dqk,
+                               Dv, sh.scale);
+  ops::AttentionBackward<float>(dout.data(), q.data(), k.data(), v.data(), probs.data(), dq.data(),
+                                dk.data(), dv.data(), B, S, N, Dqk, Dv, sh.scale);
+
+  auto device_input = [&](const std::vector<float>& x) {
+    if constexpr (kF32) {
+      return std::make_unique<DeviceBuffer<T>>(x);
+    } else {
+      return std::make_unique<DeviceBuffer<T>>(ToBf16(x));
+    }
+  };
+  auto to_float = [&](const DeviceBuffer<T>& d) {
+    if constexpr (kF32) {
+      return d.ToHost();
+    } else {
+      return FromBf16(d.ToHost());
+    }
+  };
+  auto d_q = device_input(q), d_k = device_input(k), d_v = device_input(v),
+       d_dout = device_input(dout);
+  DeviceBuffer<T> d_out(nv), d_dq(nqk), d_dk(nqk), d_dv(nv);
+
+  std::vector<Check> checks;
+  auto attention = Attention::Create(
+      CurrentSm(), [](const std::string& line) { std::printf("  %s\n", line.c_str()); });
+  checks.push_back(StatusCheck("Attention::Create", attention.status()));
+  if (!attention.ok()) return checks;
+  Attention& a = **attention;
+  DeviceBuffer<char> d_ws(a.WorkspaceBytes(sh, dtype)), d_saved(a.SavedBytes(sh, dtype));
+  checks.push_back(
+      StatusCheck("forward", a.Forward<T>(sh, d_q->get(), d_k->get(), d_v->get(), d_out.get(),
+                                          d_saved.get(), d_ws.get(), d_ws.size(), kStream)));
+  checks.push_back(
+      StatusCheck("backward", a.Backward<T>(sh, d_dout->get(), d_q->get(), d_k->get(), d_v->get(),
+                                            d_out.get(), d_saved.get(), d_dq.get(), d_dk.get(),
+                                            d_dv.get(), d_ws.get(), d_ws.size(), kStream)));
+  checks.push_back(RelError("out", to_float(d_out), out, tol));
+  checks.push_back(RelError("dq", to_float(d_dq), dq, tol));
+  checks.push_back(RelError("dk", to_float(d_dk), dk, tol));
+  checks.push_back(RelError("dv", to_float(d_dv), dv, tol));
+
+  if constexpr (kF32) {
+    if (a.Choose(sh, dtype).path == AttentionPath::kUnfusedCublas) {
+      // The saved state of the unfused path is P itself.
+      std::vector<float> saved(B * N * S * S);
+      CUDA_CHECK(cudaMemcpy(saved.data(), d_saved.get(), saved.size() * sizeof(float),
+                            cudaMemcpyDeviceToHost));
+      checks.push_back(RelError("saved P", saved, probs, tol));
+    }
+    // Head chunking: heads 0-2 in one GEMM batch, head 3 in the next (cuBLAS may pick
+    // another algorithm per batch count, so against the reference, not bit for bit).
+    const size_t per_head = UnfusedAttentionWorkspaceBytes(sh, dtype) / size_t(N);
+    DeviceBuffer<char> d_ws3(3 * per_head);
+    DeviceBuffer<T> d_out3(nv), d_p3(B * N * S * S), d_dq3(nqk), d_dk3(nqk), d_dv3(nv);
+    cublasHandle_t handle = nullptr;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    UnfusedAttentionForward<T>(handle, sh, d_q->get(), d_k->get(), d_v->get(), d_out3.get(),
+                               d_p3.get(), d_ws3.get(), d_ws3.size(), kStream);
+    UnfusedAttentionBackward<T>(handle, sh, d_dout->get(), d_q->get(), d_k->get(), d_v->get(),
+                                d_p3.get(), d_dq3.get(), d_dk3.get(), d_dv3.get(), d_ws3.get(),
+                                d_ws3.size(), kStream);
+    checks.push_back(RelError("chunked heads: out", d_out3.ToHost(), out, tol));
+    checks.push_back(RelError("chunked heads: dq", d_dq3.ToHost(), dq, tol));
+    checks.push_back(RelError("chunked heads: dk", d_dk3.ToHost(), dk, tol));
+    checks.push_back(RelError("chunked heads: dv", d_dv3.ToHost(), dv, tol));
+    CUBLAS_CHECK(cublasDestroy(handle));
+  }
+  return checks;
+}
+
 }  // namespace
 
 const std::vector<OpCase>& OpTable() {
@@ -611,6 +715,8 @@ const std::vector<OpCase>& OpTable() {
       {"gemm_fp8_block_scaled", "fp8", [] { return GemmFp8(true); }},
       {"gemm_fp8_tensor_scaled", "fp8", [] { return GemmFp8(false); }},
       {"head_loss_chunked", "bf16", HeadLossChunked},
+      {"attention_mla_fp32", "fp32", AttentionMla<float>},
+      {"attention_mla_bf16", "bf16", AttentionMla<uint16_t>},
   };
   return table;
 }
