@@ -84,33 +84,60 @@ __global__ void CausalSoftmaxBackwardKernel(const T* __restrict__ probs,
     out[j] = FromF32<T>(j <= i ? ToF32(p[j]) * (d[j] - dot) : 0.0f);
 }
 
-// ---- GEMMs ------------------------------------------------------------------------------
+// ---- plans ------------------------------------------------------------------------------
 
-// One row-major operand: base pointer, leading dimension, batch (head) stride, type.
+// One row-major operand: base pointer, leading dimension, batch (head) stride.
 struct Mat {
   const void* p;
   int64_t ld;
   int64_t stride;
-  cudaDataType type;
 };
 
-// Row-major C[M, N] = alpha op(A) op(B) + beta C over `batch` matrices. cuBLAS is
-// column-major: a row-major X is its transpose there, so we compute C^T = op(B)^T op(A)^T,
-// i.e. B is cuBLAS's first operand and A its second, with the transposes unchanged.
-void GemmRowMajor(cublasHandle_t handle, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                  float alpha, const Mat& A, const Mat& B, float beta, void* C, cudaDataType c_type,
-                  int64_t ldc, int64_t c_stride, int64_t batch) {
+// Row-major C[M, N] = alpha op(A) op(B) over `batch` matrices, as a cuBLAS step. cuBLAS is
+// column-major: a row-major X is its transpose there, so the step computes
+// C^T = op(B)^T op(A)^T, i.e. B is cuBLAS's first operand and A its second, with the
+// transposes unchanged.
+UnfusedAttentionStep GemmRowMajor(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                  const Mat& A, const Mat& B, cudaDataType ab_type, void* C,
+                                  cudaDataType c_type, int64_t ldc, int64_t c_stride,
+                                  int64_t batch) {
   CUDA_HOST_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && batch <= INT_MAX,
                   "attention GEMM dims exceed cuBLAS's int");
   CUDA_HOST_CHECK(A.ld <= INT_MAX && B.ld <= INT_MAX && ldc <= INT_MAX,
                   "attention GEMM leading dims exceed cuBLAS's int");
-  CUDA_HOST_CHECK(A.type == B.type, "cuBLAS GemmEx needs A and B of one type");
-  // FP32 accumulation for both dtypes; with FP32 operands this is true FP32 (no TF32: the
-  // handle keeps CUBLAS_DEFAULT_MATH), which the 1e-5 comparison with the CPU needs.
-  CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(N), int(M),
-      int(K), &alpha, B.p, B.type, int(B.ld), B.stride, A.p, A.type, int(A.ld), A.stride, &beta, C,
-      c_type, int(ldc), c_stride, int(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  UnfusedAttentionStep st;
+  st.kind = UnfusedAttentionStep::Kind::kGemm;
+  st.op_a = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  st.op_b = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  st.m = int(N);
+  st.n = int(M);
+  st.k = int(K);
+  st.alpha = alpha;
+  st.a = B.p;
+  st.lda = int(B.ld);
+  st.stride_a = B.stride;
+  st.b = A.p;
+  st.ldb = int(A.ld);
+  st.stride_b = A.stride;
+  st.ab_type = ab_type;
+  st.c = C;
+  st.c_type = c_type;
+  st.ldc = int(ldc);
+  st.stride_c = c_stride;
+  st.batch = int(batch);
+  return st;
+}
+
+UnfusedAttentionStep RowStep(UnfusedAttentionStep::Kind kind, const float* f32, const void* probs,
+                             void* out, int64_t rows, int64_t S) {
+  UnfusedAttentionStep st;
+  st.kind = kind;
+  st.f32 = f32;
+  st.probs = probs;
+  st.out = out;
+  st.rows = rows;
+  st.S = S;
+  return st;
 }
 
 // Bytes of scratch per head: FP32 scores/dP [S, S] plus dS [S, S] in the element type.
@@ -133,6 +160,37 @@ void CheckShape(const AttentionShape& sh) {
   CUDA_HOST_CHECK(sh.S * sh.S <= INT_MAX, "attention rows S * S exceed cuBLAS's int strides");
 }
 
+// ---- execution ----------------------------------------------------------------------------
+
+template <typename T>
+void Run(cublasHandle_t handle, const std::vector<UnfusedAttentionStep>& steps,
+         cudaStream_t stream) {
+  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  const float beta = 0.0f;
+  for (const UnfusedAttentionStep& st : steps) {
+    switch (st.kind) {
+      case UnfusedAttentionStep::Kind::kGemm:
+        // FP32 accumulation for both dtypes; with FP32 operands this is true FP32 (no TF32:
+        // the handle keeps CUBLAS_DEFAULT_MATH), which the 1e-5 comparison with the CPU needs.
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+            handle, st.op_a, st.op_b, st.m, st.n, st.k, &st.alpha, st.a, st.ab_type, st.lda,
+            st.stride_a, st.b, st.ab_type, st.ldb, st.stride_b, &beta, st.c, st.c_type, st.ldc,
+            st.stride_c, st.batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        break;
+      case UnfusedAttentionStep::Kind::kSoftmax:
+        CausalSoftmaxKernel<T>
+            <<<unsigned(st.rows), kBlock, 0, stream>>>(st.f32, static_cast<T*>(st.out), st.S);
+        CUDA_CHECK_LAUNCH();
+        break;
+      case UnfusedAttentionStep::Kind::kSoftmaxBackward:
+        CausalSoftmaxBackwardKernel<T><<<unsigned(st.rows), kBlock, 0, stream>>>(
+            static_cast<const T*>(st.probs), st.f32, static_cast<T*>(st.out), st.S);
+        CUDA_CHECK_LAUNCH();
+        break;
+    }
+  }
+}
+
 }  // namespace
 
 size_t UnfusedAttentionWorkspaceBytes(const AttentionShape& sh, AttentionDtype dtype) {
@@ -140,9 +198,10 @@ size_t UnfusedAttentionWorkspaceBytes(const AttentionShape& sh, AttentionDtype d
 }
 
 template <typename T>
-void UnfusedAttentionForward(cublasHandle_t handle, const AttentionShape& sh, const T* q,
-                             const T* k, const T* v, T* out, T* probs, void* workspace,
-                             size_t workspace_bytes, cudaStream_t stream) {
+std::vector<UnfusedAttentionStep> UnfusedAttentionForwardPlan(const AttentionShape& sh, const T* q,
+                                                              const T* k, const T* v, T* out,
+                                                              T* probs, void* workspace,
+                                                              size_t workspace_bytes) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, uint16_t>::value,
                 "float or BF16 bits");
   CheckShape(sh);
@@ -151,7 +210,7 @@ void UnfusedAttentionForward(cublasHandle_t handle, const AttentionShape& sh, co
   const int64_t hc = HeadsPerChunk(sh, sizeof(T), workspace_bytes);
   const cudaDataType t = CudaType<T>();
   float* scores = static_cast<float*>(workspace);  // [hc, S, S]
-  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  std::vector<UnfusedAttentionStep> steps;
   for (int64_t b = 0; b < sh.B; ++b) {
     for (int64_t h0 = 0; h0 < N; h0 += hc) {
       const int64_t nh = MinI64(hc, N - h0);
@@ -161,21 +220,22 @@ void UnfusedAttentionForward(cublasHandle_t handle, const AttentionShape& sh, co
       T* ob = out + b * S * ldv + h0 * Dv;
       T* pb = probs + (b * N + h0) * S * S;  // [nh, S, S]
       // scores [nh, S, S] fp32 = scale Q K^T
-      GemmRowMajor(handle, false, true, S, S, Dqk, float(sh.scale), {qb, ldqk, Dqk, t},
-                   {kb, ldqk, Dqk, t}, 0.0f, scores, CUDA_R_32F, S, S * S, nh);
-      CausalSoftmaxKernel<T><<<unsigned(nh * S), kBlock, 0, stream>>>(scores, pb, S);
-      CUDA_CHECK_LAUNCH();
+      steps.push_back(GemmRowMajor(false, true, S, S, Dqk, float(sh.scale), {qb, ldqk, Dqk},
+                                   {kb, ldqk, Dqk}, t, scores, CUDA_R_32F, S, S * S, nh));
+      steps.push_back(
+          RowStep(UnfusedAttentionStep::Kind::kSoftmax, scores, nullptr, pb, nh * S, S));
       // out [S, Dv] per head = P V
-      GemmRowMajor(handle, false, false, S, Dv, S, 1.0f, {pb, S, S * S, t}, {vb, ldv, Dv, t}, 0.0f,
-                   ob, t, ldv, Dv, nh);
+      steps.push_back(GemmRowMajor(false, false, S, Dv, S, 1.0f, {pb, S, S * S}, {vb, ldv, Dv}, t,
+                                   ob, t, ldv, Dv, nh));
     }
   }
+  return steps;
 }
 
 template <typename T>
-void UnfusedAttentionBackward(cublasHandle_t handle, const AttentionShape& sh, const T* dout,
-                              const T* q, const T* k, const T* v, const T* probs, T* dq, T* dk,
-                              T* dv, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+std::vector<UnfusedAttentionStep> UnfusedAttentionBackwardPlan(
+    const AttentionShape& sh, const T* dout, const T* q, const T* k, const T* v, const T* probs,
+    T* dq, T* dk, T* dv, void* workspace, size_t workspace_bytes) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, uint16_t>::value,
                 "float or BF16 bits");
   CheckShape(sh);
@@ -187,7 +247,7 @@ void UnfusedAttentionBackward(cublasHandle_t handle, const AttentionShape& sh, c
   T* ds = reinterpret_cast<T*>(dp + hc * S * S);  // [hc, S, S] element type
   static_assert(alignof(float) % alignof(T) == 0, "dS follows dP in the workspace");
   const float scale = float(sh.scale);
-  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  std::vector<UnfusedAttentionStep> steps;
   for (int64_t b = 0; b < sh.B; ++b) {
     for (int64_t h0 = 0; h0 < N; h0 += hc) {
       const int64_t nh = MinI64(hc, N - h0);
@@ -200,28 +260,52 @@ void UnfusedAttentionBackward(cublasHandle_t handle, const AttentionShape& sh, c
       T* dkb = dk + b * S * ldqk + h0 * Dqk;
       T* dvb = dv + b * S * ldv + h0 * Dv;
       // dV [S, Dv] = P^T dO
-      GemmRowMajor(handle, true, false, S, Dv, S, 1.0f, {pb, S, S * S, t}, {dob, ldv, Dv, t}, 0.0f,
-                   dvb, t, ldv, Dv, nh);
+      steps.push_back(GemmRowMajor(true, false, S, Dv, S, 1.0f, {pb, S, S * S}, {dob, ldv, Dv}, t,
+                                   dvb, t, ldv, Dv, nh));
       // dP [S, S] fp32 = dO V^T
-      GemmRowMajor(handle, false, true, S, S, Dv, 1.0f, {dob, ldv, Dv, t}, {vb, ldv, Dv, t}, 0.0f,
-                   dp, CUDA_R_32F, S, S * S, nh);
-      CausalSoftmaxBackwardKernel<T><<<unsigned(nh * S), kBlock, 0, stream>>>(pb, dp, ds, S);
-      CUDA_CHECK_LAUNCH();
+      steps.push_back(GemmRowMajor(false, true, S, S, Dv, 1.0f, {dob, ldv, Dv}, {vb, ldv, Dv}, t,
+                                   dp, CUDA_R_32F, S, S * S, nh));
+      steps.push_back(RowStep(UnfusedAttentionStep::Kind::kSoftmaxBackward, dp, pb, ds, nh * S, S));
       // dQ [S, Dqk] = scale dS K;  dK [S, Dqk] = scale dS^T Q
-      GemmRowMajor(handle, false, false, S, Dqk, S, scale, {ds, S, S * S, t}, {kb, ldqk, Dqk, t},
-                   0.0f, dqb, t, ldqk, Dqk, nh);
-      GemmRowMajor(handle, true, false, S, Dqk, S, scale, {ds, S, S * S, t}, {qb, ldqk, Dqk, t},
-                   0.0f, dkb, t, ldqk, Dqk, nh);
+      steps.push_back(GemmRowMajor(false, false, S, Dqk, S, scale, {ds, S, S * S}, {kb, ldqk, Dqk},
+                                   t, dqb, t, ldqk, Dqk, nh));
+      steps.push_back(GemmRowMajor(true, false, S, Dqk, S, scale, {ds, S, S * S}, {qb, ldqk, Dqk},
+                                   t, dkb, t, ldqk, Dqk, nh));
     }
   }
+  return steps;
 }
 
-#define MT_ATTENTION_UNFUSED_INSTANTIATE(T)                                                     \
-  template void UnfusedAttentionForward<T>(cublasHandle_t, const AttentionShape&, const T*,     \
-                                           const T*, const T*, T*, T*, void*, size_t,           \
-                                           cudaStream_t);                                       \
-  template void UnfusedAttentionBackward<T>(cublasHandle_t, const AttentionShape&, const T*,    \
-                                            const T*, const T*, const T*, const T*, T*, T*, T*, \
+template <typename T>
+void UnfusedAttentionForward(cublasHandle_t handle, const AttentionShape& sh, const T* q,
+                             const T* k, const T* v, T* out, T* probs, void* workspace,
+                             size_t workspace_bytes, cudaStream_t stream) {
+  Run<T>(handle,
+         UnfusedAttentionForwardPlan<T>(sh, q, k, v, out, probs, workspace, workspace_bytes),
+         stream);
+}
+
+template <typename T>
+void UnfusedAttentionBackward(cublasHandle_t handle, const AttentionShape& sh, const T* dout,
+                              const T* q, const T* k, const T* v, const T* probs, T* dq, T* dk,
+                              T* dv, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  Run<T>(handle,
+         UnfusedAttentionBackwardPlan<T>(sh, dout, q, k, v, probs, dq, dk, dv, workspace,
+                                         workspace_bytes),
+         stream);
+}
+
+#define MT_ATTENTION_UNFUSED_INSTANTIATE(T)                                                       \
+  template std::vector<UnfusedAttentionStep> UnfusedAttentionForwardPlan<T>(                      \
+      const AttentionShape&, const T*, const T*, const T*, T*, T*, void*, size_t);                \
+  template std::vector<UnfusedAttentionStep> UnfusedAttentionBackwardPlan<T>(                     \
+      const AttentionShape&, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, void*, \
+      size_t);                                                                                    \
+  template void UnfusedAttentionForward<T>(cublasHandle_t, const AttentionShape&, const T*,       \
+                                           const T*, const T*, T*, T*, void*, size_t,             \
+                                           cudaStream_t);                                         \
+  template void UnfusedAttentionBackward<T>(cublasHandle_t, const AttentionShape&, const T*,      \
+                                            const T*, const T*, const T*, const T*, T*, T*, T*,   \
                                             void*, size_t, cudaStream_t);
 MT_ATTENTION_UNFUSED_INSTANTIATE(float)
 MT_ATTENTION_UNFUSED_INSTANTIATE(uint16_t)

@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace mt::cuda {
 
@@ -55,6 +56,45 @@ size_t UnfusedAttentionWorkspaceBytes(const AttentionShape& sh, AttentionDtype d
 inline int64_t UnfusedAttentionProbsCount(const AttentionShape& sh) {
   return sh.B * sh.N * sh.S * sh.S;
 }
+
+// One step of the unfused path, with the exact arguments its launch gets. The launchers
+// below build these lists on the host and execute them; tests/gpu/attention_plan_test.cc
+// replays the same lists on the CPU (a column-major GEMM, the kernels' softmax), which
+// checks every pointer offset, leading dimension, stride and transpose without a GPU.
+struct UnfusedAttentionStep {
+  enum class Kind { kGemm, kSoftmax, kSoftmaxBackward };
+  Kind kind = Kind::kGemm;
+  // kGemm: cublasGemmStridedBatchedEx(op_a, op_b, m, n, k, alpha, a, ab_type, lda, stride_a,
+  // b, ab_type, ldb, stride_b, beta = 0, c, c_type, ldc, stride_c, batch), column-major,
+  // CUBLAS_COMPUTE_32F.
+  cublasOperation_t op_a = CUBLAS_OP_N, op_b = CUBLAS_OP_N;
+  int m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* c = nullptr;
+  cudaDataType ab_type = CUDA_R_32F, c_type = CUDA_R_32F;
+  int lda = 0, ldb = 0, ldc = 0;
+  long long stride_a = 0, stride_b = 0, stride_c = 0;
+  int batch = 0;
+  // kSoftmax: probs [rows, S] = causal softmax(f32 [rows, S]). kSoftmaxBackward:
+  // out [rows, S] = dS from probs and f32 = dP. Row r is query r % S of head r / S.
+  const float* f32 = nullptr;
+  const void* probs = nullptr;
+  void* out = nullptr;
+  int64_t rows = 0, S = 0;
+};
+
+// The steps of UnfusedAttentionForward / Backward (arguments as there; nothing runs).
+template <typename T>
+std::vector<UnfusedAttentionStep> UnfusedAttentionForwardPlan(const AttentionShape& sh, const T* q,
+                                                              const T* k, const T* v, T* out,
+                                                              T* probs, void* workspace,
+                                                              size_t workspace_bytes);
+template <typename T>
+std::vector<UnfusedAttentionStep> UnfusedAttentionBackwardPlan(
+    const AttentionShape& sh, const T* dout, const T* q, const T* k, const T* v, const T* probs,
+    T* dq, T* dk, T* dv, void* workspace, size_t workspace_bytes);
 
 // T = float or uint16_t (BF16 bits). q, k [B, S, N, Dqk], v [B, S, N, Dv] ->
 // out [B, S, N, Dv], probs [B, N, S, S] (zero above the diagonal).
