@@ -101,7 +101,6 @@ absl::Status CheckExtraFileName(const std::string& name) {
   return absl::OkStatus();
 }
 
-
 absl::StatusOr<std::string> DumpJson(const Json& j, const std::string& what) {
   try {
     return j.dump(2) + "\n";
@@ -236,8 +235,11 @@ struct Manifest {
   int64_t step = -1;
   std::vector<std::string> model_tensors;                       // save order
   std::map<std::string, std::vector<std::string>> state_files;  // name -> tensor order
-  std::vector<std::string> extra_files;                         // copied side files
-  std::map<std::string, FileDigest> files;                      // every other file
+  // name -> its files, for a checkpoint written by several processes (absent: the one file
+  // <name>.safetensors)
+  std::map<std::string, std::vector<std::string>> state_file_shards;
+  std::vector<std::string> extra_files;     // copied side files
+  std::map<std::string, FileDigest> files;  // every other file
 };
 
 bool StringList(const Json& j, std::vector<std::string>* out) {
@@ -272,6 +274,16 @@ absl::StatusOr<Manifest> ReadManifest(const fs::path& dir) {
     RETURN_IF_ERROR(CheckStateFileName(name));
     if (!StringList(order, &m.state_files[name])) {
       return bad(absl::StrCat("state_files[\"", name, "\"] is not a list of names"));
+    }
+  }
+  if (j.contains("state_file_shards")) {
+    const Json shards = j["state_file_shards"];
+    if (!shards.is_object()) return bad("\"state_file_shards\" is not an object");
+    for (const auto& [name, files] : shards.items()) {
+      if (!m.state_files.count(name) || !StringList(files, &m.state_file_shards[name]))
+        return bad(absl::StrCat("state_file_shards[\"", name, "\"] is malformed"));
+      for (const std::string& f : m.state_file_shards[name])
+        if (!IsPlainFileName(f)) return bad(absl::StrCat("state file shard \"", f, "\""));
     }
   }
   // Absent in manifests written before extra files existed.
@@ -428,16 +440,29 @@ absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool 
     out.model.push_back({name, it->second});
   }
   for (const auto& [name, order] : m.state_files) {
-    ASSIGN_OR_RETURN(SafetensorsFile f,
-                     SafetensorsFile::Open((dir / (name + ".safetensors")).string()));
-    if (order.size() != f.names().size()) {
-      return absl::DataLossError(
-          absl::StrCat(f.path(), " does not hold the tensors the manifest lists"));
+    auto sh = m.state_file_shards.find(name);
+    const std::vector<std::string> files = sh != m.state_file_shards.end()
+                                               ? sh->second
+                                               : std::vector<std::string>{name + ".safetensors"};
+    std::map<std::string, Tensor> held;
+    for (const std::string& file : files) {
+      ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open((dir / file).string()));
+      for (const std::string& n : f.names()) {
+        ASSIGN_OR_RETURN(Tensor t, f.Read(n));
+        held.emplace(n, std::move(t));
+      }
+    }
+    if (held.size() != order.size()) {
+      return absl::DataLossError(absl::StrCat(step_dir, ": state file ", name,
+                                              " does not hold the tensors the manifest lists"));
     }
     std::vector<NamedTensor>& tensors = out.state_files[name];
     for (const std::string& n : order) {
-      ASSIGN_OR_RETURN(Tensor t, f.Read(n));
-      tensors.push_back({n, std::move(t)});
+      auto it = held.find(n);
+      if (it == held.end())
+        return absl::DataLossError(
+            absl::StrCat(step_dir, ": state file ", name, " has no \"", n, "\""));
+      tensors.push_back({n, std::move(it->second)});
     }
   }
   for (const std::string& name : m.extra_files) out.extra_files[name] = (dir / name).string();
@@ -481,6 +506,169 @@ absl::StatusOr<std::optional<ResumeChoice>> FindResumeCheckpoint(const std::stri
   if (steps.empty()) return std::optional<ResumeChoice>();
   return absl::FailedPreconditionError(absl::StrCat(
       "no checkpoint under ", root_dir, " verifies: ", absl::StrJoin(choice.skipped, "; ")));
+}
+
+// ---- Several writers ------------------------------------------------------------------
+
+Json CheckpointShard::ToJson() const {
+  Json f = Json::object();
+  for (const auto& [name, d] : files) f[name] = {{"size", d.size}, {"sha256", d.sha256}};
+  return {{"files", f},
+          {"model_file", model_file},
+          {"model_tensors", model_tensors},
+          {"model_bytes", model_bytes},
+          {"state_file", state_file},
+          {"state_tensors", state_tensors}};
+}
+
+absl::StatusOr<CheckpointShard> CheckpointShard::FromJson(const Json& j) {
+  try {
+    CheckpointShard s;
+    for (const auto& [name, d] : j.at("files").items())
+      s.files[name] = {d.at("size").get<uint64_t>(), d.at("sha256").get<std::string>()};
+    s.model_file = j.at("model_file").get<std::string>();
+    s.model_tensors = j.at("model_tensors").get<std::vector<std::string>>();
+    s.model_bytes = j.at("model_bytes").get<int64_t>();
+    s.state_file = j.at("state_file").get<std::map<std::string, std::string>>();
+    s.state_tensors = j.at("state_tensors").get<std::map<std::string, std::vector<std::string>>>();
+    return s;
+  } catch (const Json::exception& e) {
+    return absl::InternalError(absl::StrCat("checkpoint shard record: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::string> BeginCheckpoint(const std::string& root_dir, int64_t step) {
+  if (step < 0 || step > 9'999'999) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint step ", step, " outside [0, 9999999]"));
+  }
+  std::error_code ec;
+  fs::create_directories(root_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", root_dir, ": ", ec.message()));
+  const fs::path tmp =
+      fs::path(root_dir) / absl::StrCat(kTmpPrefix, StepDirName(step), "-", ::getpid());
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec)) {
+    return absl::InternalError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
+  }
+  return tmp.string();
+}
+
+void AbandonCheckpoint(const std::string& tmp_dir) { WarnRemoveAll(tmp_dir); }
+
+absl::StatusOr<CheckpointShard> WriteCheckpointShard(
+    const std::string& tmp_dir, int index, int count, const std::vector<NamedTensor>& model,
+    const std::map<std::string, std::vector<NamedTensor>>& state_files, const SaveOptions& opts) {
+  ASSIGN_OR_RETURN(Phase crash, CrashPhaseFromEnv());
+  const fs::path dir(tmp_dir);
+  const std::string suffix = absl::StrFormat("-%05d-of-%05d.safetensors", index + 1, count);
+  CheckpointShard out;
+  if (!model.empty()) {
+    std::vector<NamedTensor> tensors;
+    for (const NamedTensor& t : model) {
+      if (!t.tensor.defined() || t.tensor.dtype() != DType::kF32) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model tensor \"", t.name, "\" must be a defined F32 tensor"));
+      }
+      const bool f32 = opts.model_dtype == DType::kF32 || KeepsF32(t.name);
+      tensors.push_back({t.name, f32 ? t.tensor : t.tensor.To(DType::kBF16)});
+      out.model_tensors.push_back(t.name);
+      out.model_bytes += t.tensor.numel() * (f32 ? 4 : 2);
+    }
+    out.model_file = "model" + suffix;
+    auto mid_shard = [crash](size_t written) {
+      if (written == 1) CrashIf(crash, Phase::kMidShard);
+    };
+    ASSIGN_OR_RETURN(FileDigest d,
+                     WriteSafetensorsWithDigest((dir / out.model_file).string(), tensors,
+                                                {{"format", "pt"}}, mid_shard));
+    out.files[out.model_file] = d;
+  }
+  for (const auto& [name, tensors] : state_files) {
+    RETURN_IF_ERROR(CheckStateFileName(name));
+    const std::string file = name + suffix;
+    ASSIGN_OR_RETURN(FileDigest d, WriteSafetensorsWithDigest((dir / file).string(), tensors,
+                                                              {{"format", "pt"}}));
+    out.files[file] = d;
+    out.state_file[name] = file;
+    for (const NamedTensor& t : tensors) out.state_tensors[name].push_back(t.name);
+  }
+  return out;
+}
+
+absl::Status FinishCheckpoint(const std::string& root_dir, const std::string& tmp_dir, int64_t step,
+                              const CheckpointData& data,
+                              const std::vector<CheckpointShard>& shards, const SaveOptions& opts) {
+  ASSIGN_OR_RETURN(Phase crash, CrashPhaseFromEnv());
+  const fs::path root(root_dir), tmp(tmp_dir);
+  const std::string name = StepDirName(step);
+  auto write = [&]() -> absl::Status {
+    if (opts.keep_last < 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint keep_last must be >= 1, got ", opts.keep_last));
+    Json files = Json::object();
+    auto record = [&files](const std::string& file, const FileDigest& d) {
+      files[file] = {{"size", d.size}, {"sha256", d.sha256}};
+    };
+    ASSIGN_OR_RETURN(std::string config, DumpJson(data.config_json, "config.json"));
+    ASSIGN_OR_RETURN(FileDigest d, WriteFileDurably((tmp / "config.json").string(), config));
+    record("config.json", d);
+    Json weight_map = Json::object(), model_order = Json::array();
+    Json state_orders = Json::object(), state_shards = Json::object();
+    int64_t total = 0;
+    for (const CheckpointShard& s : shards) {
+      for (const auto& [file, digest] : s.files) record(file, digest);
+      for (const std::string& t : s.model_tensors) {
+        if (weight_map.contains(t))
+          return absl::InvalidArgumentError(
+              absl::StrCat("model tensor \"", t, "\" written by two shards"));
+        weight_map[t] = s.model_file;
+        model_order.push_back(t);
+      }
+      total += s.model_bytes;
+      for (const auto& [state, tensors] : s.state_tensors) {
+        if (!state_orders.contains(state)) state_orders[state] = Json::array();
+        for (const std::string& t : tensors) state_orders[state].push_back(t);
+        state_shards[state].push_back(s.state_file.at(state));
+      }
+    }
+    const Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    ASSIGN_OR_RETURN(
+        d, WriteFileDurably((tmp / "model.safetensors.index.json").string(), index.dump(2) + "\n"));
+    record("model.safetensors.index.json", d);
+    Json extra = Json::array();
+    for (const auto& [file, source] : data.extra_files) {
+      RETURN_IF_ERROR(CheckExtraFileName(file));
+      ASSIGN_OR_RETURN(d, CopyFileDurably(source, (tmp / file).string()));
+      record(file, d);
+      extra.push_back(file);
+    }
+    ASSIGN_OR_RETURN(std::string train_state, DumpJson(data.train_state, "train_state.json"));
+    ASSIGN_OR_RETURN(d, WriteFileDurably((tmp / "train_state.json").string(), train_state));
+    record("train_state.json", d);
+    const Json manifest = {{"format", kFormat},
+                           {"version", kVersion},
+                           {"step", step},
+                           {"model_dtype", DTypeName(opts.model_dtype)},
+                           {"model_tensors", std::move(model_order)},
+                           {"state_files", std::move(state_orders)},
+                           {"state_file_shards", std::move(state_shards)},
+                           {"extra_files", std::move(extra)},
+                           {"files", std::move(files)}};
+    RETURN_IF_ERROR(WriteFileDurably((tmp / kManifest).string(), manifest.dump(2) + "\n").status());
+    return FsyncDir(tmp.string());
+  };
+  if (absl::Status s = write(); !s.ok()) {
+    WarnRemoveAll(tmp);
+    return Annotate(s, absl::StrCat("saving checkpoint ", name, " under ", root_dir));
+  }
+  CrashIf(crash, Phase::kBeforeRename);
+  RETURN_IF_ERROR(CommitRename(root, tmp, root / name, name));
+  RETURN_IF_ERROR(FsyncDir(root.string()));
+  CrashIf(crash, Phase::kAfterRename);
+  RETURN_IF_ERROR(UpdateLatest(root, name));
+  Prune(root, step, opts.keep_last);
+  return absl::OkStatus();
 }
 
 }  // namespace mt

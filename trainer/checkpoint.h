@@ -13,7 +13,8 @@
 // directories deleted. Resume takes the newest step whose manifest verifies, so a crash at
 // any point leaves either the new step or the previous one.
 //
-// One process (rank 0) writes a root; the checkpoint is generic over what it saves.
+// One process (rank 0) writes a root, or several write shards of one step and rank 0
+// commits (BeginCheckpoint below); the checkpoint is generic over what it saves.
 // Test hook: MOETRAIN_CKPT_CRASH=mid-shard|before-rename|after-rename makes SaveCheckpoint
 // SIGKILL itself at that phase.
 #pragma once
@@ -62,6 +63,37 @@ absl::StatusOr<FileDigest> CopyFileDurably(const std::string& from, const std::s
 
 absl::Status SaveCheckpoint(const std::string& root, int64_t step, const CheckpointData& data,
                             const SaveOptions& opts);
+
+// ---- A checkpoint written by several processes ----------------------------------------
+// Each process writes the tensors it owns and one (rank 0) commits: the same step directory,
+// manifest and commit protocol as SaveCheckpoint's, except that the model and every state
+// file come as one file per writer, model-00003-of-00008.safetensors (listed in
+// model.safetensors.index.json, so Hugging Face loads the directory as usual) and
+// <state>-00003-of-00008.safetensors (listed in the manifest's "state_file_shards").
+//   rank 0:       tmp = BeginCheckpoint(root, step), then tells the writers `tmp`
+//   each writer:  shard i of n = WriteCheckpointShard(tmp, i, n, model, state_files, opts)
+//   rank 0:       FinishCheckpoint(root, tmp, step, data, every shard, opts), where data
+//                 holds config_json, train_state and extra_files (its model is ignored)
+struct CheckpointShard {
+  std::map<std::string, FileDigest> files;  // what this writer wrote
+  std::string model_file;                   // "" when it holds no model tensor
+  std::vector<std::string> model_tensors;   // in its model file, in order
+  int64_t model_bytes = 0;
+  std::map<std::string, std::string> state_file;                  // state name -> its file
+  std::map<std::string, std::vector<std::string>> state_tensors;  // state name -> names
+
+  nlohmann::json ToJson() const;
+  static absl::StatusOr<CheckpointShard> FromJson(const nlohmann::json& j);
+};
+absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t step);
+absl::StatusOr<CheckpointShard> WriteCheckpointShard(
+    const std::string& tmp_dir, int index, int count, const std::vector<NamedTensor>& model,
+    const std::map<std::string, std::vector<NamedTensor>>& state_files, const SaveOptions& opts);
+absl::Status FinishCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
+                              const CheckpointData& data,
+                              const std::vector<CheckpointShard>& shards, const SaveOptions& opts);
+// Deletes a temporary directory of BeginCheckpoint whose save was abandoned.
+void AbandonCheckpoint(const std::string& tmp_dir);
 
 // Verifies the manifest (sizes and SHA-256 of every file) before reading anything, unless
 // `verify` is false (the caller just verified it via FindResumeCheckpoint). Model tensors

@@ -13,7 +13,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/hf_import.h"
 #include "trainer/model_io.h"
-#include "trainer/tensor_gather.h"
+#include "trainer/rank_strings.h"
 #include "trainer/tokenizer_files.h"
 #include "trainer/trainer.h"
 
@@ -30,9 +30,6 @@ size_t TensorBytes(const CheckpointData& ck) {
 }
 
 using Json = nlohmann::json;
-
-// The key of the model weights among the gathered files.
-constexpr char kModelFile[] = "";
 
 // The state file holding the fp32 master weights when checkpoint.dtype is bf16: the bf16
 // model shards alone would round the weights and a resumed run would diverge.
@@ -159,75 +156,145 @@ absl::Status Restore(Run& r) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The train_state.json of the run's current step.
+Json TrainState(const Run& r) {
+  const Config& c = r.cfg;
+  return {{"step", r.step},
+          {"tokens", r.Tokens()},
+          {"optimizer_step", r.opt->step()},
+          {"consecutive_skips", r.consecutive_skips},
+          {"skipped_steps", r.skipped_total},
+          {"sampler", r.train->SamplerState(r.cursor)},
+          {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
+          {"layout",
+           {{"pp", c.parallel.pp},
+            {"ep", c.parallel.ep},
+            {"dp", c.parallel.dp},
+            {"schedule", c.parallel.schedule}}},
+          // Informational: the schedules are functions of the consumed tokens above.
+          {"schedules",
+           {{"lr", c.optimizer.lr.Value(r.Tokens())},
+            {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
+            {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())},
+            {"global_batch", GlobalBatchAt(c, r.Tokens())}}},
+          {"metrics_history", r.history},
+          {"metrics_interval", r.interval.ToJson()},
+          {"config_source", c.source}};
+}
+
+// Every rank writes its shard into rank 0's temporary directory; rank 0 commits. Each
+// step is collective, and a failure anywhere reaches every rank, so none waits forever.
+absl::Status SaveShards(Run& r, const CheckpointData& meta, const CheckpointData& mine,
+                        const SaveOptions& opts) {
+  Communicator& world = *r.model->groups().world;
+  const std::string& root = r.cfg.checkpoint.dir;
+  std::string tmp;
+  absl::Status begun = absl::OkStatus();
+  if (r.rank0) {
+    auto t = BeginCheckpoint(root, r.step);
+    if (t.ok()) tmp = *t;
+    begun = t.status();
+  }
+  ASSIGN_OR_RETURN(tmp, BroadcastString(world, tmp, 0));
+  if (tmp.empty())
+    return r.rank0 ? begun
+                   : absl::AbortedError(absl::StrCat(
+                         "rank 0 could not start the checkpoint of step ", r.step, " in ", root));
+  // Writers are the ranks that own something; they number their files in rank order.
+  std::vector<int32_t> writes(world.size(), 0);
+  writes[world.rank()] = mine.model.empty() && mine.state_files.empty() ? 0 : 1;
+  RETURN_IF_ERROR(world.AllReduce(writes, ReduceOp::kSum));
+  int index = 0, count = 0;
+  for (int i = 0; i < world.size(); ++i) {
+    if (i < world.rank()) index += writes[i];
+    count += writes[i];
+  }
+  Json record = Json::object();
+  if (writes[world.rank()]) {
+    auto shard = WriteCheckpointShard(tmp, index, count, mine.model, mine.state_files, opts);
+    record =
+        shard.ok()
+            ? shard->ToJson()
+            : Json{{"error", absl::StrCat("rank ", world.rank(), ": ", shard.status().ToString())}};
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> records, GatherStrings(world, record.dump()));
+  absl::Status done = absl::OkStatus();
+  if (r.rank0) {
+    std::vector<CheckpointShard> shards;
+    for (const std::string& text : records) {
+      const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.contains("error")) {
+        done = absl::InternalError(j["error"].get<std::string>());
+        break;
+      }
+      if (j.is_object() && j.empty()) continue;  // a rank that owns nothing
+      auto shard = CheckpointShard::FromJson(j);
+      if (!shard.ok()) {
+        done = shard.status();
+        break;
+      }
+      shards.push_back(*std::move(shard));
+    }
+    if (done.ok())
+      done = FinishCheckpoint(root, tmp, r.step, meta, shards, opts);
+    else
+      AbandonCheckpoint(tmp);
+  }
+  std::vector<int32_t> ok = {done.ok() ? 1 : 0};
+  RETURN_IF_ERROR(world.Broadcast(ok, 0));
+  if (!r.rank0 && !ok[0])
+    return absl::AbortedError(
+        absl::StrCat("rank 0 failed to commit the checkpoint of step ", r.step, " in ", root));
+  return done;
+}
+
+}  // namespace
+
 absl::Status Save(Run& r) {
   const Config& c = r.cfg;
   ParallelModel& pm = *r.model;
   const auto t0 = Clock::now();
   // What this rank owns: its copy of each parameter it writes, and their moments.
-  TensorFiles mine;
+  CheckpointData mine;
   std::unordered_set<std::string> owned;
   for (const auto& p : pm.params().all())
     if (pm.WritesToCheckpoint(*p)) {
       owned.insert(p->name);
-      mine[kModelFile].push_back({p->name, p->value.To(DType::kF32)});
-      if (c.checkpoint.dtype == "bf16") mine[kMasterWeights].push_back({p->name, p->value});
+      mine.model.push_back({p->name, p->value.To(DType::kF32)});
+      if (c.checkpoint.dtype == "bf16")
+        mine.state_files[kMasterWeights].push_back({p->name, p->value});
     }
+  AddMtpCopies(c.model, &mine.model);
   ASSIGN_OR_RETURN(auto state, r.opt->GatherState());  // collective over the DP groups
   for (auto& [file, tensors] : state)
     for (auto& t : tensors)
-      if (owned.count(t.name)) mine[file].push_back(std::move(t));
-  ASSIGN_OR_RETURN(TensorFiles all, GatherTensorFiles(*pm.groups().world, std::move(mine)));
+      if (owned.count(t.name)) mine.state_files[file].push_back(std::move(t));
 
-  absl::Status saved = absl::OkStatus();
-  size_t bytes = 0;
+  CheckpointData meta;  // what only rank 0 writes
   if (r.rank0) {
-    CheckpointData ck;
-    ck.config_json = ModelConfigToHfJson(c.model);
-    ck.model = std::move(all[kModelFile]);
-    all.erase(kModelFile);
-    AddMtpCopies(c.model, &ck.model);
-    ck.state_files = std::move(all);
-    if (!r.tokenizer_path.empty()) ck.extra_files = TokenizerFiles(r.tokenizer_path);
-    ck.train_state = {
-        {"step", r.step},
-        {"tokens", r.Tokens()},
-        {"optimizer_step", r.opt->step()},
-        {"consecutive_skips", r.consecutive_skips},
-        {"skipped_steps", r.skipped_total},
-        {"sampler", r.train->SamplerState(r.cursor)},
-        {"rng", {{"seed", c.training.seed}, {"generator", "counter-based (seed, name, index)"}}},
-        {"layout",
-         {{"pp", c.parallel.pp},
-          {"ep", c.parallel.ep},
-          {"dp", c.parallel.dp},
-          {"schedule", c.parallel.schedule}}},
-        // Informational: the schedules are functions of the consumed tokens above.
-        {"schedules",
-         {{"lr", c.optimizer.lr.Value(r.Tokens())},
-          {"mtp_lambda", c.training.mtp_lambda.Value(r.Tokens())},
-          {"bias_update_speed", c.training.bias_update_speed.Value(r.Tokens())},
-          {"global_batch", GlobalBatchAt(c, r.Tokens())}}},
-        {"metrics_history", r.history},
-        {"metrics_interval", r.interval.ToJson()},
-        {"config_source", c.source}};
-    SaveOptions opts;
-    opts.keep_last = c.checkpoint.keep_last;
-    opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
-    saved = SaveCheckpoint(c.checkpoint.dir, r.step, ck, opts);
-    bytes = TensorBytes(ck);
+    meta.config_json = ModelConfigToHfJson(c.model);
+    if (!r.tokenizer_path.empty()) meta.extra_files = TokenizerFiles(r.tokenizer_path);
+    meta.train_state = TrainState(r);
   }
-  // Every rank learns whether the commit happened, so none goes on past a failed save.
-  std::vector<int32_t> ok = {saved.ok() ? 1 : 0};
-  RETURN_IF_ERROR(pm.groups().world->Broadcast(ok, 0));
-  if (!r.rank0 && !ok[0])
-    return absl::AbortedError(absl::StrCat("rank 0 failed to write the checkpoint of step ", r.step,
-                                           " under ", c.checkpoint.dir));
-  RETURN_IF_ERROR(saved);
+  SaveOptions opts;
+  opts.keep_last = c.checkpoint.keep_last;
+  opts.model_dtype = c.checkpoint.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  const size_t bytes = TensorBytes(mine);
+  if (pm.topology().world_size() == 1) {
+    mine.config_json = std::move(meta.config_json);
+    mine.extra_files = std::move(meta.extra_files);
+    mine.train_state = std::move(meta.train_state);
+    RETURN_IF_ERROR(SaveCheckpoint(c.checkpoint.dir, r.step, mine, opts));
+  } else {
+    RETURN_IF_ERROR(SaveShards(r, meta, mine, opts));
+  }
   const double seconds = Seconds(t0, Clock::now());
   if (r.rank0)
-    std::printf("[moetrain] checkpoint %s/%s written: %.1f MB of tensors in %.3fs (%.0f MB/s)\n",
-                c.checkpoint.dir.c_str(), StepDirName(r.step).c_str(), bytes / 1e6, seconds,
-                bytes / 1e6 / seconds);
+    std::printf("[moetrain] checkpoint %s/%s written: %.1f MB of tensors%s in %.3fs (%.0f MB/s)\n",
+                c.checkpoint.dir.c_str(), StepDirName(r.step).c_str(), bytes / 1e6,
+                pm.topology().world_size() > 1 ? " on rank 0" : "", seconds, bytes / 1e6 / seconds);
   return absl::OkStatus();
 }
 }  // namespace mt::train_internal

@@ -85,10 +85,10 @@ absl::Status OpenData(Run& r);
 // Applies training.init_from, then checkpoint.resume (none, auto, or a step directory).
 absl::Status Restore(Run& r);
 // Writes the checkpoint of the run's current step under checkpoint.dir. Collective over
-// the world: every rank sends world rank 0 the tensors it owns (its pipeline stages' part,
-// from the first data-parallel replica; optimizer moments gathered from their shards), and
-// rank 0 commits one step directory in the single-process format, so any layout resumes
-// from it (resharding by name).
+// the world: every rank writes the tensors it owns (its pipeline stages' part, from the
+// first data-parallel replica; optimizer moments gathered from their shards) as its own
+// files, and rank 0 commits the step directory (docs/parallel.md), which any layout
+// resumes from (resharding by name).
 absl::Status Save(Run& r);
 
 double Seconds(Clock::time_point a, Clock::time_point b);

@@ -129,6 +129,68 @@ TEST_F(CheckpointTest, RoundTripsFp32BitForBit) {
   EXPECT_EQ(index["weight_map"]["lm_head.weight"], "model.safetensors");
 }
 
+// Several writers (a multi-rank run): each writes the tensors it owns, one commits; the
+// step loads exactly like a single writer's, and a tensor written twice is refused.
+TEST_F(CheckpointTest, SeveralWritersMakeOneStep) {
+  const CheckpointData data = MakeData(4);
+  // Writer w owns model tensors w, w + 3, ... and the same tensors of every state file.
+  const int n = 3;
+  auto split = [&](int w) {
+    CheckpointData part;
+    for (size_t i = w; i < data.model.size(); i += n) part.model.push_back(data.model[i]);
+    for (const auto& [file, tensors] : data.state_files)
+      for (size_t i = w; i < tensors.size(); i += n) part.state_files[file].push_back(tensors[i]);
+    return part;
+  };
+  auto save = [&](int64_t step, bool duplicate) -> absl::Status {
+    ASSIGN_OR_RETURN(std::string tmp, BeginCheckpoint(root_, step));
+    std::vector<CheckpointShard> shards;
+    for (int w = 0; w < n; ++w) {
+      CheckpointData part = split(w);
+      if (duplicate && w == 2) part.model.push_back(data.model[0]);
+      ASSIGN_OR_RETURN(CheckpointShard s,
+                       WriteCheckpointShard(tmp, w, n, part.model, part.state_files, {}));
+      // What travels between ranks is the JSON form.
+      ASSIGN_OR_RETURN(CheckpointShard back, CheckpointShard::FromJson(s.ToJson()));
+      shards.push_back(back);
+    }
+    CheckpointData meta = data;
+    meta.model.clear();
+    meta.state_files.clear();
+    return FinishCheckpoint(root_, tmp, step, meta, shards, {});
+  };
+  ASSERT_TRUE(save(7, /*duplicate=*/false).ok());
+  const fs::path dir = fs::path(root_) / "step-0000007";
+  for (const char* f :
+       {"model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors",
+        "optimizer-exp_avg-00002-of-00003.safetensors", "model.safetensors.index.json"})
+    EXPECT_TRUE(fs::is_regular_file(dir / f)) << f;
+  EXPECT_TRUE(VerifyCheckpoint(dir.string()).ok());
+  auto loaded = LoadCheckpoint(dir.string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  // Tensors come back in writer order: reorder the expectation the same way.
+  CheckpointData want = data;
+  want.model.clear();
+  want.state_files.clear();
+  for (int w = 0; w < n; ++w) {
+    CheckpointData part = split(w);
+    want.model.insert(want.model.end(), part.model.begin(), part.model.end());
+    for (auto& [file, tensors] : part.state_files)
+      want.state_files[file].insert(want.state_files[file].end(), tensors.begin(), tensors.end());
+  }
+  ExpectEqualData(want, *loaded);
+  auto index = nlohmann::json::parse(Slurp(dir / "model.safetensors.index.json"));
+  EXPECT_EQ(index["weight_map"]["model.embed_tokens.weight"], "model-00001-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["model.norm.weight"], "model-00001-of-00003.safetensors");
+  EXPECT_EQ(index["weight_map"]["lm_head.weight"], "model-00002-of-00003.safetensors");
+
+  const absl::Status twice = save(8, /*duplicate=*/true);
+  EXPECT_FALSE(twice.ok());
+  EXPECT_NE(twice.message().find("written by two shards"), absl::string_view::npos) << twice;
+  EXPECT_FALSE(fs::exists(fs::path(root_) / "step-0000008"));
+  EXPECT_EQ(Slurp(fs::path(root_) / "latest"), "step-0000007\n");
+}
+
 TEST_F(CheckpointTest, Bf16ModelRoundsOnSaveAndComesBackAsFp32) {
   CheckpointData data = MakeData(2);
   SaveOptions opts;
