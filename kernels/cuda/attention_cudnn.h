@@ -6,7 +6,12 @@
 // [B, S, N, D] strides, the SDPA forward and backward operation descriptors, the
 // operation graph, engine heuristics, execution plans and variant packs) is NOT built
 // yet. CudnnSdpaSupports therefore ends in Unimplemented for every shape, with that
-// reason, and attention.h takes the unfused cuBLAS path (attention_unfused.h). The checks
+// reason, and attention.h takes the unfused cuBLAS path (attention_unfused.h).
+// What the next step must settle: in cudnn_graph.h 9.19 the SDPA_FWD operation has no
+// causal attribute (Q/K/V/O/Stats/Scale, a block mask, page tables, sequence lengths) and
+// SDPA_BWD has no mask attribute at all, so causal training may need the pattern graph the
+// cudnn-frontend builds (matmul, pointwise, reduction and gen-index operations) instead of
+// the single SDPA operations; that is to be decided on a GPU, not guessed here. The checks
 // before that final refusal are the real constraints of cuDNN's SDPA support matrix
 // (cuDNN docs, "Attention", support matrix for backend 9.18), so the reason logged for a
 // shape cuDNN itself would refuse (FP32, Ampere with Dqk = 192, ...) is already the

@@ -604,15 +604,18 @@ int CurrentSm() {
   return prop.major * 10 + prop.minor;
 }
 
+// S > kBlock (each softmax thread loops over several keys), head dims unlike MLA's,
+// three heads (chunked 2 + 1 below).
+AttentionShape OddAttentionShape() { return {1, 300, 3, 40, 24, 0.2}; }
+
 // Forward and backward through attention.h's dispatch vs ops::AttentionForward/Backward
 // in fp32 on the same (for bf16: BF16-rounded) inputs. fp32 also checks the saved P and
-// the head-chunked unfused path (a workspace for 3 of the 4 heads).
+// the head-chunked unfused path (a workspace for N - 1 heads: chunks of N - 1 and 1).
 template <typename T>
-std::vector<Check> AttentionMla() {
+std::vector<Check> AttentionCase(const AttentionShape& sh) {
   constexpr bool kF32 = std::is_same_v<T, float>;
   const AttentionDtype dtype = kF32 ? AttentionDtype::kF32 : AttentionDtype::kBF16;
   const double tol = kF32 ? kFp32 : kBf16;
-  const AttentionShape sh = MlaAttentionShape();
   const int64_t B = sh.B, S = sh.S, N = sh.N, Dqk = sh.Dqk, Dv = sh.Dv;
   const int64_t nqk = B * S * N * Dqk, nv = B * S * N * Dv;
   // Operands as the GPU sees them: BF16-rounded for bf16, so only the GPU's roundings of
@@ -671,22 +674,23 @@ std::vector<Check> AttentionMla() {
                             cudaMemcpyDeviceToHost));
       checks.push_back(RelError("saved P", saved, probs, tol));
     }
-    // Head chunking: heads 0-2 in one GEMM batch, head 3 in the next (cuBLAS may pick
+    // Head chunking: N - 1 heads in one GEMM batch, the last in the next (cuBLAS may pick
     // another algorithm per batch count, so against the reference, not bit for bit).
     const size_t per_head = UnfusedAttentionWorkspaceBytes(sh, dtype) / size_t(N);
-    DeviceBuffer<char> d_ws3(3 * per_head);
-    DeviceBuffer<T> d_out3(nv), d_p3(B * N * S * S), d_dq3(nqk), d_dk3(nqk), d_dv3(nv);
+    DeviceBuffer<char> d_ws_chunk(size_t(std::max<int64_t>(N - 1, 1)) * per_head);
+    DeviceBuffer<T> d_out_chunk(nv), d_p_chunk(B * N * S * S), d_dq_chunk(nqk), d_dk_chunk(nqk),
+        d_dv_chunk(nv);
     cublasHandle_t handle = nullptr;
     CUBLAS_CHECK(cublasCreate(&handle));
-    UnfusedAttentionForward<T>(handle, sh, d_q->get(), d_k->get(), d_v->get(), d_out3.get(),
-                               d_p3.get(), d_ws3.get(), d_ws3.size(), kStream);
+    UnfusedAttentionForward<T>(handle, sh, d_q->get(), d_k->get(), d_v->get(), d_out_chunk.get(),
+                               d_p_chunk.get(), d_ws_chunk.get(), d_ws_chunk.size(), kStream);
     UnfusedAttentionBackward<T>(handle, sh, d_dout->get(), d_q->get(), d_k->get(), d_v->get(),
-                                d_p3.get(), d_dq3.get(), d_dk3.get(), d_dv3.get(), d_ws3.get(),
-                                d_ws3.size(), kStream);
-    checks.push_back(RelError("chunked heads: out", d_out3.ToHost(), out, tol));
-    checks.push_back(RelError("chunked heads: dq", d_dq3.ToHost(), dq, tol));
-    checks.push_back(RelError("chunked heads: dk", d_dk3.ToHost(), dk, tol));
-    checks.push_back(RelError("chunked heads: dv", d_dv3.ToHost(), dv, tol));
+                                d_p_chunk.get(), d_dq_chunk.get(), d_dk_chunk.get(),
+                                d_dv_chunk.get(), d_ws_chunk.get(), d_ws_chunk.size(), kStream);
+    checks.push_back(RelError("chunked heads: out", d_out_chunk.ToHost(), out, tol));
+    checks.push_back(RelError("chunked heads: dq", d_dq_chunk.ToHost(), dq, tol));
+    checks.push_back(RelError("chunked heads: dk", d_dk_chunk.ToHost(), dk, tol));
+    checks.push_back(RelError("chunked heads: dv", d_dv_chunk.ToHost(), dv, tol));
     CUBLAS_CHECK(cublasDestroy(handle));
   }
   return checks;
@@ -715,8 +719,9 @@ const std::vector<OpCase>& OpTable() {
       {"gemm_fp8_block_scaled", "fp8", [] { return GemmFp8(true); }},
       {"gemm_fp8_tensor_scaled", "fp8", [] { return GemmFp8(false); }},
       {"head_loss_chunked", "bf16", HeadLossChunked},
-      {"attention_mla_fp32", "fp32", AttentionMla<float>},
-      {"attention_mla_bf16", "bf16", AttentionMla<uint16_t>},
+      {"attention_mla_fp32", "fp32", [] { return AttentionCase<float>(MlaAttentionShape()); }},
+      {"attention_mla_bf16", "bf16", [] { return AttentionCase<uint16_t>(MlaAttentionShape()); }},
+      {"attention_odd_fp32", "fp32", [] { return AttentionCase<float>(OddAttentionShape()); }},
   };
   return table;
 }
