@@ -25,7 +25,7 @@ read -r -a absl_libs <<<"$(pkg-config --libs absl_status absl_statusor absl_stri
 
 # target name -> the sources it needs besides tests/fuzz/<name>_fuzz.cc
 declare -A sources=(
-  [safetensors]="trainer/safetensors.cc trainer/durable_file.cc kernels/tensor.cc"
+  [safetensors]="trainer/safetensors.cc trainer/durable_file.cc data/sha256.cc kernels/tensor.cc"
   [config]="trainer/config.cc trainer/config_reader.cc trainer/config_model.cc trainer/config_validate.cc kernels/tensor.cc"
   [idx]="data/indexed_dataset.cc kernels/tensor.cc"
 )
