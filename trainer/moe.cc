@@ -199,7 +199,6 @@ void Moe::BackwardWeight(Saved* s) const {
 // Every expert local: gather each expert's tokens, run, scatter back weighted.
 void Moe::ExpertsForward(const Tensor& x, Saved* s, Tensor* y_out) const {
   Tensor& y = *y_out;
-  // Experts: gather each expert's tokens, run, scatter back weighted.
   s->expert_out.assign(E_, Tensor());
   s->experts.assign(E_, {});
   for (int64_t e = 0; e < E_; ++e) {

@@ -27,42 +27,11 @@ read -r -a COMMON <<< "${LAYOUT_COMMON_SETS:-}"
 W=$(mktemp -d /tmp/mt_layout_XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
-"$PY" - "$W/corpus.txt" <<'PYEOF'
-import random, sys
-random.seed(1)
-w = ("the cat sat on a mat and dog ran far away from home while birds sang in trees quiet "
-     "river flows under old stone bridge").split()
-with open(sys.argv[1], "w") as f:
-    f.write("\n\n".join(" ".join(random.choice(w) for _ in range(random.randint(20, 80)))
-                        for _ in range(200)))
-PYEOF
-"$BIN" prepare --input "$W/corpus.txt" --output "$W/tiny" --vocab-size 300 --val-fraction 0.1 \
-  --split-blank-lines --seed 3 --no-progress > "$W/prepare.log" 2>&1
-cat > "$W/cfg.yaml" <<YAML
-model:
-  vocab_size: 320
-  hidden_size: 32
-  intermediate_size: 64
-  moe_intermediate_size: 16
-  num_hidden_layers: 4
-  num_attention_heads: 2
-  num_key_value_heads: 2
-  n_routed_experts: 8
-  n_shared_experts: 1
-  num_experts_per_tok: 2
-  n_group: 2
-  topk_group: 1
-  first_k_dense_replace: 1
-  q_lora_rank: 16
-  kv_lora_rank: 16
-  qk_nope_head_dim: 8
-  qk_rope_head_dim: 4
-  v_head_dim: 8
-  num_nextn_predict_layers: 1
-  max_position_embeddings: 64
-  rope_scaling: null
-  bos_token_id: 1
-  eos_token_id: 2
+source "$HERE/tiny_moe.sh"
+tiny_data "$BIN" "$W"
+{
+  tiny_model_yaml 32
+  cat <<YAML
 training:
   steps: 10
   seed: 77
@@ -87,6 +56,7 @@ logging:
 parallel:
   timeout_s: 120
 YAML
+} > "$W/cfg.yaml"
 
 # train RUN NP [--set ...]: metrics in $W/RUN.jsonl, checkpoints under $W/RUN.
 train() {
