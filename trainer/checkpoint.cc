@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "absl/cleanup/cleanup.h"
@@ -309,6 +310,30 @@ absl::StatusOr<Manifest> ReadManifest(const fs::path& dir) {
   return m;
 }
 
+// Runs `write`, which fills `tmp` and returns its manifest, then seals and commits `tmp` as
+// step `step` of `root`: manifest, fsyncs, the rename (the commit), `latest`, pruning. A
+// failure before the rename deletes `tmp`; the root keeps its previous steps.
+absl::Status CommitStep(const fs::path& root, const fs::path& tmp, int64_t step, int64_t keep_last,
+                        Phase crash, const std::function<absl::StatusOr<Json>()>& write) {
+  const std::string name = StepDirName(step);
+  auto seal = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Json manifest, write());
+    RETURN_IF_ERROR(WriteFileDurably((tmp / kManifest).string(), manifest.dump(2) + "\n").status());
+    return FsyncDir(tmp.string());
+  };
+  if (absl::Status s = seal(); !s.ok()) {
+    WarnRemoveAll(tmp);
+    return Annotate(s, absl::StrCat("saving checkpoint ", name, " under ", root.string()));
+  }
+  CrashIf(crash, Phase::kBeforeRename);
+  RETURN_IF_ERROR(CommitRename(root, tmp, root / name, name));
+  RETURN_IF_ERROR(FsyncDir(root.string()));
+  CrashIf(crash, Phase::kAfterRename);
+  RETURN_IF_ERROR(UpdateLatest(root, name));
+  Prune(root, step, keep_last);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<FileDigest> CopyFileDurably(const std::string& from, const std::string& to) {
@@ -351,32 +376,9 @@ absl::Status SaveCheckpoint(const std::string& root_dir, int64_t step, const Che
   for (const auto& [name, source] : data.extra_files) RETURN_IF_ERROR(CheckExtraFileName(name));
   ASSIGN_OR_RETURN(Phase crash, CrashPhaseFromEnv());
 
-  const fs::path root(root_dir);
-  const std::string name = StepDirName(step);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", root_dir, ": ", ec.message()));
-  const fs::path tmp = root / absl::StrCat(kTmpPrefix, name, "-", ::getpid());
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec)) {
-    return absl::InternalError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
-  }
-  auto write = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Json manifest, WriteStepFiles(tmp, step, data, opts, crash));
-    RETURN_IF_ERROR(WriteFileDurably((tmp / kManifest).string(), manifest.dump(2) + "\n").status());
-    return FsyncDir(tmp.string());
-  };
-  if (absl::Status s = write(); !s.ok()) {
-    fs::remove_all(tmp, ec);
-    return Annotate(s, absl::StrCat("saving checkpoint ", name, " under ", root_dir));
-  }
-  CrashIf(crash, Phase::kBeforeRename);
-  RETURN_IF_ERROR(CommitRename(root, tmp, root / name, name));
-  RETURN_IF_ERROR(FsyncDir(root.string()));
-  CrashIf(crash, Phase::kAfterRename);
-  RETURN_IF_ERROR(UpdateLatest(root, name));
-  Prune(root, step, opts.keep_last);
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(const std::string tmp, BeginCheckpoint(root_dir, step));
+  return CommitStep(root_dir, tmp, step, opts.keep_last, crash,
+                    [&] { return WriteStepFiles(tmp, step, data, opts, crash); });
 }
 
 absl::Status VerifyCheckpoint(const std::string& step_dir) {
@@ -600,9 +602,8 @@ absl::Status FinishCheckpoint(const std::string& root_dir, const std::string& tm
                               const CheckpointData& data,
                               const std::vector<CheckpointShard>& shards, const SaveOptions& opts) {
   ASSIGN_OR_RETURN(Phase crash, CrashPhaseFromEnv());
-  const fs::path root(root_dir), tmp(tmp_dir);
-  const std::string name = StepDirName(step);
-  auto write = [&]() -> absl::Status {
+  const fs::path tmp(tmp_dir);
+  auto write = [&]() -> absl::StatusOr<Json> {
     if (opts.keep_last < 1)
       return absl::InvalidArgumentError(
           absl::StrCat("checkpoint keep_last must be >= 1, got ", opts.keep_last));
@@ -646,29 +647,18 @@ absl::Status FinishCheckpoint(const std::string& root_dir, const std::string& tm
     ASSIGN_OR_RETURN(std::string train_state, DumpJson(data.train_state, "train_state.json"));
     ASSIGN_OR_RETURN(d, WriteFileDurably((tmp / "train_state.json").string(), train_state));
     record("train_state.json", d);
-    const Json manifest = {{"format", kFormat},
-                           {"version", kVersion},
-                           {"step", step},
-                           {"model_dtype", DTypeName(opts.model_dtype)},
-                           {"model_tensors", std::move(model_order)},
-                           {"state_files", std::move(state_orders)},
-                           {"state_file_shards", std::move(state_shards)},
-                           {"extra_files", std::move(extra)},
-                           {"files", std::move(files)}};
-    RETURN_IF_ERROR(WriteFileDurably((tmp / kManifest).string(), manifest.dump(2) + "\n").status());
-    return FsyncDir(tmp.string());
+    Json manifest = {{"format", kFormat},
+                     {"version", kVersion},
+                     {"step", step},
+                     {"model_dtype", DTypeName(opts.model_dtype)},
+                     {"model_tensors", std::move(model_order)},
+                     {"state_files", std::move(state_orders)},
+                     {"state_file_shards", std::move(state_shards)},
+                     {"extra_files", std::move(extra)},
+                     {"files", std::move(files)}};
+    return manifest;
   };
-  if (absl::Status s = write(); !s.ok()) {
-    WarnRemoveAll(tmp);
-    return Annotate(s, absl::StrCat("saving checkpoint ", name, " under ", root_dir));
-  }
-  CrashIf(crash, Phase::kBeforeRename);
-  RETURN_IF_ERROR(CommitRename(root, tmp, root / name, name));
-  RETURN_IF_ERROR(FsyncDir(root.string()));
-  CrashIf(crash, Phase::kAfterRename);
-  RETURN_IF_ERROR(UpdateLatest(root, name));
-  Prune(root, step, opts.keep_last);
-  return absl::OkStatus();
+  return CommitStep(root_dir, tmp, step, opts.keep_last, crash, write);
 }
 
 }  // namespace mt
