@@ -16,6 +16,7 @@
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/gemm_cublaslt.h"
+#include "kernels/cuda/grouped_gemm.h"
 #include "kernels/cuda/head_loss.h"
 #include "kernels/cuda/moe_permute.h"
 #include "kernels/cuda/ops_cuda.h"
@@ -696,6 +697,72 @@ std::vector<Check> AttentionCase(const AttentionShape& sh) {
   return checks;
 }
 
+// ---- grouped expert GEMMs (grouped_gemm.h) ---------------------------------------------
+
+// Ragged experts as routing leaves them: an empty one in the middle and at the end, a single
+// row, exact and off-by-one tile multiples; 3 spare rows past offsets[E] that must stay
+// untouched. N and K are multiples of neither the 64-wide tiles nor the 32-deep K step.
+std::vector<int32_t> GroupedOffsets() {
+  const std::vector<int32_t> counts = {70, 0, 1, 130, 64, 65, 0, 33};
+  std::vector<int32_t> off(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
+  return off;
+}
+
+// Y = X W_e^T, dX = dY W_e, dW += dY^T X per expert, offsets only on the device. fp32: all
+// FP32 at kFp32. bf16: BF16 operands (rounded first, so the FP64 reference sees the same
+// values) with FP32 outputs at kFp32 (as gemm_bf16) and BF16 outputs at kBf16.
+template <bool kBf16>
+std::vector<Check> GroupedGemm() {
+  const auto off = GroupedOffsets();
+  GroupedGemmShape sh;
+  sh.experts = int64_t(off.size()) - 1;
+  sh.rows = off.back() + 3;
+  sh.n = 72;
+  sh.k = 100;
+  const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
+  auto round = [](std::vector<float> v) { return kBf16 ? FromBf16(ToBf16(v)) : v; };
+  const auto x = round(Random(R * K, 200)), w = round(Random(E * N * K, 201, 0.1f)),
+             dy = round(Random(R * N, 202));
+  const auto y0 = Random(R * N, 203), dx0 = Random(R * K, 204), dw0 = Random(E * N * K, 205);
+  auto y = y0, dx = dx0, dw = dw0;  // [R, N], [R, K], [E, N, K]
+  ref::GroupedGemmForward(x.data(), w.data(), y.data(), off.data(), sh);
+  ref::GroupedGemmDataGrad(dy.data(), w.data(), dx.data(), off.data(), sh);
+  ref::GroupedGemmWeightGrad(dy.data(), x.data(), dw.data(), off.data(), sh);
+
+  DeviceBuffer<int32_t> d_off(off);  // [E + 1], never read back by the launchers
+  DeviceBuffer<float> d_y(y0), d_dx(dx0), d_dw(dw0);
+  std::vector<Check> checks;
+  if constexpr (kBf16) {
+    DeviceBuffer<uint16_t> d_x(ToBf16(x)), d_w(ToBf16(w)), d_dy(ToBf16(dy));
+    DeviceBuffer<uint16_t> d_yb(ToBf16(y0)), d_dxb(ToBf16(dx0));
+    GroupedGemmForward(d_x.get(), d_w.get(), d_y.get(), d_off.get(), sh, kStream);
+    GroupedGemmForward(d_x.get(), d_w.get(), d_yb.get(), d_off.get(), sh, kStream);
+    GroupedGemmDataGrad(d_dy.get(), d_w.get(), d_dx.get(), d_off.get(), sh, kStream);
+    GroupedGemmDataGrad(d_dy.get(), d_w.get(), d_dxb.get(), d_off.get(), sh, kStream);
+    GroupedGemmWeightGrad(d_dy.get(), d_x.get(), d_dw.get(), d_off.get(), sh, kStream);
+    checks.push_back(RelError("y bf16 out", FromBf16(d_yb.ToHost()), y, kBf16));
+    checks.push_back(RelError("dx bf16 out", FromBf16(d_dxb.ToHost()), dx, kBf16));
+  } else {
+    DeviceBuffer<float> d_x(x), d_w(w), d_dy(dy);
+    GroupedGemmForward(d_x.get(), d_w.get(), d_y.get(), d_off.get(), sh, kStream);
+    GroupedGemmDataGrad(d_dy.get(), d_w.get(), d_dx.get(), d_off.get(), sh, kStream);
+    GroupedGemmWeightGrad(d_dy.get(), d_x.get(), d_dw.get(), d_off.get(), sh, kStream);
+  }
+  const auto got_y = d_y.ToHost(), got_dx = d_dx.ToHost();
+  checks.push_back(RelError("y fp32 out", got_y, y, kFp32));
+  checks.push_back(RelError("dx fp32 out", got_dx, dx, kFp32));
+  checks.push_back(RelError("dw (accumulated)", d_dw.ToHost(), dw, kFp32));
+  // The spare rows past offsets[E] keep their bytes (a relative error would hide them).
+  std::vector<float> spare_got, spare_want;
+  for (int64_t i = off.back() * N; i < R * N; ++i) spare_got.push_back(got_y[i]);
+  for (int64_t i = off.back() * N; i < R * N; ++i) spare_want.push_back(y0[i]);
+  for (int64_t i = off.back() * K; i < R * K; ++i) spare_got.push_back(got_dx[i]);
+  for (int64_t i = off.back() * K; i < R * K; ++i) spare_want.push_back(dx0[i]);
+  checks.push_back(Mismatches("rows past offsets[E] untouched", spare_got, spare_want));
+  return checks;
+}
+
 }  // namespace
 
 const std::vector<OpCase>& OpTable() {
@@ -722,6 +789,8 @@ const std::vector<OpCase>& OpTable() {
       {"attention_mla_fp32", "fp32", [] { return AttentionCase<float>(MlaAttentionShape()); }},
       {"attention_mla_bf16", "bf16", [] { return AttentionCase<uint16_t>(MlaAttentionShape()); }},
       {"attention_odd_fp32", "fp32", [] { return AttentionCase<float>(OddAttentionShape()); }},
+      {"grouped_gemm_fp32", "fp32", GroupedGemm<false>},
+      {"grouped_gemm_bf16", "bf16", GroupedGemm<true>},
   };
   return table;
 }

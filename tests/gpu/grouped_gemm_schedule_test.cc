@@ -1,0 +1,149 @@
+// tests/gpu/grouped_gemm_schedule_test.cc: the grouped expert GEMM's tile schedule
+// (grouped_gemm.h), host-tested: from per-expert row offsets, how many row tiles each expert
+// has, which (expert, tile) each block of the launch grid gets, and which rows that covers.
+// The kernel calls the same GroupedTilesForRows / GroupedFindTile / GroupedTileRows on the
+// device; only its in-block scan differs from GroupedTilePrefix. Also checks the CPU
+// references against a whole-matrix formulation (no GPU needed).
+#include "kernels/cuda/grouped_gemm.h"
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace mt::cuda {
+namespace {
+
+std::vector<int32_t> OffsetsFromCounts(const std::vector<int32_t>& counts) {
+  std::vector<int32_t> off(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
+  return off;
+}
+
+// Every (expert, tile) with tile < tiles(expert) is hit by exactly one block of the grid,
+// blocks past the last tile get none, and the tiles' rows partition [offsets[0], offsets[E]).
+void CheckSchedule(const std::vector<int32_t>& counts) {
+  SCOPED_TRACE(::testing::PrintToString(counts));
+  const int64_t E = int64_t(counts.size());
+  const auto off = OffsetsFromCounts(counts);
+  const int64_t rows = off[E];
+  std::vector<int32_t> prefix(E + 1);
+  GroupedTilePrefix(off.data(), E, prefix.data());
+  int64_t want_tiles = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    EXPECT_EQ(GroupedTilesForRows(counts[e]), (counts[e] + kGroupedTileM - 1) / kGroupedTileM);
+    want_tiles += GroupedTilesForRows(counts[e]);
+  }
+  ASSERT_EQ(prefix[E], want_tiles);
+  const int64_t grid = GroupedGridTiles(rows, E);
+  ASSERT_GE(grid, want_tiles) << "grid bound too small";
+
+  std::vector<std::vector<int>> hits(E);
+  for (int64_t e = 0; e < E; ++e) hits[e].assign(GroupedTilesForRows(counts[e]), 0);
+  std::vector<int> row_hits(rows, 0);
+  for (int64_t b = 0; b < grid; ++b) {
+    int32_t expert = -1, tile = -1;
+    const bool has = GroupedFindTile(prefix.data(), E, b, &expert, &tile);
+    ASSERT_EQ(has, b < want_tiles) << "block " << b;
+    if (!has) continue;
+    ASSERT_GE(expert, 0);
+    ASSERT_LT(expert, E);
+    ASSERT_GE(tile, 0);
+    ASSERT_LT(tile, int32_t(hits[expert].size())) << "block " << b << " -> empty or past tile";
+    ++hits[expert][tile];
+    int64_t begin = 0, end = 0;
+    GroupedTileRows(off.data(), expert, tile, &begin, &end);
+    EXPECT_GE(begin, off[expert]);
+    EXPECT_LE(end, off[expert + 1]);
+    EXPECT_GT(end, begin) << "a scheduled tile has no rows";
+    EXPECT_LE(end - begin, kGroupedTileM);
+    for (int64_t r = begin; r < end; ++r) ++row_hits[r];
+  }
+  for (int64_t e = 0; e < E; ++e)
+    for (size_t t = 0; t < hits[e].size(); ++t) EXPECT_EQ(hits[e][t], 1) << e << "/" << t;
+  for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(row_hits[r], 1) << "row " << r;
+  EXPECT_FALSE(GroupedFindTile(prefix.data(), E, -1, nullptr, nullptr));
+}
+
+TEST(GroupedGemmSchedule, RaggedExpertsWithEmptyOnes) {
+  CheckSchedule({70, 0, 1, 130, 64, 0});  // empty middle and last, 1 row, 64 and 65+ rows
+  CheckSchedule({0, 0, 5});               // empty first experts
+  CheckSchedule({0, 0, 0});               // no rows at all: no tile scheduled
+  CheckSchedule({64, 64, 64});            // exact multiples
+  CheckSchedule({63, 65, 127, 129});      // one short / over a tile edge
+  CheckSchedule({1});
+  CheckSchedule({1000});
+}
+
+TEST(GroupedGemmSchedule, RandomCountsAndMaxExperts) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 50; ++trial) {
+    const int E = 1 + int(rng() % 40);
+    std::vector<int32_t> counts(E);
+    // Heavy skew: many empty experts next to long ones, as routing produces.
+    for (int32_t& c : counts) c = rng() % 3 == 0 ? 0 : int32_t(rng() % 300);
+    CheckSchedule(counts);
+  }
+  std::vector<int32_t> counts(kGroupedMaxExperts);
+  for (int e = 0; e < kGroupedMaxExperts; ++e) counts[e] = e % 7 == 0 ? 0 : e % 97;
+  CheckSchedule(counts);
+}
+
+// The grid bound GroupedGridTiles(rows, E) is tight enough to hold when every expert has
+// one row past a tile edge (the worst case of the ceil in every expert).
+TEST(GroupedGemmSchedule, GridBoundWorstCase) {
+  for (int E : {1, 2, 8, 256}) {
+    std::vector<int32_t> counts(E, kGroupedTileM + 1);
+    CheckSchedule(counts);
+    const auto off = OffsetsFromCounts(counts);
+    EXPECT_GE(GroupedGridTiles(off[E], E), 2 * E);
+  }
+}
+
+// The references against one formulation per expert via the whole-matrix products: rows of
+// expert e multiply W_e; rows outside [offsets[0], offsets[E]) are untouched.
+TEST(GroupedGemmReference, MatchesPerExpertProducts) {
+  const std::vector<int32_t> counts = {3, 0, 5, 2};
+  const auto off = OffsetsFromCounts(counts);
+  GroupedGemmShape shape;
+  shape.rows = off.back() + 1;  // one spare row past offsets[E]
+  shape.experts = int64_t(counts.size());
+  shape.n = 3;
+  shape.k = 4;
+  const int64_t R = shape.rows, E = shape.experts, N = shape.n, K = shape.k;
+  std::vector<float> x(R * K), w(E * N * K), dy(R * N);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 7) - 3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i % 5) - 2);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = float(int(i % 3) - 1);
+  std::vector<float> y(R * N, 42.0f), dx(R * K, 42.0f), dw(E * N * K, 1.0f);
+  ref::GroupedGemmForward(x.data(), w.data(), y.data(), off.data(), shape);
+  ref::GroupedGemmDataGrad(dy.data(), w.data(), dx.data(), off.data(), shape);
+  ref::GroupedGemmWeightGrad(dy.data(), x.data(), dw.data(), off.data(), shape);
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t r = off[e]; r < off[e + 1]; ++r) {
+      for (int64_t n = 0; n < N; ++n) {
+        float s = 0;
+        for (int64_t k = 0; k < K; ++k) s += x[r * K + k] * w[(e * N + n) * K + k];
+        EXPECT_EQ(y[r * N + n], s);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        float s = 0;
+        for (int64_t n = 0; n < N; ++n) s += dy[r * N + n] * w[(e * N + n) * K + k];
+        EXPECT_EQ(dx[r * K + k], s);
+      }
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k) {
+        float s = 1.0f;  // accumulated onto the initial gradient
+        for (int64_t r = off[e]; r < off[e + 1]; ++r) s += dy[r * N + n] * x[r * K + k];
+        EXPECT_EQ(dw[(e * N + n) * K + k], s);
+      }
+    }
+  }
+  for (int64_t n = 0; n < N; ++n) EXPECT_EQ(y[(R - 1) * N + n], 42.0f) << "spare row written";
+  for (int64_t k = 0; k < K; ++k) EXPECT_EQ(dx[(R - 1) * K + k], 42.0f) << "spare row written";
+}
+
+}  // namespace
+}  // namespace mt::cuda
