@@ -415,23 +415,33 @@ absl::Status VerifyCheckpoint(const std::string& step_dir) {
 }
 
 absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool verify) {
+  return LoadCheckpoint(step_dir, verify, [](const std::string&) { return true; });
+}
+
+absl::StatusOr<CheckpointData> LoadCheckpoint(
+    const std::string& step_dir, bool verify,
+    const std::function<bool(const std::string&)>& wanted) {
   const fs::path dir(step_dir);
   if (verify) RETURN_IF_ERROR(Annotate(VerifyCheckpoint(step_dir), step_dir));
   ASSIGN_OR_RETURN(Manifest m, ReadManifest(dir));
-  const std::set<std::string> expected(m.model_tensors.begin(), m.model_tensors.end());
-  ASSIGN_OR_RETURN(HfModelDir hf, LoadHfModelDir(step_dir, [&expected](const std::string& name) {
-                     return expected.count(name) > 0;
-                   }));
-  if (hf.tensors.size() != m.model_tensors.size()) {
-    return absl::DataLossError(absl::StrCat(step_dir, ": the manifest lists ",
-                                            m.model_tensors.size(),
-                                            " model tensors, the shards hold ", hf.tensors.size()));
+  std::vector<std::string> model_names;  // the wanted model tensors, in save order
+  for (const std::string& n : m.model_tensors)
+    if (wanted(n)) model_names.push_back(n);
+  const std::set<std::string> listed(m.model_tensors.begin(), m.model_tensors.end());
+  ASSIGN_OR_RETURN(
+      HfModelDir hf,
+      LoadHfModelDir(
+          step_dir, [&listed](const std::string& name) { return listed.count(name) > 0; }, wanted));
+  if (hf.tensors.size() != model_names.size()) {
+    return absl::DataLossError(absl::StrCat(step_dir, ": the manifest lists ", model_names.size(),
+                                            " wanted model tensors, the shards hold ",
+                                            hf.tensors.size()));
   }
   CheckpointData out;
   out.config_json = std::move(hf.config);
   std::map<std::string, Tensor> by_name;
   for (NamedTensor& t : hf.tensors) by_name.emplace(t.name, std::move(t.tensor));
-  for (const std::string& name : m.model_tensors) {
+  for (const std::string& name : model_names) {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
       return absl::DataLossError(absl::StrCat(step_dir, ": no model tensor \"", name, "\""));
@@ -444,19 +454,23 @@ absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool 
                                                ? sh->second
                                                : std::vector<std::string>{name + ".safetensors"};
     std::map<std::string, Tensor> held;
+    size_t listed = 0;
     for (const std::string& file : files) {
       ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open((dir / file).string()));
+      listed += f.names().size();
       for (const std::string& n : f.names()) {
+        if (!wanted(n)) continue;
         ASSIGN_OR_RETURN(Tensor t, f.Read(n));
         held.emplace(n, std::move(t));
       }
     }
-    if (held.size() != order.size()) {
+    if (listed != order.size()) {
       return absl::DataLossError(absl::StrCat(step_dir, ": state file ", name,
                                               " does not hold the tensors the manifest lists"));
     }
     std::vector<NamedTensor>& tensors = out.state_files[name];
     for (const std::string& n : order) {
+      if (!wanted(n)) continue;
       auto it = held.find(n);
       if (it == held.end())
         return absl::DataLossError(

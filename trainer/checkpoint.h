@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -100,6 +101,11 @@ void AbandonCheckpoint(const std::string& tmp_dir);
 // come back as fp32 in the order they were saved; state tensors in their saved dtype and
 // order.
 absl::StatusOr<CheckpointData> LoadCheckpoint(const std::string& step_dir, bool verify = true);
+// The same, reading only the model and state tensors whose names `wanted` accepts (one rank
+// of a multi-rank run takes its part; the files of other ranks' tensors are not read).
+absl::StatusOr<CheckpointData> LoadCheckpoint(
+    const std::string& step_dir, bool verify,
+    const std::function<bool(const std::string&)>& wanted);
 
 // OK if `step_dir`'s manifest.json exists, parses, and every file it lists has the
 // recorded size and SHA-256; otherwise the reason ("manifest missing", ...).

@@ -165,7 +165,8 @@ absl::StatusOr<std::string> ConfinedShardPath(const std::string& dir, const std:
 }
 
 absl::StatusOr<HfModelDir> LoadHfModelDir(
-    const std::string& dir, const std::function<bool(const std::string&)>& expected_name) {
+    const std::string& dir, const std::function<bool(const std::string&)>& expected_name,
+    const std::function<bool(const std::string&)>& wanted) {
   HfModelDir out;
   ASSIGN_OR_RETURN(out.config,
                    ReadJsonObject((fs::path(dir) / "config.json").string(), kMaxJsonBytes));
@@ -251,7 +252,7 @@ absl::StatusOr<HfModelDir> LoadHfModelDir(
 
   // Second pass: read and convert, one tensor at a time.
   for (const auto& [name, fi] : owner) {
-    if (EndsWith(name, kScaleSuffix)) continue;
+    if (EndsWith(name, kScaleSuffix) || (wanted && !wanted(name))) continue;
     const SafetensorsFile& f = files[fi];
     ASSIGN_OR_RETURN(Tensor raw, f.Read(name));
     absl::StatusOr<Tensor> t;

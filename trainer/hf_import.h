@@ -30,8 +30,11 @@ struct HfModelDir {
 
 // Reads `dir`. `expected_name(name)` says whether the model has a tensor of that name; any
 // other tensor is an error naming it and its file. Missing tensors are the caller's check.
+// With `wanted`, only the expected tensors it accepts are read (one rank's part of a
+// multi-rank checkpoint); every file's header is still checked.
 absl::StatusOr<HfModelDir> LoadHfModelDir(
-    const std::string& dir, const std::function<bool(const std::string&)>& expected_name);
+    const std::string& dir, const std::function<bool(const std::string&)>& expected_name,
+    const std::function<bool(const std::string&)>& wanted = nullptr);
 
 // Writes a plain Hugging Face directory (config.json, shards, index) atomically: into
 // `<out_dir>.tmp-<pid>`, fsync'd, then renamed to out_dir, which must not exist or be empty.

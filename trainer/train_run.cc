@@ -118,11 +118,33 @@ absl::Status Restore(Run& r) {
     if (r.rank0)
       std::printf("[moetrain] initialised weights from %s\n", c.training.init_from.c_str());
   }
-  ASSIGN_OR_RETURN(auto resume, ResumeDir(c, r.rank0));
-  const auto& [step_dir, verify] = resume;
+  // Rank 0 chooses and verifies the step (hashing its files once, not once per rank) and
+  // tells the others; every rank then reads only the tensors it holds.
+  Communicator& world = *pm.groups().world;
+  std::string step_dir;
+  absl::Status chosen = absl::OkStatus();
+  if (r.rank0) {
+    auto resume = ResumeDir(c, /*print=*/true);
+    chosen = resume.status();
+    if (resume.ok()) {
+      step_dir = resume->first;
+      if (resume->second) chosen = Annotate(VerifyCheckpoint(step_dir), step_dir);
+    }
+  }
+  ASSIGN_OR_RETURN(std::string told,
+                   BroadcastString(world, chosen.ok() ? step_dir : "!" + chosen.ToString(), 0));
+  if (!told.empty() && told[0] == '!')
+    return r.rank0 ? chosen
+                   : absl::AbortedError(
+                         absl::StrCat("rank 0 could not pick the checkpoint: ", told.substr(1)));
+  step_dir = told;
   if (step_dir.empty()) return absl::OkStatus();
   const auto load_start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(CheckpointData ck, LoadCheckpoint(step_dir, verify));
+  ParamStore& ps = pm.params();
+  ASSIGN_OR_RETURN(CheckpointData ck,
+                   LoadCheckpoint(step_dir, /*verify=*/false, [&](const std::string& name) {
+                     return whole || ps.Find(name) != nullptr;
+                   }));
   const size_t bytes = TensorBytes(ck);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
