@@ -82,92 +82,59 @@ __device__ __forceinline__ void TileProduct(const T* __restrict__ a, int64_t lda
   }
 }
 
-// Forward (kWKMajor) and data grad (!kWKMajor): for the rows of expert e,
-//   c [rows, n_out] = a [rows, k_red] B_e,  B_e(r, c) = w_e[c * k_red + r] (forward: W_e^T,
-//   w [E, N, K] with n_out = N, k_red = K) or w_e[r * n_out + c] (data grad: W_e, n_out = K,
-//   k_red = N).
-// blockIdx.x: a row tile over all experts (found from the device offsets); blockIdx.y: the
-// column tile.
-template <typename TIn, typename TOut, bool kWKMajor>
+// One kernel for the three GEMMs: GroupedBlockFor (grouped_gemm.h, replayed on the CPU by
+// tests/gpu/grouped_gemm_schedule_test.cc) says what this block computes; the operand layouts
+// are template arguments so the tile loads compile to fixed addressing.
+template <typename TIn, typename TOut, GroupedGemmKind kKind>
 __global__ void __launch_bounds__(kGroupedThreads)
-    RowGroupedKernel(const TIn* __restrict__ a, const TIn* __restrict__ w, TOut* __restrict__ c,
-                     const int32_t* __restrict__ offsets, int experts, int64_t n_out,
-                     int64_t k_red) {
-  using Scan = cub::BlockScan<int32_t, kGroupedThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
-  __shared__ int32_t prefix[kGroupedMaxExperts + 1];  // [E + 1] tile prefix
-  // Every block recomputes the prefix (E <= 1024 reads of offsets, one block scan): no
-  // workspace, no extra launch, and nothing for the host to read.
-  int32_t tiles[kGroupedScanItems];
+    GroupedGemmKernel(const TIn* __restrict__ a, const TIn* __restrict__ b, TOut* __restrict__ c,
+                      const int32_t* __restrict__ offsets, GroupedGemmShape shape) {
+  constexpr bool kRowGrouped = kKind != GroupedGemmKind::kWeightGrad;
+  __shared__ int32_t prefix[kRowGrouped ? kGroupedMaxExperts + 1 : 1];  // [E + 1] tile prefix
+  if constexpr (kRowGrouped) {
+    // Every block recomputes the prefix (E <= 1024 reads of offsets, one block scan): no
+    // workspace, no extra launch, and nothing for the host to read.
+    using Scan = cub::BlockScan<int32_t, kGroupedThreads>;
+    __shared__ typename Scan::TempStorage scan_storage;
+    int32_t tiles[kGroupedScanItems];
 #pragma unroll
-  for (int i = 0; i < kGroupedScanItems; ++i) {
-    const int e = threadIdx.x * kGroupedScanItems + i;
-    tiles[i] = e < experts ? GroupedTilesForRows(int64_t(offsets[e + 1]) - offsets[e]) : 0;
-  }
-  int32_t total = 0;
-  Scan(scan_storage).ExclusiveSum(tiles, tiles, total);
-#pragma unroll
-  for (int i = 0; i < kGroupedScanItems; ++i) {
-    const int e = threadIdx.x * kGroupedScanItems + i;
-    if (e < experts) prefix[e] = tiles[i];
-  }
-  if (threadIdx.x == 0) prefix[experts] = total;
-  __syncthreads();
-
-  int32_t expert = 0, tile = 0;
-  // The grid is an upper bound on the tiles: the blocks past the last one have nothing to do
-  // (uniform over the block, so no barrier is left waiting).
-  if (!GroupedFindTile(prefix, experts, blockIdx.x, &expert, &tile)) return;
-  int64_t row_begin = 0, row_end = 0;
-  GroupedTileRows(offsets, expert, tile, &row_begin, &row_end);
-  const int64_t rows = row_end - row_begin;  // 1..kTm
-  const int64_t n0 = int64_t(blockIdx.y) * kTn;
-  const TIn* a_tile = a + row_begin * k_red;             // [rows, k_red]
-  const TIn* w_e = w + int64_t(expert) * n_out * k_red;  // [N, K] either way
-  TOut* c_tile = c + row_begin * n_out;                  // [rows, n_out]
-
-  float acc[kPerThread][kPerThread] = {};
-  TileProduct<TIn, true, kWKMajor>(a_tile, k_red, rows, 0, w_e, kWKMajor ? k_red : n_out, n_out, n0,
-                                   k_red, acc);
-  const int ty = threadIdx.x / kThreadEdge, tx = threadIdx.x % kThreadEdge;
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int64_t r = ty + kThreadEdge * i;
-    if (r >= rows) continue;
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int64_t col = n0 + tx + kThreadEdge * j;
-      if (col < n_out) StoreF(c_tile + r * n_out + col, acc[i][j]);
+    for (int i = 0; i < kGroupedScanItems; ++i) {
+      const int e = threadIdx.x * kGroupedScanItems + i;
+      tiles[i] = e < shape.experts ? GroupedTilesForRows(int64_t(offsets[e + 1]) - offsets[e]) : 0;
     }
+    int32_t total = 0;
+    Scan(scan_storage).ExclusiveSum(tiles, tiles, total);
+#pragma unroll
+    for (int i = 0; i < kGroupedScanItems; ++i) {
+      const int e = threadIdx.x * kGroupedScanItems + i;
+      if (e < shape.experts) prefix[e] = tiles[i];
+    }
+    if (threadIdx.x == 0) prefix[shape.experts] = total;
+    __syncthreads();
   }
-}
-
-// dw [E, N, K] += dy_e^T x_e. blockIdx.x: the K tile, blockIdx.y: the N tile, blockIdx.z: the
-// expert; the reduction runs over the expert's rows, so one block owns each output tile and
-// nothing needs atomics (split-K over long experts is for the tuning pass).
-template <typename TIn>
-__global__ void __launch_bounds__(kGroupedThreads)
-    WeightGradKernel(const TIn* __restrict__ dy, const TIn* __restrict__ x, float* __restrict__ dw,
-                     const int32_t* __restrict__ offsets, int64_t N, int64_t K) {
-  const int expert = blockIdx.z;
-  const int64_t row_begin = offsets[expert];
-  const int64_t rows = int64_t(offsets[expert + 1]) - row_begin;
-  if (rows <= 0) return;  // an empty expert's gradient is unchanged (uniform over the block)
-  const int64_t k0 = int64_t(blockIdx.x) * kTn, n0 = int64_t(blockIdx.y) * kTm;
+  GroupedBlockGemm g;
+  // Blocks past the last row tile (the grid is an upper bound) and empty experts' weight
+  // gradients have nothing to do; uniform over the block, so no barrier is left waiting.
+  if (!GroupedBlockFor(kKind, shape, offsets, prefix, blockIdx.x, blockIdx.y, blockIdx.z, &g))
+    return;
   float acc[kPerThread][kPerThread] = {};
-  // opA(n, m) = dy[(row_begin + m) * N + n], opB(k, m) = x[(row_begin + m) * K + k].
-  TileProduct<TIn, false, false>(dy + row_begin * N, N, N, n0, x + row_begin * K, K, K, k0, rows,
-                                 acc);
-  float* dw_e = dw + int64_t(expert) * N * K;  // [N, K]
+  TileProduct<TIn, GroupedAKMajor(kKind), GroupedBKMajor(kKind)>(
+      a + g.a_offset, g.lda, g.a_rows, g.m0, b + g.b_offset, g.ldb, g.b_rows, g.n0, g.depth, acc);
   const int ty = threadIdx.x / kThreadEdge, tx = threadIdx.x % kThreadEdge;
+  TOut* c_block = c + g.c_offset;
 #pragma unroll
   for (int i = 0; i < kPerThread; ++i) {
-    const int64_t n = n0 + ty + kThreadEdge * i;
-    if (n >= N) continue;
+    const int64_t m = g.m0 + ty + kThreadEdge * i;
+    if (m >= g.a_rows) continue;
 #pragma unroll
     for (int j = 0; j < kPerThread; ++j) {
-      const int64_t k = k0 + tx + kThreadEdge * j;
-      if (k < K) dw_e[n * K + k] += acc[i][j];
+      const int64_t n = g.n0 + tx + kThreadEdge * j;
+      if (n >= g.b_rows) continue;
+      if constexpr (kRowGrouped) {
+        StoreF(c_block + m * g.ldc + n, acc[i][j]);
+      } else {
+        c_block[m * g.ldc + n] += acc[i][j];  // one owner per element: no atomics
+      }
     }
   }
 }
@@ -179,67 +146,61 @@ void CheckShape(const GroupedGemmShape& s) {
   CUDA_HOST_CHECK(s.rows < (int64_t(1) << 31), "grouped GEMM: offsets are int32");
 }
 
-template <typename TIn, typename TOut, bool kWKMajor>
-void LaunchRowGrouped(const TIn* a, const TIn* w, TOut* c, const int32_t* offsets,
-                      const GroupedGemmShape& shape, int64_t n_out, int64_t k_red,
-                      cudaStream_t stream) {
+template <GroupedGemmKind kKind, typename TIn, typename TOut>
+void Launch(const TIn* a, const TIn* b, TOut* c, const int32_t* offsets,
+            const GroupedGemmShape& shape, cudaStream_t stream) {
   CheckShape(shape);
   if (shape.rows == 0) return;
-  const int64_t col_tiles = CeilDiv(n_out, kTn);
-  CUDA_HOST_CHECK(col_tiles <= 65535, "grouped GEMM: too many column tiles for grid.y");
-  const dim3 grid(unsigned(GroupedGridTiles(shape.rows, shape.experts)), unsigned(col_tiles));
-  RowGroupedKernel<TIn, TOut, kWKMajor>
-      <<<grid, kGroupedThreads, 0, stream>>>(a, w, c, offsets, int(shape.experts), n_out, k_red);
+  int64_t grid[3];
+  GroupedGrid(kKind, shape, grid);
+  CUDA_HOST_CHECK(grid[0] < (int64_t(1) << 31) && grid[1] <= 65535 && grid[2] <= 65535,
+                  "grouped GEMM: grid too large");
+  GroupedGemmKernel<TIn, TOut, kKind>
+      <<<dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])), kGroupedThreads, 0,
+         stream>>>(a, b, c, offsets, shape);
   CUDA_CHECK_LAUNCH();
 }
 
-template <typename TIn>
-void LaunchWeightGrad(const TIn* dy, const TIn* x, float* dw, const int32_t* offsets,
-                      const GroupedGemmShape& shape, cudaStream_t stream) {
-  CheckShape(shape);
-  const int64_t n_tiles = CeilDiv(shape.n, kTm), k_tiles = CeilDiv(shape.k, kTn);
-  CUDA_HOST_CHECK(n_tiles <= 65535, "grouped GEMM: too many N tiles for grid.y");
-  const dim3 grid(unsigned(k_tiles), unsigned(n_tiles), unsigned(shape.experts));
-  WeightGradKernel<TIn><<<grid, kGroupedThreads, 0, stream>>>(dy, x, dw, offsets, shape.n, shape.k);
-  CUDA_CHECK_LAUNCH();
-}
+constexpr auto kFwd = GroupedGemmKind::kForward;
+constexpr auto kDgrad = GroupedGemmKind::kDataGrad;
+constexpr auto kWgrad = GroupedGemmKind::kWeightGrad;
 
 }  // namespace
 
 void GroupedGemmForward(const float* x, const float* w, float* y, const int32_t* offsets,
                         const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchRowGrouped<float, float, true>(x, w, y, offsets, shape, shape.n, shape.k, stream);
+  Launch<kFwd>(x, w, y, offsets, shape, stream);
 }
 void GroupedGemmForward(const uint16_t* x, const uint16_t* w, float* y, const int32_t* offsets,
                         const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchRowGrouped<uint16_t, float, true>(x, w, y, offsets, shape, shape.n, shape.k, stream);
+  Launch<kFwd>(x, w, y, offsets, shape, stream);
 }
 void GroupedGemmForward(const uint16_t* x, const uint16_t* w, uint16_t* y, const int32_t* offsets,
                         const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchRowGrouped<uint16_t, uint16_t, true>(x, w, y, offsets, shape, shape.n, shape.k, stream);
+  Launch<kFwd>(x, w, y, offsets, shape, stream);
 }
 
 void GroupedGemmDataGrad(const float* dy, const float* w, float* dx, const int32_t* offsets,
                          const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchRowGrouped<float, float, false>(dy, w, dx, offsets, shape, shape.k, shape.n, stream);
+  Launch<kDgrad>(dy, w, dx, offsets, shape, stream);
 }
 void GroupedGemmDataGrad(const uint16_t* dy, const uint16_t* w, float* dx, const int32_t* offsets,
                          const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchRowGrouped<uint16_t, float, false>(dy, w, dx, offsets, shape, shape.k, shape.n, stream);
+  Launch<kDgrad>(dy, w, dx, offsets, shape, stream);
 }
 void GroupedGemmDataGrad(const uint16_t* dy, const uint16_t* w, uint16_t* dx,
                          const int32_t* offsets, const GroupedGemmShape& shape,
                          cudaStream_t stream) {
-  LaunchRowGrouped<uint16_t, uint16_t, false>(dy, w, dx, offsets, shape, shape.k, shape.n, stream);
+  Launch<kDgrad>(dy, w, dx, offsets, shape, stream);
 }
 
 void GroupedGemmWeightGrad(const float* dy, const float* x, float* dw, const int32_t* offsets,
                            const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchWeightGrad<float>(dy, x, dw, offsets, shape, stream);
+  Launch<kWgrad>(dy, x, dw, offsets, shape, stream);
 }
 void GroupedGemmWeightGrad(const uint16_t* dy, const uint16_t* x, float* dw, const int32_t* offsets,
                            const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchWeightGrad<uint16_t>(dy, x, dw, offsets, shape, stream);
+  Launch<kWgrad>(dy, x, dw, offsets, shape, stream);
 }
 
 }  // namespace mt::cuda

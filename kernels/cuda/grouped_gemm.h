@@ -97,6 +97,93 @@ __host__ __device__ inline void GroupedTileRows(const int32_t* offsets, int32_t 
   *end = e < offsets[expert + 1] ? e : int64_t(offsets[expert + 1]);
 }
 
+// ---- one block's GEMM (host and device share it; tests/gpu replays it on the CPU) -----
+
+enum class GroupedGemmKind { kForward, kDataGrad, kWeightGrad };
+
+// What one thread block computes: C(m, n) for m0 <= m < m0 + 64, n0 <= n < n0 + 64 (and
+// m < a_rows, n < b_rows) as sum over k < depth of opA(m, k) opB(n, k), with
+//   opA(m, k) = A[a_offset + (A K-major ? m * lda + k : k * lda + m)], A = x or dy,
+//   opB(n, k) = B[b_offset + (B K-major ? n * ldb + k : k * ldb + n)], B = w or x,
+//   C(m, n)  at c_offset + m * ldc + n (stored, or added for the weight gradient).
+struct GroupedBlockGemm {
+  int64_t a_offset = 0, lda = 0, a_rows = 0, m0 = 0;
+  int64_t b_offset = 0, ldb = 0, b_rows = 0, n0 = 0;
+  int64_t depth = 0;
+  int64_t c_offset = 0, ldc = 0;
+};
+
+// Operand layouts per kind (the kernel's template arguments):
+//   forward      A = X_e  [rows, K] (m: row, k: K) K-major;  B = W_e [N, K] (n, k) K-major
+//   data grad    A = dY_e [rows, N] (m: row, k: N) K-major;  B = W_e [N, K] (n: K, k: N) not
+//   weight grad  A = dY_e (m: N, k: row)           not;      B = X_e (n: K, k: row)   not
+__host__ __device__ constexpr bool GroupedAKMajor(GroupedGemmKind kind) {
+  return kind != GroupedGemmKind::kWeightGrad;
+}
+__host__ __device__ constexpr bool GroupedBKMajor(GroupedGemmKind kind) {
+  return kind == GroupedGemmKind::kForward;
+}
+
+// The launch grid (x, y, z) of `kind`. Forward / data grad: x = row tiles over all experts
+// (an upper bound), y = output column tiles. Weight grad: x = K tiles, y = N tiles, z = expert.
+inline void GroupedGrid(GroupedGemmKind kind, const GroupedGemmShape& s, int64_t grid[3]) {
+  const auto tiles = [](int64_t n, int64_t t) { return (n + t - 1) / t; };
+  if (kind == GroupedGemmKind::kWeightGrad) {
+    grid[0] = tiles(s.k, kGroupedTileN);
+    grid[1] = tiles(s.n, kGroupedTileM);
+    grid[2] = s.experts;
+  } else {
+    grid[0] = GroupedGridTiles(s.rows, s.experts);
+    grid[1] = tiles(kind == GroupedGemmKind::kForward ? s.n : s.k, kGroupedTileN);
+    grid[2] = 1;
+  }
+}
+
+// Block (bx, by, bz)'s GEMM; false when it has nothing to do (past the last row tile, or an
+// empty expert's weight gradient). prefix [E + 1] (GroupedTilePrefix) is only read for the
+// row-grouped kinds.
+__host__ __device__ inline bool GroupedBlockFor(GroupedGemmKind kind, const GroupedGemmShape& s,
+                                                const int32_t* offsets, const int32_t* prefix,
+                                                int64_t bx, int64_t by, int64_t bz,
+                                                GroupedBlockGemm* g) {
+  const int64_t N = s.n, K = s.k;
+  if (kind == GroupedGemmKind::kWeightGrad) {
+    const int64_t row_begin = offsets[bz];
+    const int64_t rows = int64_t(offsets[bz + 1]) - row_begin;
+    if (rows <= 0) return false;
+    g->a_offset = row_begin * N;  // dY_e [rows, N]
+    g->lda = N;
+    g->a_rows = N;
+    g->m0 = by * kGroupedTileM;
+    g->b_offset = row_begin * K;  // X_e [rows, K]
+    g->ldb = K;
+    g->b_rows = K;
+    g->n0 = bx * kGroupedTileN;
+    g->depth = rows;
+    g->c_offset = bz * N * K;  // dW_e [N, K]
+    g->ldc = K;
+    return true;
+  }
+  int32_t expert = 0, tile = 0;
+  if (!GroupedFindTile(prefix, s.experts, bx, &expert, &tile)) return false;
+  int64_t row_begin = 0, row_end = 0;
+  GroupedTileRows(offsets, expert, tile, &row_begin, &row_end);
+  const bool fwd = kind == GroupedGemmKind::kForward;
+  const int64_t depth = fwd ? K : N, cols = fwd ? N : K;
+  g->a_offset = row_begin * depth;  // X_e [rows, K] or dY_e [rows, N]
+  g->lda = depth;
+  g->a_rows = row_end - row_begin;  // the tile's rows, 1..kGroupedTileM
+  g->m0 = 0;
+  g->b_offset = int64_t(expert) * N * K;  // W_e [N, K]
+  g->ldb = K;
+  g->b_rows = cols;
+  g->n0 = by * kGroupedTileN;
+  g->depth = depth;
+  g->c_offset = row_begin * cols;  // Y_e [rows, N] or dX_e [rows, K]
+  g->ldc = cols;
+  return true;
+}
+
 // ---- launchers (offsets [E + 1] on the device) ----------------------------------------
 
 // y [rows, N] (rows of expert e) = x [rows, K] (rows of e) W_e^T, w [E, N, K].

@@ -6,6 +6,7 @@
 // references against a whole-matrix formulation (no GPU needed).
 #include "kernels/cuda/grouped_gemm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -143,6 +144,93 @@ TEST(GroupedGemmReference, MatchesPerExpertProducts) {
   }
   for (int64_t n = 0; n < N; ++n) EXPECT_EQ(y[(R - 1) * N + n], 42.0f) << "spare row written";
   for (int64_t k = 0; k < K; ++k) EXPECT_EQ(dx[(R - 1) * K + k], 42.0f) << "spare row written";
+}
+
+// The kernel's per-block GEMM (GroupedBlockFor: offsets, leading dimensions, operand layouts,
+// limits) replayed on the CPU over the whole launch grid (GroupedGrid), in double, against the
+// references: every output element written exactly once (weight grad: once per non-empty
+// expert), spare rows never, values equal to the references'.
+double OpAt(const std::vector<float>& p, int64_t offset, int64_t ld, bool k_major, int64_t m,
+            int64_t k) {
+  return p[offset + (k_major ? m * ld + k : k * ld + m)];
+}
+
+void ReplayKind(GroupedGemmKind kind, const GroupedGemmShape& sh, const std::vector<int32_t>& off,
+                const std::vector<float>& a, const std::vector<float>& b, std::vector<float>& c,
+                std::vector<int>& writes) {
+  std::vector<int32_t> prefix(sh.experts + 1);
+  GroupedTilePrefix(off.data(), sh.experts, prefix.data());
+  int64_t grid[3];
+  GroupedGrid(kind, sh, grid);
+  for (int64_t bz = 0; bz < grid[2]; ++bz) {
+    for (int64_t by = 0; by < grid[1]; ++by) {
+      for (int64_t bx = 0; bx < grid[0]; ++bx) {
+        GroupedBlockGemm g;
+        if (!GroupedBlockFor(kind, sh, off.data(), prefix.data(), bx, by, bz, &g)) continue;
+        for (int64_t m = g.m0; m < std::min(g.m0 + kGroupedTileM, g.a_rows); ++m) {
+          for (int64_t n = g.n0; n < std::min(g.n0 + kGroupedTileN, g.b_rows); ++n) {
+            double s = 0;
+            for (int64_t k = 0; k < g.depth; ++k)
+              s += OpAt(a, g.a_offset, g.lda, GroupedAKMajor(kind), m, k) *
+                   OpAt(b, g.b_offset, g.ldb, GroupedBKMajor(kind), n, k);
+            const int64_t i = g.c_offset + m * g.ldc + n;
+            ASSERT_GE(i, 0);
+            ASSERT_LT(i, int64_t(c.size()));
+            c[i] = kind == GroupedGemmKind::kWeightGrad ? float(double(c[i]) + s) : float(s);
+            ++writes[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(GroupedGemmBlocks, ReplayMatchesReferences) {
+  for (const std::vector<int32_t>& counts :
+       {std::vector<int32_t>{70, 0, 1, 130, 64, 65, 0, 33}, std::vector<int32_t>{0, 3},
+        std::vector<int32_t>{200}}) {
+    SCOPED_TRACE(::testing::PrintToString(counts));
+    const auto off = OffsetsFromCounts(counts);
+    GroupedGemmShape sh;
+    sh.experts = int64_t(counts.size());
+    sh.rows = off.back() + 3;  // spare rows past offsets[E]
+    sh.n = 72;
+    sh.k = 100;
+    const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    auto random = [&](int64_t n) {
+      std::vector<float> v(n);
+      for (float& f : v) f = u(rng);
+      return v;
+    };
+    const auto x = random(R * K), w = random(E * N * K), dy = random(R * N);
+    const auto y0 = random(R * N), dx0 = random(R * K), dw0 = random(E * N * K);
+
+    auto y = y0, want_y = y0;
+    std::vector<int> y_writes(R * N, 0);
+    ReplayKind(GroupedGemmKind::kForward, sh, off, x, w, y, y_writes);
+    ref::GroupedGemmForward(x.data(), w.data(), want_y.data(), off.data(), sh);
+    auto dx = dx0, want_dx = dx0;
+    std::vector<int> dx_writes(R * K, 0);
+    ReplayKind(GroupedGemmKind::kDataGrad, sh, off, dy, w, dx, dx_writes);
+    ref::GroupedGemmDataGrad(dy.data(), w.data(), want_dx.data(), off.data(), sh);
+    auto dw = dw0, want_dw = dw0;
+    std::vector<int> dw_writes(E * N * K, 0);
+    ReplayKind(GroupedGemmKind::kWeightGrad, sh, off, dy, x, dw, dw_writes);
+    ref::GroupedGemmWeightGrad(dy.data(), x.data(), want_dw.data(), off.data(), sh);
+
+    EXPECT_EQ(y, want_y);
+    EXPECT_EQ(dx, want_dx);
+    EXPECT_EQ(dw, want_dw);
+    for (int64_t r = 0; r < R; ++r) {
+      const int want = r < off.back() ? 1 : 0;
+      for (int64_t n = 0; n < N; ++n) ASSERT_EQ(y_writes[r * N + n], want) << r << "," << n;
+      for (int64_t k = 0; k < K; ++k) ASSERT_EQ(dx_writes[r * K + k], want) << r << "," << k;
+    }
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t i = 0; i < N * K; ++i) ASSERT_EQ(dw_writes[e * N * K + i], counts[e] ? 1 : 0);
+  }
 }
 
 }  // namespace
