@@ -81,6 +81,16 @@ Tensor::Tensor(std::vector<int64_t> shape, DType dtype)
   buffer_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* b) { std::free(b); });
 }
 
+Tensor::Tensor(std::vector<int64_t> shape, DType dtype, Device device,
+               std::shared_ptr<std::byte> buffer)
+    : buffer_(std::move(buffer)),
+      dtype_(dtype),
+      device_(device),
+      shape_(std::move(shape)),
+      numel_(NumElements(shape_)) {
+  MT_CHECK(buffer_ != nullptr, "Tensor over a null buffer");
+}
+
 void Tensor::CheckType(DType want) const {
   MT_CHECK(defined(), "use of an undefined tensor");
   MT_CHECK(dtype_ == want, "tensor dtype is ", DTypeName(dtype_), ", accessed as ", DTypeName(want));
@@ -93,17 +103,31 @@ Tensor Tensor::View(std::vector<int64_t> shape) const {
   return t;
 }
 
+Tensor Tensor::Slice(int64_t begin, int64_t end) const {
+  MT_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "slice [", begin, ", ",
+           end, ") of ", ShapeString(shape_));
+  Tensor t = *this;
+  const int64_t row = shape_[0] > 0 ? numel_ / shape_[0] : 0;
+  t.offset_ += static_cast<size_t>(begin * row) * DTypeSize(dtype_);
+  t.shape_[0] = end - begin;
+  t.numel_ = (end - begin) * row;
+  return t;
+}
+
 Tensor Tensor::Clone() const {
+  MT_CHECK(device_ == Device::kCPU, "Clone of a device tensor (use its backend)");
   Tensor t(shape_, dtype_);
   if (numel_ > 0) std::memcpy(t.raw(), raw(), nbytes());
   return t;
 }
 
 void Tensor::Zero() {
+  MT_CHECK(device_ == Device::kCPU, "Zero of a device tensor (use its backend)");
   if (numel_ > 0) std::memset(raw(), 0, nbytes());
 }
 
 Tensor Tensor::To(DType dtype) const {
+  MT_CHECK(device_ == Device::kCPU, "To() of a device tensor (use its backend)");
   if (dtype == dtype_) return Clone();
   Tensor out(shape_, dtype);
   auto load = [&](int64_t i) -> double {

@@ -2,6 +2,8 @@
 //
 // A Tensor is a dtype tag, a shape and a reference-counted, 64-byte-aligned buffer on
 // one device. Copies share the buffer (like torch.Tensor); Clone() copies the bytes.
+// A device tensor's memory comes from its backend (kernels/backend.h): raw() is then a
+// device pointer, and only the backend's ops touch the bytes.
 // It knows nothing of models or ranks. Row-major ("C order") always, because that is
 // what safetensors, Megatron's .bin files and cuBLASLt's row-major layouts use.
 #pragma once
@@ -43,10 +45,12 @@ class Tensor {
   Tensor() = default;
   // Zero-filled CPU tensor.
   explicit Tensor(std::vector<int64_t> shape, DType dtype = DType::kF32);
+  // A tensor over `buffer` (at least nbytes(), freed by its deleter) on `device`.
+  Tensor(std::vector<int64_t> shape, DType dtype, Device device, std::shared_ptr<std::byte> buffer);
 
   bool defined() const { return buffer_ != nullptr; }
   DType dtype() const { return dtype_; }
-  Device device() const { return Device::kCPU; }
+  Device device() const { return device_; }
   const std::vector<int64_t>& shape() const { return shape_; }
   int ndim() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_[i < 0 ? i + ndim() : i]; }
@@ -66,6 +70,9 @@ class Tensor {
 
   // Same buffer, new shape with the same element count.
   Tensor View(std::vector<int64_t> shape) const;
+  // Rows [begin, end) of dimension 0, sharing the buffer.
+  Tensor Slice(int64_t begin, int64_t end) const;
+  // Clone, Zero and To are for CPU tensors (a backend copies and zeroes device ones).
   Tensor Clone() const;
   void Zero();
   // Element-type conversion between floating types (f32 <-> f64 <-> bf16 via f32).
@@ -77,6 +84,7 @@ class Tensor {
   std::shared_ptr<std::byte> buffer_;
   size_t offset_ = 0;
   DType dtype_ = DType::kF32;
+  Device device_ = Device::kCPU;
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;
 };

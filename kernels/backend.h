@@ -1,0 +1,182 @@
+// kernels/backend.h: one interface over every op of a training step, so that one model
+// (trainer/device_model.h) runs on the CPU and on a GPU (ggml's backend design).
+//
+// Two implementations: CpuBackend (backend_cpu.h: kernels/ops.h plus the MoE and router
+// loops of trainer/moe.cc, in the same order of operations) and CudaBackend
+// (kernels/cuda/backend_cuda.h). Every pointer argument is memory of the backend's device,
+// allocated by Empty() or ToDevice(); the CPU backend's "device" is host memory, which is
+// how CI runs the device model against the reference model (tests/trainer/
+// device_model_test.cc) without a GPU, and tests/gpu/ runs the same model on CUDA.
+//
+// Calls are enqueued in order on one stream (the CPU runs them at once); only ToHost and
+// Synchronize wait. Semantics are those of kernels/ops.h: "+=" outputs accumulate, all
+// others overwrite. Shapes are in the comments as [dims]. FP32 throughout: BF16 and FP8
+// device steps call cuBLASLt through the CUDA backend's own entry points.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace mt {
+
+// The MoE router's shape: T tokens of B sequences of length S over E experts, top-K.
+struct RouteShape {
+  int64_t tokens = 0;      // T = B * S
+  int64_t experts = 0;     // E
+  int64_t top_k = 0;       // K
+  int64_t n_group = 1;     // expert groups (E % n_group == 0)
+  int64_t topk_group = 1;  // groups kept per token
+  bool norm_topk = true;
+  double scaling = 1.0;  // routed_scaling_factor
+  int64_t seq_len = 0;   // S
+  int64_t valid = 0;     // positions s < valid of each sequence count for loads and balance
+};
+
+// The permutation of T * K routed slots (slot = t * K + k) by expert (MoePlanBuild).
+struct MoeRoutingPlan {
+  int32_t* src_token = nullptr;  // [T*K] permuted row p comes from token src_token[p]
+  int32_t* slot_pos = nullptr;   // [T*K] slot s sits at permuted row slot_pos[s]
+  int32_t* offsets = nullptr;    // [E+1] expert e owns rows [offsets[e], offsets[e+1])
+};
+
+// One AdamW step's coefficients (trainer/optimizer.h MakeAdamCoeffs).
+struct AdamStepCoeffs {
+  double lr = 0, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0;
+  double bc1 = 1, bc2 = 1;  // 1 - beta^step
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual const char* name() const = 0;  // "cpu", "cuda"
+
+  // ---- memory ---------------------------------------------------------------------------
+  // A zero-filled tensor on this backend's device.
+  virtual Tensor Empty(std::vector<int64_t> shape, DType dtype = DType::kF32) = 0;
+  virtual Tensor ToDevice(const Tensor& host) = 0;
+  // A host copy (waits for the work enqueued so far).
+  virtual Tensor ToHost(const Tensor& t) = 0;
+  virtual void Zero(Tensor* t) = 0;
+  // dst [n] = src [n] (device to device, bytes).
+  virtual void Copy(const void* src, void* dst, size_t bytes) = 0;
+  // dst rows r < rows, columns c < cols: dst[r * dst_ld + c] = src[r * src_ld + c].
+  virtual void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+                      int64_t cols) = 0;
+  // The same with dst += src.
+  virtual void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+                     int64_t cols) = 0;
+  virtual void Synchronize() = 0;
+
+  // ---- dense ops (kernels/ops.h) --------------------------------------------------------
+  // C[M,N] = alpha op(A) op(B) + beta C, row-major with leading dimensions.
+  virtual void Gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc) = 0;
+  // y[M,N] = x[M,K] W[N,K]^T
+  void LinearForward(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
+    Gemm(false, true, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+  }
+  // dx[M,K] (+)= dy[M,N] W[N,K]
+  void LinearBackwardInput(const float* dy, const float* w, float* dx, int64_t M, int64_t K,
+                           int64_t N, bool accumulate) {
+    Gemm(false, false, M, K, N, 1.0f, dy, N, w, K, accumulate ? 1.0f : 0.0f, dx, K);
+  }
+  // dW[N,K] += dy[M,N]^T x[M,K]
+  void LinearBackwardWeight(const float* dy, const float* x, float* dw, int64_t M, int64_t K,
+                            int64_t N) {
+    Gemm(true, false, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  }
+  virtual void RmsNormForward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
+                              int64_t C, double eps) = 0;
+  virtual void RmsNormBackward(const float* dy, const float* x, const float* w, const float* rstd,
+                               float* dx, float* dw, int64_t rows, int64_t C) = 0;
+  // cos, sin: [S, dr/2] F64 tensors on this device.
+  virtual void RopeForward(float* x, int64_t B, int64_t S, int64_t H, int64_t stride,
+                           int64_t offset, int64_t dr, const double* cos, const double* sin) = 0;
+  virtual void RopeBackward(float* dx, int64_t B, int64_t S, int64_t H, int64_t stride,
+                            int64_t offset, int64_t dr, const double* cos, const double* sin) = 0;
+  virtual void SwigluForward(const float* gate, const float* up, float* h, int64_t n) = 0;
+  virtual void SwigluBackward(const float* dh, const float* gate, const float* up, float* dgate,
+                              float* dup, int64_t n) = 0;
+  // Causal attention, q,k [B,S,N,Dqk], v,out [B,S,N,Dv]. *saved is what backward needs
+  // (allocated here; its layout is the backend's).
+  virtual void AttentionForward(const float* q, const float* k, const float* v, float* out,
+                                Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                int64_t Dv, double scale) = 0;
+  // dq,dk [B,S,N,Dqk], dv [B,S,N,Dv] overwritten.
+  virtual void AttentionBackward(const float* dout, const float* q, const float* k, const float* v,
+                                 const float* out, const Tensor& saved, float* dq, float* dk,
+                                 float* dv, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                 int64_t Dv, double scale) = 0;
+  virtual void EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,
+                                int64_t C) = 0;
+  virtual void EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int64_t n,
+                                 int64_t C) = 0;
+  // logits [R,V] become dlogits (ops::CrossEntropyForwardBackward); *loss_sum (one F64 on
+  // the device) += the summed loss of the rows whose target >= 0.
+  virtual void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
+                            float grad_scale, double* loss_sum) = 0;
+  virtual void Add(const float* x, float* y, int64_t n) = 0;           // y += x
+  virtual void Axpy(float a, const float* x, float* y, int64_t n) = 0;  // y += a x
+
+  // ---- MoE ------------------------------------------------------------------------------
+  // logits [T,E] -> scores [T,E] = sigmoid(logits) (in place allowed), topk [T,K] chosen on
+  // score + bias (group-limited, ties to the lower index), weight [T,K] gate weights from
+  // the unbiased scores, load [E] (I64) += the valid positions' choices.
+  virtual void RouterForward(const float* logits, const float* bias, float* scores, int32_t* topk,
+                             float* weight, int64_t* load, const RouteShape& shape) = 0;
+  // The sequence-wise balance loss of eqs. 17-20 over the valid positions: f [B,E] (F64,
+  // overwritten) = E/(K valid) x the choices per sequence; *loss (F64) += mean over the B
+  // sequences of sum_e f_e P_e, P_e = mean over valid positions of score_e / sum of scores.
+  virtual void BalanceForward(const float* scores, const int32_t* topk, double* f, double* loss,
+                              const RouteShape& shape) = 0;
+  // d_logits [T,E] (overwritten) from d loss / d gate weight dweight [T,K] (F64) through the
+  // top-k normalisation and scaling, plus balance_scale x d(balance loss) (f from
+  // BalanceForward), through the sigmoid.
+  virtual void RouterBackward(const float* scores, const int32_t* topk, const double* dweight,
+                              const double* f, double balance_scale, float* d_logits,
+                              const RouteShape& shape) = 0;
+  // topk [T,K] -> plan: slots ordered by expert, then by slot (stable).
+  virtual void MoePlanBuild(const int32_t* topk, int64_t T, int64_t K, int64_t E,
+                            const MoeRoutingPlan& plan) = 0;
+  // xp [T*K, H] row p = x [T,H] row src_token[p].
+  virtual void PermuteRows(const float* x, float* xp, const int32_t* src_token, int64_t P,
+                           int64_t H) = 0;
+  // y [T,H] += sum over k of weight[t,k] ye [T*K,H] row slot_pos[t*K+k], experts ascending.
+  virtual void Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y,
+                       int64_t T, int64_t K, int64_t H) = 0;
+  // Per slot s of token t = s / K: dye row slot_pos[s] = weight[s] dy row t (overwritten),
+  // dweight[s] (F64) = <dy row t, ye row slot_pos[s]>.
+  virtual void CombineBackward(const float* dy, const float* ye, const float* weight,
+                               const int32_t* slot_pos, float* dye, double* dweight, int64_t T,
+                               int64_t K, int64_t H) = 0;
+  // dx [T,H] += sum over k of dxp row slot_pos[t*K+k], experts ascending.
+  virtual void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T,
+                            int64_t K, int64_t H) = 0;
+  // Expert e's rows [offsets[e], offsets[e+1]) of the permuted x [rows,K] times its weight
+  // W_e [N,K] (w [E,N,K] stacked): y [rows,N] = x_e W_e^T; offsets stay on the device.
+  virtual void GroupedLinearForward(const float* x, const float* w, float* y,
+                                    const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                    int64_t N) = 0;
+  // dx_e [rows_e, K] (+)= dy_e [rows_e, N] W_e.
+  virtual void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,
+                                          const int32_t* offsets, int64_t rows, int64_t E,
+                                          int64_t K, int64_t N, bool accumulate) = 0;
+  // dW_e [N,K] += dy_e^T x_e.
+  virtual void GroupedLinearBackwardWeight(const float* dy, const float* x, float* dw,
+                                           const int32_t* offsets, int64_t rows, int64_t E,
+                                           int64_t K, int64_t N) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------------
+  // *sum_sq (F64) += sum of g[i]^2 in double.
+  virtual void SumSquares(const float* g, int64_t n, double* sum_sq) = 0;
+  virtual void Scale(float* g, int64_t n, float scale) = 0;
+  // AdamW with fp32 moments m, v [n] (trainer/optimizer.cc's update, in double).
+  virtual void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
+                     const AdamStepCoeffs& c) = 0;
+};
+
+}  // namespace mt

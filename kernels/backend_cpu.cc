@@ -1,0 +1,325 @@
+#include "kernels/backend_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "kernels/ops.h"
+#include "kernels/status.h"
+
+namespace mt {
+namespace {
+
+// Token t's K slots as (permuted row, slot), ascending row = ascending expert: the order in
+// which trainer/moe.cc adds a token's expert outputs.
+std::vector<std::pair<int32_t, int64_t>> RowsOf(const int32_t* slot_pos, int64_t t, int64_t K) {
+  std::vector<std::pair<int32_t, int64_t>> rows;
+  rows.reserve(K);
+  for (int64_t k = 0; k < K; ++k) rows.push_back({slot_pos[t * K + k], t * K + k});
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+// Group-limited top-k on score + bias, ties to the lower index (trainer/moe.cc Moe::Route).
+void RouteToken(const float* scores, const float* bias, int32_t* topk, const RouteShape& sh) {
+  const int64_t E = sh.experts, K = sh.top_k, group_size = E / sh.n_group;
+  std::vector<double> c(E);
+  for (int64_t e = 0; e < E; ++e) c[e] = static_cast<double>(scores[e]) + bias[e];
+  std::vector<std::pair<double, int64_t>> groups(sh.n_group);
+  for (int64_t g = 0; g < sh.n_group; ++g) {
+    double best = -std::numeric_limits<double>::infinity(), second = best;
+    for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
+      if (c[e] > best) {
+        second = best;
+        best = c[e];
+      } else if (c[e] > second) {
+        second = c[e];
+      }
+    }
+    groups[g] = {group_size >= 2 ? best + second : best, g};
+  }
+  auto by_score = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::partial_sort(groups.begin(), groups.begin() + sh.topk_group, groups.end(), by_score);
+  std::vector<std::pair<double, int64_t>> cand;
+  cand.reserve(sh.topk_group * group_size);
+  for (int64_t i = 0; i < sh.topk_group; ++i)
+    for (int64_t e = groups[i].second * group_size; e < (groups[i].second + 1) * group_size; ++e)
+      cand.push_back({c[e], e});
+  std::partial_sort(cand.begin(), cand.begin() + K, cand.end(), by_score);
+  for (int64_t k = 0; k < K; ++k) topk[k] = static_cast<int32_t>(cand[k].second);
+}
+
+}  // namespace
+
+// ---- memory ---------------------------------------------------------------------------
+
+Tensor CpuBackend::Empty(std::vector<int64_t> shape, DType dtype) {
+  return Tensor(std::move(shape), dtype);
+}
+Tensor CpuBackend::ToDevice(const Tensor& host) { return host.Clone(); }
+Tensor CpuBackend::ToHost(const Tensor& t) { return t.Clone(); }
+void CpuBackend::Zero(Tensor* t) { t->Zero(); }
+void CpuBackend::Copy(const void* src, void* dst, size_t bytes) {
+  if (bytes > 0) std::memmove(dst, src, bytes);
+}
+void CpuBackend::Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                        int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + r * dst_ld, src + r * src_ld, cols * sizeof(float));
+}
+void CpuBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+                       int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * dst_ld + c] += src[r * src_ld + c];
+}
+
+// ---- dense ops ------------------------------------------------------------------------
+
+void CpuBackend::Gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc) {
+  ops::Gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void CpuBackend::RmsNormForward(const float* x, const float* w, float* y, float* rstd,
+                                int64_t rows, int64_t C, double eps) {
+  ops::RmsNormForward(x, w, y, rstd, rows, C, eps);
+}
+void CpuBackend::RmsNormBackward(const float* dy, const float* x, const float* w,
+                                 const float* rstd, float* dx, float* dw, int64_t rows,
+                                 int64_t C) {
+  ops::RmsNormBackward(dy, x, w, rstd, dx, dw, rows, C);
+}
+void CpuBackend::RopeForward(float* x, int64_t B, int64_t S, int64_t H, int64_t stride,
+                             int64_t offset, int64_t dr, const double* cos, const double* sin) {
+  ops::RopeForward(x, B, S, H, stride, offset, dr, cos, sin);
+}
+void CpuBackend::RopeBackward(float* dx, int64_t B, int64_t S, int64_t H, int64_t stride,
+                              int64_t offset, int64_t dr, const double* cos, const double* sin) {
+  ops::RopeBackward(dx, B, S, H, stride, offset, dr, cos, sin);
+}
+void CpuBackend::SwigluForward(const float* gate, const float* up, float* h, int64_t n) {
+  ops::SwigluForward(gate, up, h, n);
+}
+void CpuBackend::SwigluBackward(const float* dh, const float* gate, const float* up, float* dgate,
+                                float* dup, int64_t n) {
+  ops::SwigluBackward(dh, gate, up, dgate, dup, n);
+}
+void CpuBackend::AttentionForward(const float* q, const float* k, const float* v, float* out,
+                                  Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                  int64_t Dv, double scale) {
+  *saved = Tensor({B, N, S, S}, DType::kF32);  // the probabilities
+  ops::AttentionForward(q, k, v, out, saved->data<float>(), B, S, N, Dqk, Dv, scale);
+}
+void CpuBackend::AttentionBackward(const float* dout, const float* q, const float* k,
+                                   const float* v, const float* /*out*/, const Tensor& saved,
+                                   float* dq, float* dk, float* dv, int64_t B, int64_t S,
+                                   int64_t N, int64_t Dqk, int64_t Dv, double scale) {
+  ops::AttentionBackward(dout, q, k, v, saved.data<float>(), dq, dk, dv, B, S, N, Dqk, Dv, scale);
+}
+void CpuBackend::EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,
+                                  int64_t C) {
+  ops::EmbeddingForward(ids, table, out, n, C);
+}
+void CpuBackend::EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int64_t n,
+                                   int64_t C) {
+  ops::EmbeddingBackward(ids, dout, dtable, n, C);
+}
+void CpuBackend::CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
+                              float grad_scale, double* loss_sum) {
+  *loss_sum += ops::CrossEntropyForwardBackward(logits, targets, rows, V, grad_scale,
+                                                static_cast<float*>(nullptr));
+}
+void CpuBackend::Add(const float* x, float* y, int64_t n) { ops::Add(x, y, n); }
+void CpuBackend::Axpy(float a, const float* x, float* y, int64_t n) { ops::Axpy(a, x, y, n); }
+
+// ---- MoE (trainer/moe.cc's loops) -----------------------------------------------------
+
+void CpuBackend::RouterForward(const float* logits, const float* bias, float* scores,
+                               int32_t* topk, float* weight, int64_t* load,
+                               const RouteShape& sh) {
+  const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k;
+  for (int64_t i = 0; i < T * E; ++i) scores[i] = 1.0f / (1.0f + std::exp(-logits[i]));
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t* idx = topk + t * K;
+    const float* sc = scores + t * E;
+    RouteToken(sc, bias, idx, sh);
+    double sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += sc[idx[k]];
+    for (int64_t k = 0; k < K; ++k) {
+      double w = sc[idx[k]];
+      if (sh.norm_topk) w /= sum + 1e-20;
+      weight[t * K + k] = static_cast<float>(w * sh.scaling);
+    }
+    if (t % sh.seq_len < sh.valid)
+      for (int64_t k = 0; k < K; ++k) load[idx[k]] += 1;
+  }
+}
+
+void CpuBackend::BalanceForward(const float* scores, const int32_t* topk, double* f_out,
+                                double* loss, const RouteShape& sh) {
+  const int64_t E = sh.experts, K = sh.top_k, S = sh.seq_len, valid = sh.valid;
+  const int64_t B = sh.tokens / S;
+  double bal_sum = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    double* f = f_out + b * E;
+    std::fill(f, f + E, 0.0);
+    std::vector<double> P(E, 0.0);
+    for (int64_t pos = 0; pos < valid; ++pos) {
+      const int64_t t = b * S + pos;
+      for (int64_t k = 0; k < K; ++k) f[topk[t * K + k]] += 1;
+      double sigma = 0;
+      for (int64_t e = 0; e < E; ++e) sigma += scores[t * E + e];
+      for (int64_t e = 0; e < E; ++e) P[e] += scores[t * E + e] / sigma;
+    }
+    double bal = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      f[e] *= static_cast<double>(E) / (K * valid);
+      bal += f[e] * P[e] / valid;
+    }
+    bal_sum += bal;
+  }
+  *loss += bal_sum / B;
+}
+
+void CpuBackend::RouterBackward(const float* sc, const int32_t* topk, const double* dw,
+                                const double* f_all, double balance_scale, float* d_logits,
+                                const RouteShape& sh) {
+  const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k, S = sh.seq_len, valid = sh.valid;
+  const int64_t B = T / S;
+  std::vector<double> ds(T * E, 0.0);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t* idx = topk + t * K;
+    if (sh.norm_topk) {
+      double sum = 1e-20, dot = 0;
+      for (int64_t k = 0; k < K; ++k) sum += sc[t * E + idx[k]];
+      for (int64_t k = 0; k < K; ++k) dot += dw[t * K + k] * sc[t * E + idx[k]];
+      for (int64_t k = 0; k < K; ++k)
+        ds[t * E + idx[k]] += sh.scaling * (dw[t * K + k] / sum - dot / (sum * sum));
+    } else {
+      for (int64_t k = 0; k < K; ++k) ds[t * E + idx[k]] += sh.scaling * dw[t * K + k];
+    }
+  }
+  if (balance_scale != 0) {
+    const double c = balance_scale / (static_cast<double>(B) * valid);
+    for (int64_t b = 0; b < B; ++b) {
+      const double* f = f_all + b * E;
+      for (int64_t pos = 0; pos < valid; ++pos) {
+        const int64_t t = b * S + pos;
+        double sigma = 0, a = 0;
+        for (int64_t e = 0; e < E; ++e) {
+          sigma += sc[t * E + e];
+          a += f[e] * sc[t * E + e];
+        }
+        for (int64_t e = 0; e < E; ++e) ds[t * E + e] += c * (f[e] / sigma - a / (sigma * sigma));
+      }
+    }
+  }
+  for (int64_t i = 0; i < T * E; ++i)
+    d_logits[i] = static_cast<float>(ds[i] * sc[i] * (1 - sc[i]));
+}
+
+void CpuBackend::MoePlanBuild(const int32_t* topk, int64_t T, int64_t K, int64_t E,
+                              const MoeRoutingPlan& plan) {
+  std::vector<std::vector<int64_t>> slots(E);
+  for (int64_t s = 0; s < T * K; ++s) slots[topk[s]].push_back(s);
+  int64_t p = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    plan.offsets[e] = static_cast<int32_t>(p);
+    for (int64_t s : slots[e]) {
+      plan.src_token[p] = static_cast<int32_t>(s / K);
+      plan.slot_pos[s] = static_cast<int32_t>(p);
+      ++p;
+    }
+  }
+  plan.offsets[E] = static_cast<int32_t>(p);
+}
+
+void CpuBackend::PermuteRows(const float* x, float* xp, const int32_t* src_token, int64_t P,
+                             int64_t H) {
+  for (int64_t p = 0; p < P; ++p)
+    std::memcpy(xp + p * H, x + int64_t(src_token[p]) * H, H * sizeof(float));
+}
+
+void CpuBackend::Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y,
+                         int64_t T, int64_t K, int64_t H) {
+  for (int64_t t = 0; t < T; ++t)
+    for (const auto& [row, slot] : RowsOf(slot_pos, t, K))
+      ops::Axpy(weight[slot], ye + int64_t(row) * H, y + t * H, H);
+}
+
+void CpuBackend::CombineBackward(const float* dy, const float* ye, const float* weight,
+                                 const int32_t* slot_pos, float* dye, double* dweight, int64_t T,
+                                 int64_t K, int64_t H) {
+  for (int64_t s = 0; s < T * K; ++s) {
+    const float* g = dy + (s / K) * H;
+    const int64_t p = slot_pos[s];
+    double dot = 0;
+    for (int64_t c = 0; c < H; ++c) dot += static_cast<double>(g[c]) * ye[p * H + c];
+    dweight[s] = dot;
+    const float w = weight[s];
+    for (int64_t c = 0; c < H; ++c) dye[p * H + c] = w * g[c];
+  }
+}
+
+void CpuBackend::UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T,
+                              int64_t K, int64_t H) {
+  for (int64_t t = 0; t < T; ++t)
+    for (const auto& [row, slot] : RowsOf(slot_pos, t, K))
+      ops::Add(dxp + int64_t(row) * H, dx + t * H, H);
+}
+
+// One GEMM per non-empty expert over its rows, as trainer/moe.cc runs each expert.
+void CpuBackend::GroupedLinearForward(const float* x, const float* w, float* y,
+                                      const int32_t* offsets, int64_t /*rows*/, int64_t E,
+                                      int64_t K, int64_t N) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m > 0) ops::LinearForward(x + r0 * K, w + e * N * K, y + r0 * N, m, K, N);
+  }
+}
+void CpuBackend::GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,
+                                            const int32_t* offsets, int64_t /*rows*/, int64_t E,
+                                            int64_t K, int64_t N, bool accumulate) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m > 0)
+      ops::LinearBackwardInput(dy + r0 * N, w + e * N * K, dx + r0 * K, m, K, N, accumulate);
+  }
+}
+void CpuBackend::GroupedLinearBackwardWeight(const float* dy, const float* x, float* dw,
+                                             const int32_t* offsets, int64_t /*rows*/, int64_t E,
+                                             int64_t K, int64_t N) {
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets[e], m = offsets[e + 1] - r0;
+    if (m > 0) ops::LinearBackwardWeight(dy + r0 * N, x + r0 * K, dw + e * N * K, m, K, N);
+  }
+}
+
+// ---- optimizer ------------------------------------------------------------------------
+
+void CpuBackend::SumSquares(const float* g, int64_t n, double* sum_sq) {
+  *sum_sq += ops::SumSquares(g, n);
+}
+void CpuBackend::Scale(float* g, int64_t n, float scale) {
+  for (int64_t i = 0; i < n; ++i) g[i] *= scale;
+}
+void CpuBackend::AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
+                       const AdamStepCoeffs& c) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const double mi = c.b1 * m[i] + (1 - c.b1) * g[i];
+    const double vi = c.b2 * v[i] + (1 - c.b2) * static_cast<double>(g[i]) * g[i];
+    m[i] = static_cast<float>(mi);
+    v[i] = static_cast<float>(vi);
+    double p = w[i];
+    if (decay) p *= 1 - c.lr * c.wd;  // decoupled (torch.optim.AdamW order)
+    p -= c.lr * (mi / c.bc1) / (std::sqrt(vi / c.bc2) + c.eps);
+    w[i] = static_cast<float>(p);
+  }
+}
+
+}  // namespace mt

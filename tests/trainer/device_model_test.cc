@@ -1,0 +1,176 @@
+// The device model (trainer/device_model.h) on the CPU backend against the module model
+// (trainer/model.h), the reference: losses, expert loads, every gradient and, after
+// optimizer steps, every parameter must be bit-identical, because the CPU backend runs
+// the same ops in the same order. The same model on CUDA is compared with the CPU in
+// tests/gpu/device_model_gpu_test.cc; this test is what makes the device model's
+// orchestration (reshapes, routing, permutation, MTP, gradient flow) trustworthy in CI.
+#include "trainer/device_model.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend_cpu.h"
+#include "trainer/optimizer.h"
+#include "trainer/rng.h"
+
+namespace mt {
+namespace {
+
+ModelConfig TinyConfig() {
+  ModelConfig m;
+  m.vocab_size = 41;
+  m.hidden_size = 16;
+  m.intermediate_size = 24;
+  m.moe_intermediate_size = 8;
+  m.num_hidden_layers = 3;
+  m.num_attention_heads = 2;
+  m.num_key_value_heads = 2;
+  m.n_routed_experts = 8;
+  m.n_shared_experts = 1;
+  m.num_experts_per_tok = 3;
+  m.n_group = 4;
+  m.topk_group = 2;
+  m.first_k_dense_replace = 1;
+  m.q_lora_rank = 8;
+  m.kv_lora_rank = 8;
+  m.qk_nope_head_dim = 4;
+  m.qk_rope_head_dim = 4;
+  m.v_head_dim = 6;
+  m.num_nextn_predict_layers = 2;
+  m.routed_scaling_factor = 2.5;
+  m.initializer_range = 0.3;  // large enough that every path carries signal
+  return m;
+}
+
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>(RandomBits(seed, 7, i) % vocab);
+  return t;
+}
+
+void RandomiseBiases(Model& model) {
+  for (Moe* moe : model.moe_layers()) {
+    float* b = moe->bias()->value.data<float>();
+    for (int64_t e = 0; e < moe->num_experts(); ++e) b[e] = 0.05f * RandomNormal(3, e, 0);
+  }
+}
+
+// Bit-for-bit equality of two float tensors; names the first differing element.
+void ExpectSameBits(const std::string& what, const Tensor& a, const Tensor& b) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const float* x = a.data<float>();
+  const float* y = b.data<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (std::memcmp(&x[i], &y[i], sizeof(float)) != 0) {
+      ADD_FAILURE() << what << "[" << i << "]: module model " << x[i] << ", device model " << y[i];
+      return;
+    }
+  }
+}
+
+void ExpectSameLosses(const Losses& a, const Losses& b) {
+  EXPECT_EQ(a.main, b.main);
+  EXPECT_EQ(a.balance, b.balance);
+  EXPECT_EQ(a.total, b.total);
+  EXPECT_EQ(a.tokens, b.tokens);
+  ASSERT_EQ(a.mtp.size(), b.mtp.size());
+  for (size_t k = 0; k < a.mtp.size(); ++k) EXPECT_EQ(a.mtp[k], b.mtp[k]) << "MTP " << k + 1;
+}
+
+// Every gradient (or value) of `ref` against the device model's, downloaded into `dev`.
+void ExpectSameParams(Model& ref, Model& dev, bool grads) {
+  const auto& a = ref.params().all();
+  const auto& b = dev.params().all();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ExpectSameBits(a[i]->name + " value", a[i]->value, b[i]->value);
+    if (grads && a[i]->grad.defined()) ExpectSameBits(a[i]->name + " grad", a[i]->grad, b[i]->grad);
+  }
+}
+
+// Two micro-batches of gradient accumulation on both models, then the comparisons.
+void CheckForwardBackward(const ModelConfig& m) {
+  const int64_t B = 2, S = 12;
+  Model ref(m, /*seed=*/11), mirror(m, /*seed=*/11);
+  RandomiseBiases(ref);
+  RandomiseBiases(mirror);
+  CpuBackend cpu;
+  DeviceModel dev(&mirror, &cpu);
+  const ObjectiveWeights w{0.3, 0.01};
+  for (int mb = 0; mb < 2; ++mb) {
+    const std::vector<int32_t> tokens = RandomTokens(B * (S + 1), m.vocab_size, 100 + mb);
+    std::vector<std::vector<int64_t>> ref_loads, dev_loads;
+    const Losses a = ref.ForwardBackward(tokens.data(), B, S, w, 0.5, &ref_loads);
+    const Losses b = dev.ForwardBackward(tokens.data(), B, S, w, 0.5, &dev_loads);
+    ExpectSameLosses(a, b);
+    EXPECT_EQ(ref_loads, dev_loads);
+    EXPECT_GT(a.main, 0);
+  }
+  dev.Download(/*grads=*/true);
+  ExpectSameParams(ref, mirror, /*grads=*/true);
+  const std::vector<int32_t> tokens = RandomTokens(B * (S + 1), m.vocab_size, 7);
+  ExpectSameLosses(ref.Evaluate(tokens.data(), B, S, w), dev.Evaluate(tokens.data(), B, S, w));
+}
+
+TEST(DeviceModelTest, MatchesTheModuleModel) { CheckForwardBackward(TinyConfig()); }
+
+TEST(DeviceModelTest, MatchesWithoutQueryLoraSharedExpertsOrNormalisedTopK) {
+  ModelConfig m = TinyConfig();
+  m.q_lora_rank = 0;
+  m.n_shared_experts = 0;
+  m.norm_topk_prob = false;
+  m.n_group = 1;
+  m.topk_group = 1;
+  m.num_nextn_predict_layers = 1;
+  CheckForwardBackward(m);
+}
+
+TEST(DeviceModelTest, MatchesADenseModelWithoutMtp) {
+  ModelConfig m = TinyConfig();
+  m.first_k_dense_replace = m.num_hidden_layers;  // no MoE layer: no loads, no balance loss
+  m.num_nextn_predict_layers = 0;
+  CheckForwardBackward(m);
+}
+
+// Three optimizer steps (clipping on, bias update on) give the same parameters, moments
+// included through their effect on the later steps.
+TEST(DeviceModelTest, OptimizerStepsMatchAdamW) {
+  const ModelConfig m = TinyConfig();
+  const int64_t B = 2, S = 8;
+  Model ref(m, 5), mirror(m, 5);
+  CpuBackend cpu;
+  DeviceModel dev(&mirror, &cpu);
+  OptimizerConfig opt;
+  opt.weight_decay = 0.1;
+  opt.grad_clip = 0.5;  // small enough to clip
+  AdamW adam(ref.params(), opt);
+  const ObjectiveWeights w{0.3, 0.001};
+  for (int64_t step = 1; step <= 3; ++step) {
+    const std::vector<int32_t> tokens = RandomTokens(B * (S + 1), m.vocab_size, 40 + step);
+    ref.params().ZeroGrads();
+    dev.ZeroGrads();
+    std::vector<std::vector<int64_t>> ref_loads, dev_loads;
+    ref.ForwardBackward(tokens.data(), B, S, w, 1.0, &ref_loads);
+    dev.ForwardBackward(tokens.data(), B, S, w, 1.0, &dev_loads);
+    const double norm = adam.GradNorm();
+    EXPECT_EQ(norm, dev.GradNorm());
+    EXPECT_GT(norm, opt.grad_clip);
+    adam.ClipGradients(norm, opt.grad_clip);
+    adam.Step(1e-2);
+    UpdateExpertBiases(ref.moe_layers(), ref_loads, 1e-3);
+    dev.OptimizerStep(opt, 1e-2, step, norm, dev_loads, 1e-3);
+  }
+  dev.Download(/*grads=*/false);
+  ExpectSameParams(ref, mirror, /*grads=*/false);
+}
+
+TEST(DeviceModelDeathTest, RefusesPrecisionsItDoesNotRun) {
+  Model bf16(TinyConfig(), 1, Precision::kBf16);
+  CpuBackend cpu;
+  EXPECT_DEATH(DeviceModel(&bf16, &cpu), "fp32 only");
+}
+
+}  // namespace
+}  // namespace mt

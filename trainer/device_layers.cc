@@ -1,0 +1,251 @@
+#include "trainer/device_layers.h"
+
+#include "kernels/status.h"
+#include "trainer/rope.h"
+
+namespace mt {
+inline namespace MT_REAL_NS {
+
+static_assert(std::is_same_v<Real, float>, "the device model is float only (real.h)");
+
+// ---- parameters -------------------------------------------------------------------------
+
+DeviceParams::DeviceParams(Backend* backend, ParamStore* host) : be_(backend), host_(host) {
+  params_.resize(host->all().size());
+}
+
+namespace {
+size_t IndexOf(const ParamStore& ps, const std::string& name) {
+  for (size_t i = 0; i < ps.all().size(); ++i)
+    if (ps.all()[i]->name == name) return i;
+  MT_CHECK(false, "device model: no parameter ", name);
+  return 0;
+}
+}  // namespace
+
+DeviceParam* DeviceParams::Get(const std::string& name) {
+  const size_t i = IndexOf(*host_, name);
+  if (!params_[i]) {
+    auto d = std::make_unique<DeviceParam>();
+    d->host = host_->all()[i].get();
+    d->value = be_->ToDevice(d->host->value);
+    if (d->host->grad.defined()) d->grad = be_->Empty(d->host->grad.shape());
+    params_[i] = std::move(d);
+  }
+  return params_[i].get();
+}
+
+void DeviceParams::Stack(const std::vector<std::string>& names, Tensor* value, Tensor* grad) {
+  const auto E = static_cast<int64_t>(names.size());
+  const Param& first = *host_->all()[IndexOf(*host_, names[0])];
+  const int64_t N = first.value.dim(0), K = first.value.dim(1);
+  Tensor host({E, N, K}, DType::kF32);
+  for (int64_t e = 0; e < E; ++e) {
+    const Param& p = *host_->all()[IndexOf(*host_, names[e])];
+    MT_CHECK(p.value.shape() == first.value.shape(), "device model: expert ", p.name,
+             " is shaped unlike ", first.name);
+    std::copy(p.value.data<float>(), p.value.data<float>() + N * K, host.data<float>() + e * N * K);
+  }
+  *value = be_->ToDevice(host);
+  *grad = be_->Empty({E, N, K});
+  for (int64_t e = 0; e < E; ++e) {
+    const size_t i = IndexOf(*host_, names[e]);
+    MT_CHECK(!params_[i], "device model: ", names[e], " registered before its stack");
+    auto d = std::make_unique<DeviceParam>();
+    d->host = host_->all()[i].get();
+    d->value = value->Slice(e, e + 1).View({N, K});
+    d->grad = grad->Slice(e, e + 1).View({N, K});
+    params_[i] = std::move(d);
+  }
+}
+
+std::vector<DeviceParam*> DeviceParams::All() const {
+  std::vector<DeviceParam*> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    MT_CHECK(params_[i], "device model: parameter ", host_->all()[i]->name, " has no layer");
+    out.push_back(params_[i].get());
+  }
+  return out;
+}
+
+void DeviceParams::Download(bool grads) const {
+  for (DeviceParam* d : All()) {
+    d->host->value = be_->ToHost(d->value);
+    if (grads && d->grad.defined()) d->host->grad = be_->ToHost(d->grad);
+  }
+}
+
+// ---- Linear and RMSNorm ---------------------------------------------------------------
+
+Tensor DLinear::Forward(const DeviceBatch& b, const Tensor& x) const {
+  const int64_t T = x.dim(0);
+  Tensor y = b.be->Empty({T, out});  // [T, out]
+  b.be->LinearForward(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
+  return y;
+}
+
+void DLinear::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x, Tensor* dx,
+                       bool accumulate) const {
+  const int64_t T = dy.dim(0);
+  if (!dx->defined()) *dx = b.be->Empty({T, in});  // [T, in]
+  b.be->LinearBackwardInput(dy.data<float>(), p->value.data<float>(), dx->data<float>(), T, in,
+                            out, accumulate);
+  b.be->LinearBackwardWeight(dy.data<float>(), x.data<float>(), p->grad.data<float>(), T, in, out);
+}
+
+Tensor DNorm::Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const {
+  const int64_t T = x.numel() / dim;
+  Tensor y = b.be->Empty(x.shape());
+  *rstd = b.be->Empty({T});
+  b.be->RmsNormForward(x.data<float>(), p->value.data<float>(), y.data<float>(),
+                       rstd->data<float>(), T, dim, eps);
+  return y;
+}
+
+Tensor DNorm::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
+                       const Tensor& rstd) const {
+  const int64_t T = x.numel() / dim;
+  Tensor dx = b.be->Empty(x.shape());
+  b.be->RmsNormBackward(dy.data<float>(), x.data<float>(), p->value.data<float>(),
+                        rstd.data<float>(), dx.data<float>(), p->grad.data<float>(), T, dim);
+  return dx;
+}
+
+// ---- SwiGLU MLP -------------------------------------------------------------------------
+
+Tensor DMlp::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
+  s->x = x;
+  s->g = gate.Forward(b, x);  // [T, F]
+  s->u = up.Forward(b, x);    // [T, F]
+  s->h = b.be->Empty(s->g.shape());
+  b.be->SwigluForward(s->g.data<float>(), s->u.data<float>(), s->h.data<float>(), s->h.numel());
+  return down.Forward(b, s->h);  // [T, H]
+}
+
+Tensor DMlp::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
+  Tensor dh;
+  down.Backward(b, dy, s->h, &dh, false);  // [T, F]
+  Tensor dg = b.be->Empty(dh.shape()), du = b.be->Empty(dh.shape());
+  b.be->SwigluBackward(dh.data<float>(), s->g.data<float>(), s->u.data<float>(), dg.data<float>(),
+                       du.data<float>(), dh.numel());
+  Tensor dx;  // [T, H]
+  gate.Backward(b, dg, s->x, &dx, false);
+  up.Backward(b, du, s->x, &dx, true);
+  *s = Saved{};
+  return dx;
+}
+
+// ---- decoder layer ----------------------------------------------------------------------
+
+Tensor DLayer::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved* s,
+                       int64_t* load, double* balance) const {
+  Backend& be = *b.be;
+  s->x = x;
+  s->x1 = attn.Forward(b, input_norm.Forward(b, x, &s->a_rstd), &s->attn);
+  be.Add(x.data<float>(), s->x1.data<float>(), x.numel());  // residual
+  const Tensor n = post_norm.Forward(b, s->x1, &s->b_rstd);
+  Tensor y = moe ? moe->Forward(b, n, valid, &s->moe, load, balance) : mlp->Forward(b, n, &s->mlp);
+  be.Add(s->x1.data<float>(), y.data<float>(), y.numel());  // residual
+  return y;
+}
+
+Tensor DLayer::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid,
+                        double balance_scale, Saved* s) const {
+  Backend& be = *b.be;
+  const Tensor dn = moe ? moe->Backward(b, dy, valid, balance_scale, &s->moe)
+                        : mlp->Backward(b, dy, &s->mlp);
+  Tensor dx1 = post_norm.Backward(b, dn, s->x1, s->b_rstd);
+  be.Add(dy.data<float>(), dx1.data<float>(), dx1.numel());  // residual
+  const Tensor da = attn.Backward(b, dx1, &s->attn);
+  Tensor dx = input_norm.Backward(b, da, s->x, s->a_rstd);
+  be.Add(dx1.data<float>(), dx.data<float>(), dx.numel());  // residual
+  *s = Saved{};
+  return dx;
+}
+
+namespace {
+
+DLinear MakeLinear(DeviceParams& ps, const std::string& name) {
+  DLinear l;
+  l.p = ps.Get(name);
+  l.out = l.p->value.dim(0);
+  l.in = l.p->value.dim(1);
+  return l;
+}
+
+DNorm MakeNorm(DeviceParams& ps, const std::string& name, double eps) {
+  DNorm n;
+  n.p = ps.Get(name);
+  n.dim = n.p->value.dim(0);
+  n.eps = eps;
+  return n;
+}
+
+DMlp MakeMlp(DeviceParams& ps, const std::string& prefix) {
+  return {MakeLinear(ps, prefix + "gate_proj.weight"), MakeLinear(ps, prefix + "up_proj.weight"),
+          MakeLinear(ps, prefix + "down_proj.weight")};
+}
+
+}  // namespace
+
+std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m) {
+  const std::string p = "model.layers." + std::to_string(index) + ".";
+  auto layer = std::make_unique<DLayer>();
+  layer->input_norm = MakeNorm(ps, p + "input_layernorm.weight", m.rms_norm_eps);
+  layer->post_norm = MakeNorm(ps, p + "post_attention_layernorm.weight", m.rms_norm_eps);
+
+  DMla& a = layer->attn;
+  a.H = m.hidden_size;
+  a.N = m.num_attention_heads;
+  a.dn = m.qk_nope_head_dim;
+  a.dr = m.qk_rope_head_dim;
+  a.dv = m.v_head_dim;
+  a.rq = m.q_lora_rank;
+  a.rkv = m.kv_lora_rank;
+  a.scale = AttentionSoftmaxScale(m);
+  const std::string pa = p + "self_attn.";
+  constexpr double kLatentNormEps = 1e-6;  // trainer/mla.cc: HF's latent norms ignore the config
+  if (a.rq > 0) {
+    a.q_a = MakeLinear(ps, pa + "q_a_proj.weight");
+    a.q_a_norm = MakeNorm(ps, pa + "q_a_layernorm.weight", kLatentNormEps);
+    a.q_b = MakeLinear(ps, pa + "q_b_proj.weight");
+  } else {
+    a.q = MakeLinear(ps, pa + "q_proj.weight");
+  }
+  a.kv_a = MakeLinear(ps, pa + "kv_a_proj_with_mqa.weight");
+  a.kv_a_norm = MakeNorm(ps, pa + "kv_a_layernorm.weight", kLatentNormEps);
+  a.kv_b = MakeLinear(ps, pa + "kv_b_proj.weight");
+  a.o = MakeLinear(ps, pa + "o_proj.weight");
+
+  if (!m.IsMoeLayer(index)) {
+    layer->mlp = std::make_unique<DMlp>(MakeMlp(ps, p + "mlp."));
+    return layer;
+  }
+  auto moe = std::make_unique<DMoe>();
+  moe->H = m.hidden_size;
+  moe->E = m.n_routed_experts;
+  moe->K = m.num_experts_per_tok;
+  moe->F = m.moe_intermediate_size;
+  moe->n_group = m.n_group;
+  moe->topk_group = m.topk_group;
+  moe->scaling = m.routed_scaling_factor;
+  moe->norm_topk = m.norm_topk_prob;
+  moe->has_shared = m.n_shared_experts > 0;
+  moe->router = ps.Get(p + "mlp.gate.weight");
+  moe->bias = ps.Get(p + "mlp.gate.e_score_correction_bias");
+  auto names = [&](const char* proj) {
+    std::vector<std::string> n;
+    for (int64_t e = 0; e < moe->E; ++e)
+      n.push_back(p + "mlp.experts." + std::to_string(e) + "." + proj + ".weight");
+    return n;
+  };
+  ps.Stack(names("gate_proj"), &moe->gate_w, &moe->gate_g);
+  ps.Stack(names("up_proj"), &moe->up_w, &moe->up_g);
+  ps.Stack(names("down_proj"), &moe->down_w, &moe->down_g);
+  if (moe->has_shared) moe->shared = MakeMlp(ps, p + "mlp.shared_experts.");
+  layer->moe = std::move(moe);
+  return layer;
+}
+
+}  // namespace MT_REAL_NS
+}  // namespace mt

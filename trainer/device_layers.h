@@ -1,0 +1,158 @@
+// trainer/device_layers.h: the DeepseekV3 layers over a Backend (kernels/backend.h), so
+// that the training step runs wherever the backend's device is: the modules of
+// trainer/mla.h, mlp.h, moe.h and decoder_layer.h once more, on device tensors.
+//
+// Same math and, on the CPU backend, the same order of operations as those modules (the
+// reference): tests/trainer/device_model_test.cc holds the two to the last bits. What
+// differs is how the experts run: all of one layer's experts are one grouped GEMM over the
+// tokens permuted by expert (MoePlanBuild), with no host synchronisation per expert, and
+// the experts' weights are stacked [E, N, K] per projection.
+//
+// FP32 for now (training.precision fp32); each layer's forward and its backward (input
+// and weight gradients at once) sit side by side. Float build only.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "trainer/config.h"
+#include "trainer/params.h"
+
+namespace mt {
+inline namespace MT_REAL_NS {
+
+// A host parameter's device copy: value and gradient, and AdamW's fp32 moments.
+struct DeviceParam {
+  Param* host = nullptr;
+  Tensor value, grad;  // expert weights: slices of their layer's [E, N, K] stacks
+  Tensor m, v;         // trainable parameters only
+};
+
+// Every parameter of a ParamStore on one backend, in the store's order.
+class DeviceParams {
+ public:
+  DeviceParams(Backend* backend, ParamStore* host);
+  Backend& backend() const { return *be_; }
+  // The device copy of `name` (uploaded on first use).
+  DeviceParam* Get(const std::string& name);
+  // The weights `names` [N, K] of E experts as one [E, N, K] stack, value and gradient;
+  // each becomes a slice of it. Call before Get() of any of them.
+  void Stack(const std::vector<std::string>& names, Tensor* value, Tensor* grad);
+  // All parameters, in the host store's order (registered or not: checked).
+  std::vector<DeviceParam*> All() const;
+  // Copies every value (and, with grads, gradient) back to the host parameters.
+  void Download(bool grads) const;
+
+ private:
+  Backend* be_;
+  ParamStore* host_;
+  std::vector<std::unique_ptr<DeviceParam>> params_;  // parallel to host_->all()
+};
+
+// Shapes and tables one micro-batch's layers share. T = B * S tokens.
+struct DeviceBatch {
+  Backend* be = nullptr;
+  int64_t B = 0, S = 0;
+  const double* cos = nullptr;  // [S, dr/2] rotary tables on the device
+  const double* sin = nullptr;
+  int64_t T() const { return B * S; }
+};
+
+struct DLinear {
+  DeviceParam* p = nullptr;  // [out, in]
+  int64_t in = 0, out = 0;
+  Tensor Forward(const DeviceBatch& b, const Tensor& x) const;  // [T,in] -> [T,out]
+  // dx [T,in] (+)= dy W and dW += dy^T x.
+  void Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x, Tensor* dx,
+                bool accumulate) const;
+};
+
+struct DNorm {
+  DeviceParam* p = nullptr;  // [dim]
+  int64_t dim = 0;
+  double eps = 1e-6;
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const;  // [T,dim]
+  Tensor Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
+                  const Tensor& rstd) const;  // dx [T,dim]; dw +=
+};
+
+// SwiGLU MLP: down(silu(gate(x)) * up(x)).
+struct DMlp {
+  struct Saved {
+    Tensor x, g, u, h;  // [T,H], [T,F] x3
+  };
+  DLinear gate, up, down;
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
+  Tensor Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const;  // -> dx [T,H]
+};
+
+// Multi-head latent attention (trainer/mla.h).
+struct DMla {
+  struct Saved {
+    Tensor x, qa, qa_rstd, qa_n, latent, latent_rstd, latent_n;
+    Tensor q, k, v;  // [T,N,dqk] x2 after RoPE, [T,N,dv]
+    Tensor attn;     // what the backend's attention keeps for backward
+    Tensor o;        // [T, N*dv]
+  };
+  int64_t H = 0, N = 0, dn = 0, dr = 0, dv = 0, rq = 0, rkv = 0;
+  double scale = 0;
+  DLinear q_a, q_b, q, kv_a, kv_b, o;
+  DNorm q_a_norm, kv_a_norm;
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
+  Tensor Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const;
+};
+
+// DeepSeekMoE: sigmoid router with group-limited top-k and the selection bias, routed
+// experts as grouped GEMMs, shared experts (trainer/moe.h).
+struct DMoe {
+  struct Saved {
+    Tensor x, scores, topk, weight;               // [T,H], [T,E], [T,K] I32, [T,K]
+    Tensor src_token, slot_pos, offsets;          // the permutation plan (I32)
+    Tensor xp, g, u, h, ye;                       // [T*K,H], [T*K,F] x3, [T*K,H]
+    Tensor f;                                     // [B,E] F64 balance-loss fractions
+    DMlp::Saved shared;
+  };
+  int64_t H = 0, E = 0, K = 0, F = 0, n_group = 1, topk_group = 1;
+  double scaling = 1;
+  bool norm_topk = true, has_shared = false;
+  DeviceParam* router = nullptr;  // [E,H]
+  DeviceParam* bias = nullptr;    // [E]
+  Tensor gate_w, up_w, down_w;  // [E,F,H], [E,F,H], [E,H,F] stacked expert weights
+  // Their gradients, accumulated by the const Backward as a DeviceParam's are (through a
+  // pointer): the stacks are the storage of the experts' DeviceParams.
+  mutable Tensor gate_g, up_g, down_g;
+  DMlp shared;
+  RouteShape Shape(const DeviceBatch& b, int64_t valid) const;
+  // load [E] (I64) += this micro-batch's choices; *balance (F64) += its balance loss.
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved* s, int64_t* load,
+                 double* balance) const;
+  // balance_scale = d(total loss)/d(this layer's balance loss).
+  Tensor Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, double balance_scale,
+                  Saved* s) const;
+};
+
+// One decoder layer: x1 = x + MLA(norm(x)); y = x1 + FFN(norm(x1)).
+struct DLayer {
+  struct Saved {
+    Tensor x, a_rstd, x1, b_rstd;
+    DMla::Saved attn;
+    DMlp::Saved mlp;
+    DMoe::Saved moe;
+  };
+  DNorm input_norm, post_norm;
+  DMla attn;
+  std::unique_ptr<DMlp> mlp;
+  std::unique_ptr<DMoe> moe;
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved* s, int64_t* load,
+                 double* balance) const;
+  Tensor Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, double balance_scale,
+                  Saved* s) const;
+};
+
+// The layer `index` ("model.layers.<index>.") of model `m`, its parameters from `ps`.
+std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m);
+
+}  // namespace MT_REAL_NS
+}  // namespace mt

@@ -1,0 +1,80 @@
+// trainer/device_model.h: the whole DeepseekV3 model and its training step on a Backend
+// (kernels/backend.h): the GPU training step, and on the CPU backend its test.
+//
+// It mirrors Model (trainer/model.h): embed -> decoder layers -> norm -> head, the MTP
+// modules, the balance loss and the expert loads, with the same losses and gradients
+// (tests/trainer/device_model_test.cc checks them, on the CPU backend to the last bits).
+// Parameters are copied from a Model's ParamStore at construction and stay on the device;
+// Download() copies them (and the gradients) back, for checkpoints and comparisons. The
+// optimizer step (global-norm clipping, AdamW with fp32 moments, the aux-loss-free bias
+// update) runs on the device too, so a training step moves only tokens in and a few
+// scalars out.
+//
+// One process, FP32 (training.precision fp32), the whole model (no pipeline or expert
+// parallelism yet). Float build only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "trainer/device_layers.h"
+#include "trainer/model.h"
+
+namespace mt {
+inline namespace MT_REAL_NS {
+
+class DeviceModel {
+ public:
+  // The device copy of `model` (its config and current parameters); `model` must outlive
+  // this (Download writes into its ParamStore), `backend` too.
+  DeviceModel(Model* model, Backend* backend);
+  ~DeviceModel();
+
+  const ModelConfig& config() const { return m_; }
+  Backend& backend() const { return *be_; }
+
+  // Model::ForwardBackward's contract: tokens [B, S+1] on the host; gradients of
+  // grad_scale x the loss accumulate on the device; loads[moe layer][E] +=.
+  Losses ForwardBackward(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
+                         double grad_scale, std::vector<std::vector<int64_t>>* loads);
+  Losses Evaluate(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w);
+
+  void ZeroGrads();
+  // sqrt(sum of squared gradients) over the trainable parameters (AdamW::GradNorm).
+  double GradNorm();
+  // AdamW::ClipGradients, then AdamW::Step at learning rate lr (optimizer step `step`,
+  // 1-based), then UpdateExpertBiases with speed gamma from the step's loads.
+  void OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,
+                     const std::vector<std::vector<int64_t>>& loads, double gamma);
+
+  // Parameter values (and with grads, gradients) back into the Model's ParamStore.
+  void Download(bool grads) const;
+
+ private:
+  struct Mtp;
+  struct Stash;
+  Losses Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
+             double grad_scale, bool backward, std::vector<std::vector<int64_t>>* loads);
+  // Cross-entropy through the shared head in row chunks; *loss_sum (F64) += the summed
+  // loss; with dh, dh [T,H] = d(coeff x mean loss)/dh and the head's gradient accumulates.
+  void HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& labels, int64_t count,
+                double coeff, double* loss_sum, Tensor* dh) const;
+  Tensor Embed(const DeviceBatch& b, const Tensor& ids) const;
+
+  ModelConfig m_;
+  Backend* be_;
+  std::unique_ptr<DeviceParams> params_;
+  DeviceParam* embed_ = nullptr;  // [V, H]
+  DeviceParam* head_ = nullptr;   // [V, H]
+  std::vector<std::unique_ptr<DLayer>> layers_;
+  DNorm final_norm_;
+  std::vector<std::unique_ptr<Mtp>> mtp_;
+  std::vector<DMoe*> moe_layers_;  // main layers' then MTP modules', as Model::moe_layers()
+  Tensor rope_cos_, rope_sin_;     // [S, dr/2] F64
+  int64_t rope_len_ = 0;
+};
+
+}  // namespace MT_REAL_NS
+}  // namespace mt
