@@ -25,13 +25,12 @@ struct DeviceModel::Mtp {
   DNorm head_norm;
 };
 
-DeviceModel::DeviceModel(Model* model, Backend* backend)
-    : m_(model->config()),
-      be_(backend),
-      params_(std::make_unique<DeviceParams>(backend, &model->params())) {
-  MT_CHECK(model->precision().precision() == Precision::kFp32,
+DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
+                         Backend* backend)
+    : m_(m), be_(backend), params_(std::make_unique<DeviceParams>(backend, params)) {
+  MT_CHECK(precision == Precision::kFp32,
            "the device model runs training.precision fp32 only (for now), not ",
-           PrecisionName(model->precision().precision()));
+           PrecisionName(precision));
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {

@@ -27,13 +27,19 @@ inline namespace MT_REAL_NS {
 
 class DeviceModel {
  public:
-  // The device copy of `model` (its config and current parameters); `model` must outlive
-  // this (Download writes into its ParamStore), `backend` too.
-  DeviceModel(Model* model, Backend* backend);
+  // The device copy of the whole model `m` whose parameters are `params` (a Model's, or a
+  // single-process ParallelModel's) at `precision`; `params` and `backend` must outlive
+  // this (Download writes into `params`).
+  DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params, Backend* backend);
+  DeviceModel(Model* model, Backend* backend)
+      : DeviceModel(model->config(), model->precision().precision(), &model->params(), backend) {}
   ~DeviceModel();
 
   const ModelConfig& config() const { return m_; }
   Backend& backend() const { return *be_; }
+  // Every parameter with its gradient and AdamW moments (m, v: fp32), in the ParamStore's
+  // order: what a checkpoint saves and restores.
+  std::vector<DeviceParam*> params() const { return params_->All(); }
 
   // Model::ForwardBackward's contract: tokens [B, S+1] on the host; gradients of
   // grad_scale x the loss accumulate on the device; loads[moe layer][E] +=.
