@@ -85,34 +85,38 @@ __device__ int SortedRows(const int32_t* slot_pos, int64_t t, int64_t K, int32_t
   return int(K);
 }
 
+// kAccumulate: start from y's value (y +=, the order the CPU's per-expert axpys add in).
+template <bool kAccumulate>
 __global__ void CombineKernel(const float* ye, const float* weight, const int32_t* slot_pos,
                               float* y, int64_t K, int64_t H) {
   __shared__ int32_t rows[kMaxTopK], slots[kMaxTopK];
   const int64_t t = blockIdx.x;
   SortedRows(slot_pos, t, K, rows, slots);
   for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-    float acc = 0.0f;
+    float acc = kAccumulate ? y[t * H + h] : 0.0f;
     for (int j = 0; j < K; ++j) acc += weight[slots[j]] * ye[int64_t(rows[j]) * H + h];
     y[t * H + h] = acc;
   }
 }
 
+template <bool kAccumulate>
 __global__ void UnpermuteSumKernel(const float* dxp, const int32_t* slot_pos, float* dx, int64_t K,
                                    int64_t H) {
   __shared__ int32_t rows[kMaxTopK], slots[kMaxTopK];
   const int64_t t = blockIdx.x;
   SortedRows(slot_pos, t, K, rows, slots);
   for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-    float acc = 0.0f;
+    float acc = kAccumulate ? dx[t * H + h] : 0.0f;
     for (int j = 0; j < K; ++j) acc += dxp[int64_t(rows[j]) * H + h];
     dx[t * H + h] = acc;
   }
 }
 
-// One kBlock block per slot.
+// One kBlock block per slot. W: float or double dweight (the dot is double either way).
+template <typename W>
 __global__ void CombineBackwardKernel(const float* dy, const float* ye, const float* weight,
-                                      const int32_t* slot_pos, float* dye, float* dweight,
-                                      int64_t K, int64_t H) {
+                                      const int32_t* slot_pos, float* dye, W* dweight, int64_t K,
+                                      int64_t H) {
   const int64_t s = blockIdx.x, t = s / K, p = slot_pos[s];
   const float w = weight[s];
   double dot = 0;
@@ -122,7 +126,7 @@ __global__ void CombineBackwardKernel(const float* dy, const float* ye, const fl
     dot += double(g) * ye[p * H + h];
   }
   dot = BlockSum(dot);
-  if (threadIdx.x == 0) dweight[s] = float(dot);
+  if (threadIdx.x == 0) dweight[s] = W(dot);
 }
 
 void CheckRouting(int64_t T, int64_t K) {
@@ -178,30 +182,67 @@ void PermuteRows(const void* x, void* xp, const int32_t* src_token, int64_t P, i
   CUDA_CHECK_LAUNCH();
 }
 
-void UnpermuteSum(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
-                  int64_t H, cudaStream_t stream) {
+namespace {
+template <bool kAccumulate>
+void LaunchUnpermute(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
+                     int64_t H, cudaStream_t stream) {
   CheckRouting(T, K);
   if (T == 0) return;
-  UnpermuteSumKernel<<<unsigned(T), kBlock, 0, stream>>>(dxp, slot_pos, dx, K, H);
+  UnpermuteSumKernel<kAccumulate><<<unsigned(T), kBlock, 0, stream>>>(dxp, slot_pos, dx, K, H);
   CUDA_CHECK_LAUNCH();
+}
+
+template <bool kAccumulate>
+void LaunchCombine(const float* ye, const float* weight, const int32_t* slot_pos, float* y,
+                   int64_t T, int64_t K, int64_t H, cudaStream_t stream) {
+  CheckRouting(T, K);
+  if (T == 0) return;
+  CombineKernel<kAccumulate><<<unsigned(T), kBlock, 0, stream>>>(ye, weight, slot_pos, y, K, H);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename W>
+void LaunchCombineBackward(const float* dy, const float* ye, const float* weight,
+                           const int32_t* slot_pos, float* dye, W* dweight, int64_t T, int64_t K,
+                           int64_t H, cudaStream_t stream) {
+  CheckRouting(T, K);
+  if (T == 0) return;
+  CombineBackwardKernel<W>
+      <<<unsigned(T * K), kBlock, 0, stream>>>(dy, ye, weight, slot_pos, dye, dweight, K, H);
+  CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void UnpermuteSum(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
+                  int64_t H, cudaStream_t stream) {
+  LaunchUnpermute<false>(dxp, slot_pos, dx, T, K, H, stream);
+}
+
+void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
+                  int64_t H, cudaStream_t stream) {
+  LaunchUnpermute<true>(dxp, slot_pos, dx, T, K, H, stream);
 }
 
 void Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,
              int64_t K, int64_t H, cudaStream_t stream) {
-  CheckRouting(T, K);
-  if (T == 0) return;
-  CombineKernel<<<unsigned(T), kBlock, 0, stream>>>(ye, weight, slot_pos, y, K, H);
-  CUDA_CHECK_LAUNCH();
+  LaunchCombine<false>(ye, weight, slot_pos, y, T, K, H, stream);
+}
+
+void CombineAdd(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,
+                int64_t K, int64_t H, cudaStream_t stream) {
+  LaunchCombine<true>(ye, weight, slot_pos, y, T, K, H, stream);
 }
 
 void CombineBackward(const float* dy, const float* ye, const float* weight, const int32_t* slot_pos,
                      float* dye, float* dweight, int64_t T, int64_t K, int64_t H,
                      cudaStream_t stream) {
-  CheckRouting(T, K);
-  if (T == 0) return;
-  CombineBackwardKernel<<<unsigned(T * K), kBlock, 0, stream>>>(dy, ye, weight, slot_pos, dye,
-                                                                dweight, K, H);
-  CUDA_CHECK_LAUNCH();
+  LaunchCombineBackward(dy, ye, weight, slot_pos, dye, dweight, T, K, H, stream);
+}
+
+void CombineBackward(const float* dy, const float* ye, const float* weight, const int32_t* slot_pos,
+                     float* dye, double* dweight, int64_t T, int64_t K, int64_t H,
+                     cudaStream_t stream) {
+  LaunchCombineBackward(dy, ye, weight, slot_pos, dye, dweight, T, K, H, stream);
 }
 
 }  // namespace mt::cuda

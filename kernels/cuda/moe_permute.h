@@ -40,14 +40,24 @@ void PermuteRows(const void* x, void* xp, const int32_t* src_token, int64_t P, i
 // dx [T, H] = sum over k of dxp [P, H] row slot_pos[t * K + k], added in expert order.
 void UnpermuteSum(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                   int64_t H, cudaStream_t stream);
+// dx [T, H] += the same sum, added to dx's value in expert order (kernels/backend.h).
+void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
+                  int64_t H, cudaStream_t stream);
 // y [T, H] = sum over k of weight[t, k] * ye [P, H] row slot_pos[t * K + k], in expert order
 // (the CPU's order of accumulation). Overwrites y.
 void Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,
              int64_t K, int64_t H, cudaStream_t stream);
+// y [T, H] += the same sum, added to y's value in expert order (kernels/backend.h).
+void CombineAdd(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,
+                int64_t K, int64_t H, cudaStream_t stream);
 // The combine's backward, for each slot s of token t = s / K: dye [P, H] row slot_pos[s] =
-// weight[s] * dy [T, H] row t, and dweight [T * K] at s = <dy row t, ye row slot_pos[s]>.
+// weight[s] * dy [T, H] row t, and dweight [T * K] at s = <dy row t, ye row slot_pos[s]>
+// (summed in double; stored as float, or as double for the router's backward).
 void CombineBackward(const float* dy, const float* ye, const float* weight, const int32_t* slot_pos,
                      float* dye, float* dweight, int64_t T, int64_t K, int64_t H,
+                     cudaStream_t stream);
+void CombineBackward(const float* dy, const float* ye, const float* weight, const int32_t* slot_pos,
+                     float* dye, double* dweight, int64_t T, int64_t K, int64_t H,
                      cudaStream_t stream);
 
 namespace ref {

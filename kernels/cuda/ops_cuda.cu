@@ -127,6 +127,15 @@ __global__ void AxpyKernel(float a, const float* x, float* y, int64_t n) {
   MT_GRID_STRIDE(i, n) { y[i] += a * x[i]; }
 }
 
+// One thread per element of the [rows, cols] block; consecutive threads walk a row.
+__global__ void Add2DKernel(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                            int64_t cols, int64_t n) {
+  MT_GRID_STRIDE(i, n) {
+    const int64_t r = i / cols, c = i % cols;
+    dst[r * dst_ld + c] += src[r * src_ld + c];
+  }
+}
+
 #undef MT_GRID_STRIDE
 
 void CheckRows(int64_t rows, int64_t C) {
@@ -214,6 +223,17 @@ void Add(const float* x, float* y, int64_t n, cudaStream_t stream) { Axpy(1.0f, 
 void Axpy(float a, const float* x, float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   AxpyKernel<<<GridFor(n), kBlock, 0, stream>>>(a, x, y, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
+           cudaStream_t stream) {
+  CUDA_HOST_CHECK(rows >= 0 && cols >= 0, "Add2D: negative shape");
+  CUDA_HOST_CHECK(rows <= 1 || (src_ld >= cols && dst_ld >= cols),
+                  "Add2D: leading dimension smaller than the row");
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  Add2DKernel<<<GridFor(n), kBlock, 0, stream>>>(src, src_ld, dst, dst_ld, cols, n);
   CUDA_CHECK_LAUNCH();
 }
 

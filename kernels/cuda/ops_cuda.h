@@ -47,5 +47,9 @@ void EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int
 // ---- Elementwise ----------------------------------------------------------------------
 void Add(const float* x, float* y, int64_t n, cudaStream_t stream);            // y += x
 void Axpy(float a, const float* x, float* y, int64_t n, cudaStream_t stream);  // y += a x
+// dst[r * dst_ld + c] += src[r * src_ld + c] for r < rows, c < cols (a column block of a
+// row-major matrix, e.g. one head's slice).
+void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
+           cudaStream_t stream);
 
 }  // namespace mt::cuda

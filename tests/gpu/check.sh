@@ -47,6 +47,7 @@ else
 fi
 
 step "CUDA ops vs CPU reference (op table)" 150 ops_gpu_test
+step "CUDA backend vs CPU backend (every kernels/backend.h op)" 120 backend_table_test
 step "runtime: device, streams, events, pinned memory" 30 runtime_test
 step "caching allocator bookkeeping" 30 device_allocator_test
 step "GEMM plan cache keys" 30 gemm_plan_cache_test

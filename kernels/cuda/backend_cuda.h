@@ -1,0 +1,203 @@
+// kernels/cuda/backend_cuda.h: the CUDA implementation of kernels/backend.h (FP32), so
+// the device model (trainer/device_model.h) runs on one GPU with the ops of kernels/cuda/.
+//
+// One backend per rank: it selects the rank's device (runtime.h), owns the compute stream
+// every op is enqueued on, a caching allocator (device_allocator.h) that device tensors
+// borrow from and return to, a cuBLAS handle for the FP32 GEMMs (CUBLAS_COMPUTE_32F with
+// the default math mode: no TF32, so results match the CPU at 1e-5) and the attention core
+// (attention.h). Scratch the ops need (plan workspaces, reduction partials) is held across
+// calls and grown on demand, so a warmed-up step allocates nothing new.
+//
+// Device memory is stream-ordered to the compute stream (device_allocator.h): a tensor
+// dropped on the host while kernels still use it goes back to the cache and is handed out
+// only to work queued after those kernels. tests/gpu/backend_table_test.cc compares every op
+// with CpuBackend (kernels/backend_cpu.h) on the same inputs.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/runtime.h"
+
+namespace mt::cuda {
+
+class Attention;
+
+// cuBLAS's column-major arguments for our row-major C[M, N] = op(A) op(B): cuBLAS computes
+// C^T [N, M] = op(B)^T op(A)^T. A row-major [r, c] matrix with leading dimension ld is the
+// column-major [c, r] matrix with the same ld (its transpose), so cuBLAS's A is our B with
+// our trans_b as its op, and its B is our A with our trans_a. With K == 0 nothing is read
+// and the leading dimensions are raised to 1, which cuBLAS requires (C = beta C then).
+struct ColumnMajorGemm {
+  bool trans_a = false, trans_b = false;  // cuBLAS's op(A), op(B)
+  int64_t m = 0, n = 0, k = 0;            // cuBLAS's C is [m, n] column-major
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+};
+
+inline ColumnMajorGemm ColumnMajorFor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                                      const float* A, int64_t lda, const float* B, int64_t ldb,
+                                      float* C, int64_t ldc) {
+  ColumnMajorGemm g;
+  g.trans_a = trans_b;
+  g.trans_b = trans_a;
+  g.m = N;
+  g.n = M;
+  g.k = K;
+  g.a = B;
+  g.lda = K == 0 ? std::max<int64_t>(ldb, 1) : ldb;
+  g.b = A;
+  g.ldb = K == 0 ? std::max<int64_t>(lda, 1) : lda;
+  g.c = C;
+  g.ldc = ldc;
+  return g;
+}
+
+// The device memory of one backend, shared with the deleters of the tensors it hands out
+// (a tensor may outlive the backend; its block then returns to a cache nobody reuses).
+struct DevicePool {
+  CudaRawAllocator raw;
+  CachingAllocator cache{&raw};
+  // A block of at least `bytes`; aborts with the allocator's message when out of memory
+  // (the Backend interface has no Status: an OOM mid-step is not recoverable anyway).
+  void* AllocateOrDie(size_t bytes);
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Selects the device of `local_rank` (runtime.h SelectDevice) and creates the stream,
+  // allocator, cuBLAS handle and attention core on it.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int local_rank);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::kCUDA; }
+  const char* name() const override { return "cuda"; }
+  const DeviceInfo& info() const { return info_; }
+  cudaStream_t stream() const { return streams_->compute(); }
+  Streams& streams() { return *streams_; }
+  CachingAllocator& allocator() { return pool_->cache; }
+
+  // ---- memory ----
+  Tensor Empty(std::vector<int64_t> shape, DType dtype = DType::kF32) override;
+  Tensor ToDevice(const Tensor& host) override;
+  Tensor ToHost(const Tensor& t) override;
+  void Zero(Tensor* t) override;
+  void Copy(const void* src, void* dst, size_t bytes) override;
+  void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+              int64_t cols) override;
+  void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+             int64_t cols) override;
+  void Synchronize() override;
+
+  // ---- dense ops ----
+  void Gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            int64_t ldc) override;
+  void RmsNormForward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
+                      int64_t C, double eps) override;
+  void RmsNormBackward(const float* dy, const float* x, const float* w, const float* rstd,
+                       float* dx, float* dw, int64_t rows, int64_t C) override;
+  void RopeForward(float* x, int64_t B, int64_t S, int64_t H, int64_t stride, int64_t offset,
+                   int64_t dr, const double* cos, const double* sin) override;
+  void RopeBackward(float* dx, int64_t B, int64_t S, int64_t H, int64_t stride, int64_t offset,
+                    int64_t dr, const double* cos, const double* sin) override;
+  void SwigluForward(const float* gate, const float* up, float* h, int64_t n) override;
+  void SwigluBackward(const float* dh, const float* gate, const float* up, float* dgate, float* dup,
+                      int64_t n) override;
+  // *saved: the attention core's opaque bytes ([SavedBytes] U8; the unfused path's P).
+  void AttentionForward(const float* q, const float* k, const float* v, float* out, Tensor* saved,
+                        int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
+                        double scale) override;
+  void AttentionBackward(const float* dout, const float* q, const float* k, const float* v,
+                         const float* out, const Tensor& saved, float* dq, float* dk, float* dv,
+                         int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
+                         double scale) override;
+  void EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,
+                        int64_t C) override;
+  void EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int64_t n,
+                         int64_t C) override;
+  void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
+                    float grad_scale, double* loss_sum) override;
+  void Add(const float* x, float* y, int64_t n) override;
+  void Axpy(float a, const float* x, float* y, int64_t n) override;
+
+  // ---- MoE (backend_cuda_moe.cc) ----
+  void RouterForward(const float* logits, const float* bias, float* scores, int32_t* topk,
+                     float* weight, int64_t* load, const RouteShape& shape) override;
+  void BalanceForward(const float* scores, const int32_t* topk, double* f, double* loss,
+                      const RouteShape& shape) override;
+  void RouterBackward(const float* scores, const int32_t* topk, const double* dweight,
+                      const double* f, double balance_scale, float* d_logits,
+                      const RouteShape& shape) override;
+  void MoePlanBuild(const int32_t* topk, int64_t T, int64_t K, int64_t E,
+                    const MoeRoutingPlan& plan) override;
+  void PermuteRows(const float* x, float* xp, const int32_t* src_token, int64_t P,
+                   int64_t H) override;
+  void Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,
+               int64_t K, int64_t H) override;
+  void CombineBackward(const float* dy, const float* ye, const float* weight,
+                       const int32_t* slot_pos, float* dye, double* dweight, int64_t T, int64_t K,
+                       int64_t H) override;
+  void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
+                    int64_t H) override;
+  void GroupedLinearForward(const float* x, const float* w, float* y, const int32_t* offsets,
+                            int64_t rows, int64_t E, int64_t K, int64_t N) override;
+  void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,
+                                  const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                  int64_t N, bool accumulate) override;
+  void GroupedLinearBackwardWeight(const float* dy, const float* x, float* dw,
+                                   const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                   int64_t N) override;
+
+  // ---- optimizer ----
+  void SumSquares(const float* g, int64_t n, double* sum_sq) override;
+  void Scale(float* g, int64_t n, float scale) override;
+  void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
+             const AdamStepCoeffs& c) override;
+
+ private:
+  // A device block held across calls, grown (never shrunk) to the largest request.
+  struct Cached {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  // A block for one call, back to the cache when it goes out of scope (safe while kernels
+  // queued on the compute stream still use it: the allocator is stream-ordered).
+  struct BlockFree {
+    std::shared_ptr<DevicePool> pool;
+    void operator()(void* p) const { pool->cache.Free(p); }
+  };
+  using Block = std::unique_ptr<void, BlockFree>;
+
+  CudaBackend(DeviceInfo info, std::shared_ptr<DevicePool> pool, std::unique_ptr<Streams> streams,
+              cublasHandle_t cublas, std::unique_ptr<Attention> attention);
+  // A tensor whose bytes are left as the allocator hands them out (to be overwritten).
+  Tensor Uninitialized(std::vector<int64_t> shape, DType dtype);
+  void* Grow(Cached* c, size_t bytes);
+  Block Scratch(size_t bytes);
+  // kReductionPartials doubles for the two-pass sums (cross_entropy.h, adamw.h).
+  double* Partials();
+
+  DeviceInfo info_;
+  std::shared_ptr<DevicePool> pool_;
+  std::unique_ptr<Streams> streams_;
+  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<Attention> attention_;
+  Cached plan_workspace_, plan_counts_, partials_;
+};
+
+}  // namespace mt::cuda
