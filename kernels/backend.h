@@ -31,7 +31,8 @@ struct RouteShape {
   bool norm_topk = true;
   double scaling = 1.0;  // routed_scaling_factor
   int64_t seq_len = 0;   // S
-  int64_t valid = 0;     // positions s < valid of each sequence count for loads and balance
+  int64_t valid = 0;     // positions s < valid (>= 1) of each sequence count for loads and
+                         // the balance loss; tokens is a whole number of sequences
 };
 
 // The permutation of T * K routed slots (slot = t * K + k) by expert (MoePlanBuild).
@@ -60,7 +61,7 @@ class Backend {
   // A host copy (waits for the work enqueued so far).
   virtual Tensor ToHost(const Tensor& t) = 0;
   virtual void Zero(Tensor* t) = 0;
-  // dst [n] = src [n] (device to device, bytes).
+  // dst = src, `bytes` bytes on the device; the ranges must not overlap.
   virtual void Copy(const void* src, void* dst, size_t bytes) = 0;
   // dst rows r < rows, columns c < cols: dst[r * dst_ld + c] = src[r * src_ld + c].
   virtual void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,

@@ -14,6 +14,7 @@
 #               sets LD_LIBRARY_PATH to lib/, then the CUDA wheels' site-packages/nvidia/*/lib,
 #               then /usr/local/cuda and /usr/local/nvidia
 #   check.sh    tests/gpu/check.sh (the one-script GPU check)
+#   configs/    the repository's configs (the GPU model test and benchmark read them)
 #   MANIFEST    the bundled binaries and libraries, one per line
 # Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too.
 set -euo pipefail
@@ -24,7 +25,8 @@ BUILD=$(cd "$BUILD" && pwd)
 
 binaries=()
 for b in moetrain tests/gpu/ops_gpu_test tests/gpu/runtime_test tests/gpu/device_allocator_test \
-  tests/gpu/gemm_plan_cache_test tests/gpu/communicator_nccl_test bench/gpu/gemm_bench; do
+  tests/gpu/gemm_plan_cache_test tests/gpu/communicator_nccl_test tests/gpu/backend_table_test \
+  tests/gpu/device_model_gpu_test bench/gpu/gemm_bench bench/gpu/device_train_bench; do
   [ -x "$BUILD/$b" ] && binaries+=("$BUILD/$b")
 done
 if [ ! -x "$BUILD/moetrain" ]; then
@@ -63,6 +65,8 @@ for b in "${binaries[@]}"; do
   done < <(ldd "$b")
 done
 cp "$ROOT/tests/gpu/check.sh" "$OUT/check.sh"
+# The configs the GPU model test and the step benchmark read (configs/default.yaml, ...).
+cp -r "$ROOT/configs" "$OUT/configs"
 
 cat >"$OUT/run" <<'RUN'
 #!/usr/bin/env bash
