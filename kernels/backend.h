@@ -123,6 +123,40 @@ class Backend {
   virtual void Add(const float* x, float* y, int64_t n) = 0;           // y += x
   virtual void Axpy(float a, const float* x, float* y, int64_t n) = 0;  // y += a x
 
+  // ---- BF16 GEMMs (training.precision bf16) ----------------------------------------------
+  // What a BF16 GEMM with FP32 accumulation computes, on FP32 tensors: the operands are
+  // rounded to BF16 (round to nearest even) first, the products summed in FP32. The
+  // defaults (backend.cc) round copies and call the FP32 ops, which is the CPU's emulation
+  // (trainer/precision.h); a GPU backend overrides them with tensor-core BF16 GEMMs.
+  // y[n] = x[n] rounded to BF16, kept in FP32 (in place allowed).
+  virtual void RoundBf16(const float* x, float* y, int64_t n) = 0;
+  // Gemm with alpha = 1 on BF16-rounded A [(trans_a ? K : M) x lda] and B.
+  virtual void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                        float* C, int64_t ldc);
+  void LinearForwardBf16(const float* x, const float* w, float* y, int64_t M, int64_t K,
+                         int64_t N) {
+    GemmBf16(false, true, M, N, K, x, K, w, K, 0.0f, y, N);
+  }
+  void LinearBackwardInputBf16(const float* dy, const float* w, float* dx, int64_t M, int64_t K,
+                               int64_t N, bool accumulate) {
+    GemmBf16(false, false, M, K, N, dy, N, w, K, accumulate ? 1.0f : 0.0f, dx, K);
+  }
+  void LinearBackwardWeightBf16(const float* dy, const float* x, float* dw, int64_t M, int64_t K,
+                                int64_t N) {
+    GemmBf16(true, false, N, K, M, dy, N, x, K, 1.0f, dw, K);
+  }
+  // The grouped expert GEMMs below on BF16-rounded operands.
+  virtual void GroupedLinearForwardBf16(const float* x, const float* w, float* y,
+                                        const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                        int64_t N);
+  virtual void GroupedLinearBackwardInputBf16(const float* dy, const float* w, float* dx,
+                                              const int32_t* offsets, int64_t rows, int64_t E,
+                                              int64_t K, int64_t N, bool accumulate);
+  virtual void GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,
+                                               const int32_t* offsets, int64_t rows, int64_t E,
+                                               int64_t K, int64_t N);
+
   // ---- MoE ------------------------------------------------------------------------------
   // logits [T,E] -> scores [T,E] = sigmoid(logits) (in place allowed), topk [T,K] chosen on
   // score + bias (group-limited, ties to the lower index), weight [T,K] gate weights from

@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "kernels/bf16.h"
 #include "kernels/ops.h"
 #include "kernels/status.h"
 
@@ -132,6 +133,9 @@ void CpuBackend::CrossEntropy(float* logits, const int32_t* targets, int64_t row
                               float grad_scale, double* loss_sum) {
   *loss_sum += ops::CrossEntropyForwardBackward(logits, targets, rows, V, grad_scale,
                                                 static_cast<float*>(nullptr));
+}
+void CpuBackend::RoundBf16(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = Bf16ToFloat(FloatToBf16(x[i]));
 }
 void CpuBackend::Add(const float* x, float* y, int64_t n) { ops::Add(x, y, n); }
 void CpuBackend::Axpy(float a, const float* x, float* y, int64_t n) { ops::Axpy(a, x, y, n); }

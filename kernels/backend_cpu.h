@@ -54,6 +54,7 @@ class CpuBackend : public Backend {
                          int64_t C) override;
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
+  void RoundBf16(const float* x, float* y, int64_t n) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 

@@ -80,17 +80,31 @@ void DeviceParams::Download(bool grads) const {
 Tensor DLinear::Forward(const DeviceBatch& b, const Tensor& x) const {
   const int64_t T = x.dim(0);
   Tensor y = b.be->Empty({T, out});  // [T, out]
-  b.be->LinearForward(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
+  if (b.bf16)
+    b.be->LinearForwardBf16(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
+  else
+    b.be->LinearForward(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
   return y;
 }
 
-void DLinear::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x, Tensor* dx,
-                       bool accumulate) const {
+void DLinear::BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx,
+                            bool accumulate) const {
   const int64_t T = dy.dim(0);
   if (!dx->defined()) *dx = b.be->Empty({T, in});  // [T, in]
-  b.be->LinearBackwardInput(dy.data<float>(), p->value.data<float>(), dx->data<float>(), T, in,
-                            out, accumulate);
-  b.be->LinearBackwardWeight(dy.data<float>(), x.data<float>(), p->grad.data<float>(), T, in, out);
+  const float* w = p->value.data<float>();
+  if (b.bf16)
+    b.be->LinearBackwardInputBf16(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+  else
+    b.be->LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+}
+
+void DLinear::BackwardWeight(const DeviceBatch& b, const Tensor& dy, const Tensor& x) const {
+  const int64_t T = dy.dim(0);
+  float* dw = p->grad.data<float>();
+  if (b.bf16)
+    b.be->LinearBackwardWeightBf16(dy.data<float>(), x.data<float>(), dw, T, in, out);
+  else
+    b.be->LinearBackwardWeight(dy.data<float>(), x.data<float>(), dw, T, in, out);
 }
 
 Tensor DNorm::Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const {
@@ -113,21 +127,45 @@ Tensor DNorm::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
 
 // ---- SwiGLU MLP -------------------------------------------------------------------------
 
+Tensor SwigluForwardKeep(const DeviceBatch& b, Tensor* g, Tensor* u, Tensor* keep_h) {
+  Tensor h = b.be->Empty(g->shape());
+  b.be->SwigluForward(g->data<float>(), u->data<float>(), h.data<float>(), h.numel());
+  if (b.bf16) {  // keep the inputs in BF16 (after h is made from the exact ones), not h
+    b.be->RoundBf16(g->data<float>(), g->data<float>(), g->numel());
+    b.be->RoundBf16(u->data<float>(), u->data<float>(), u->numel());
+  } else {
+    *keep_h = h;
+  }
+  return h;
+}
+
+Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const Tensor& g,
+                               const Tensor& u, Tensor* h, Tensor* du) {
+  Tensor dg = b.be->Empty(dh.shape());
+  *du = b.be->Empty(dh.shape());
+  b.be->SwigluBackward(dh.data<float>(), g.data<float>(), u.data<float>(), dg.data<float>(),
+                       du->data<float>(), dh.numel());
+  if (!h->defined()) {
+    *h = b.be->Empty(g.shape());
+    b.be->SwigluForward(g.data<float>(), u.data<float>(), h->data<float>(), h->numel());
+  }
+  return dg;
+}
+
 Tensor DMlp::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
   s->x = x;
   s->g = gate.Forward(b, x);  // [T, F]
   s->u = up.Forward(b, x);    // [T, F]
-  s->h = b.be->Empty(s->g.shape());
-  b.be->SwigluForward(s->g.data<float>(), s->u.data<float>(), s->h.data<float>(), s->h.numel());
-  return down.Forward(b, s->h);  // [T, H]
+  const Tensor h = SwigluForwardKeep(b, &s->g, &s->u, &s->h);
+  return down.Forward(b, h);  // [T, H]
 }
 
 Tensor DMlp::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
-  Tensor dh;
-  down.Backward(b, dy, s->h, &dh, false);  // [T, F]
-  Tensor dg = b.be->Empty(dh.shape()), du = b.be->Empty(dh.shape());
-  b.be->SwigluBackward(dh.data<float>(), s->g.data<float>(), s->u.data<float>(), dg.data<float>(),
-                       du.data<float>(), dh.numel());
+  Tensor dh;  // [T, F]
+  down.BackwardInput(b, dy, &dh, false);
+  Tensor du;
+  const Tensor dg = SwigluBackwardRecompute(b, dh, s->g, s->u, &s->h, &du);
+  down.BackwardWeight(b, dy, s->h);
   Tensor dx;  // [T, H]
   gate.Backward(b, dg, s->x, &dx, false);
   up.Backward(b, du, s->x, &dx, true);

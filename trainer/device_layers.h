@@ -57,6 +57,9 @@ struct DeviceBatch {
   int64_t B = 0, S = 0;
   const double* cos = nullptr;  // [S, dr/2] rotary tables on the device
   const double* sin = nullptr;
+  // training.precision bf16: every GEMM on BF16-rounded operands, the attention core's
+  // operands and the SwiGLU inputs rounded to BF16, as trainer/precision.h does.
+  bool bf16 = false;
   int64_t T() const { return B * S; }
 };
 
@@ -64,9 +67,16 @@ struct DLinear {
   DeviceParam* p = nullptr;  // [out, in]
   int64_t in = 0, out = 0;
   Tensor Forward(const DeviceBatch& b, const Tensor& x) const;  // [T,in] -> [T,out]
-  // dx [T,in] (+)= dy W and dW += dy^T x.
+  // dx [T,in] (+)= dy W (dx allocated when undefined).
+  void BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx, bool accumulate) const;
+  // dW += dy^T x.
+  void BackwardWeight(const DeviceBatch& b, const Tensor& dy, const Tensor& x) const;
+  // Both.
   void Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x, Tensor* dx,
-                bool accumulate) const;
+                bool accumulate) const {
+    BackwardInput(b, dy, dx, accumulate);
+    BackwardWeight(b, dy, x);
+  }
 };
 
 struct DNorm {
@@ -81,7 +91,8 @@ struct DNorm {
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
 struct DMlp {
   struct Saved {
-    Tensor x, g, u, h;  // [T,H], [T,F] x3
+    Tensor x, g, u;  // [T,H], [T,F] x2: in bf16, g and u are kept BF16-rounded
+    Tensor h;        // [T,F] fp32: down's input; bf16 recomputes it in backward instead
   };
   DLinear gate, up, down;
   Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
@@ -110,7 +121,8 @@ struct DMoe {
   struct Saved {
     Tensor x, scores, topk, weight;               // [T,H], [T,E], [T,K] I32, [T,K]
     Tensor src_token, slot_pos, offsets;          // the permutation plan (I32)
-    Tensor xp, g, u, h, ye;                       // [T*K,H], [T*K,F] x3, [T*K,H]
+    Tensor xp, g, u, h, ye;                       // [T*K,H], [T*K,F] x3, [T*K,H] (h:
+                                                  // fp32 only, as DMlp's)
     Tensor f;                                     // [B,E] F64 balance-loss fractions
     DMlp::Saved shared;
   };
@@ -150,6 +162,13 @@ struct DLayer {
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, double balance_scale,
                   Saved* s) const;
 };
+
+// The SwiGLU of DMlp and the experts: h [n] = silu(g) * up from g, u [n] (kept in s_g,
+// s_u: BF16-rounded in bf16, where h is not kept), and its backward dg, du [n] from dh,
+// with h rebuilt from the kept inputs when it was not kept (DeepSeek-V3's recompute).
+Tensor SwigluForwardKeep(const DeviceBatch& b, Tensor* g, Tensor* u, Tensor* keep_h);
+Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const Tensor& g,
+                               const Tensor& u, Tensor* h, Tensor* du);
 
 // The layer `index` ("model.layers.<index>.") of model `m`, its parameters from `ps`.
 std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m);

@@ -36,6 +36,9 @@ Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
     be.Copy2D(k_rope.data<float>(), dr, s->k.data<float>() + h * dqk + dn, N * dqk, T, dr);
   be.Copy2D(kv.data<float>() + dn, dn + dv, s->v.data<float>(), dv, T * N, dv);
 
+  if (b.bf16) {  // the attention core is a BF16 operator: its GEMM operands are rounded
+    for (Tensor* t : {&s->q, &s->k, &s->v}) be.RoundBf16(t->data<float>(), t->data<float>(), t->numel());
+  }
   s->o = be.Empty({T, N * dv});
   be.AttentionForward(s->q.data<float>(), s->k.data<float>(), s->v.data<float>(),
                       s->o.data<float>(), &s->attn, B, S, N, dqk, dv, scale);
@@ -47,6 +50,7 @@ Tensor DMla::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   const int64_t T = b.T(), dqk = dn + dr, B = b.B, S = b.S;
   Tensor d_o;  // [T, N*dv]
   o.Backward(b, dy, s->o, &d_o, false);
+  if (b.bf16) be.RoundBf16(d_o.data<float>(), d_o.data<float>(), d_o.numel());  // a core operand
   Tensor dq = be.Empty({T, N * dqk}), dk = be.Empty({T, N, dqk}), dvt = be.Empty({T, N, dv});
   be.AttentionBackward(d_o.data<float>(), s->q.data<float>(), s->k.data<float>(),
                        s->v.data<float>(), s->o.data<float>(), s->attn, dq.data<float>(),

@@ -28,9 +28,10 @@ struct DeviceModel::Mtp {
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
                          Backend* backend)
     : m_(m), be_(backend), params_(std::make_unique<DeviceParams>(backend, params)) {
-  MT_CHECK(precision == Precision::kFp32,
-           "the device model runs training.precision fp32 only (for now), not ",
+  MT_CHECK(precision == Precision::kFp32 || precision == Precision::kBf16,
+           "the device model runs training.precision fp32 and bf16 (fp8 not yet), not ",
            PrecisionName(precision));
+  bf16_ = precision == Precision::kBf16;
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
@@ -73,6 +74,7 @@ Tensor DeviceModel::Embed(const DeviceBatch& b, const Tensor& ids) const {
   const int64_t T = ids.numel(), H = m_.hidden_size;
   Tensor x = be_->Empty({T, H});
   be_->EmbeddingForward(ids.data<int32_t>(), embed_->value.data<float>(), x.data<float>(), T, H);
+  if (b.bf16) be_->RoundBf16(x.data<float>(), x.data<float>(), x.numel());  // a BF16 operator
   return x;
 }
 
@@ -88,12 +90,23 @@ void DeviceModel::HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& 
   for (int64_t r0 = 0; r0 < T; r0 += kChunk) {
     const int64_t rows = std::min(kChunk, T - r0);
     const float* hr = h.data<float>() + r0 * H;
-    be_->LinearForward(hr, w, logits.data<float>(), rows, H, V);
-    be_->CrossEntropy(logits.data<float>(), labels.data<int32_t>() + r0, rows, V, scale, loss_sum);
+    float* lg = logits.data<float>();
+    // The head is one of the recipe's BF16 GEMMs, its output gradient rounded to BF16 too.
+    if (b.bf16)
+      be_->LinearForwardBf16(hr, w, lg, rows, H, V);
+    else
+      be_->LinearForward(hr, w, lg, rows, H, V);
+    be_->CrossEntropy(lg, labels.data<int32_t>() + r0, rows, V, scale, loss_sum);
     if (!dh) continue;
-    be_->LinearBackwardInput(logits.data<float>(), w, dh->data<float>() + r0 * H, rows, H, V,
-                             false);
-    be_->LinearBackwardWeight(logits.data<float>(), hr, head_->grad.data<float>(), rows, H, V);
+    float* dhr = dh->data<float>() + r0 * H;
+    if (b.bf16) {
+      be_->RoundBf16(lg, lg, rows * V);
+      be_->LinearBackwardInputBf16(lg, w, dhr, rows, H, V, false);
+      be_->LinearBackwardWeightBf16(lg, hr, head_->grad.data<float>(), rows, H, V);
+    } else {
+      be_->LinearBackwardInput(lg, w, dhr, rows, H, V, false);
+      be_->LinearBackwardWeight(lg, hr, head_->grad.data<float>(), rows, H, V);
+    }
   }
 }
 
@@ -113,7 +126,7 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
     rope_sin_ = be_->ToDevice(s);
     rope_len_ = S;
   }
-  const DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>()};
+  const DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), bf16_};
   // The micro-batch's token ids and targets, built on the host (ModelChunk::Forward).
   auto upload = [&](const std::vector<int32_t>& v, int64_t* count) {
     Tensor t({T}, DType::kI32);

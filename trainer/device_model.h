@@ -10,7 +10,8 @@
 // update) runs on the device too, so a training step moves only tokens in and a few
 // scalars out.
 //
-// One process, FP32 (training.precision fp32), the whole model (no pipeline or expert
+// One process, training.precision fp32 or bf16 (BF16 GEMM operands, FP32 accumulation and
+// master weights, as trainer/precision.h), the whole model (no pipeline or expert
 // parallelism yet). Float build only.
 #pragma once
 
@@ -70,6 +71,7 @@ class DeviceModel {
   Tensor Embed(const DeviceBatch& b, const Tensor& ids) const;
 
   ModelConfig m_;
+  bool bf16_ = false;  // training.precision bf16 (DeviceBatch::bf16)
   Backend* be_;
   std::unique_ptr<DeviceParams> params_;
   DeviceParam* embed_ = nullptr;  // [V, H]

@@ -7,6 +7,45 @@
 namespace mt {
 inline namespace MT_REAL_NS {
 
+namespace {
+
+// The three grouped expert GEMMs at the batch's precision, on tensors.
+struct GroupedGemms {
+  Backend* be;
+  bool bf16;
+  void Forward(const Tensor& x, const Tensor& w, Tensor* y, const int32_t* offsets, int64_t rows,
+               int64_t E, int64_t K, int64_t N) const {
+    if (bf16)
+      be->GroupedLinearForwardBf16(x.data<float>(), w.data<float>(), y->data<float>(), offsets,
+                                   rows, E, K, N);
+    else
+      be->GroupedLinearForward(x.data<float>(), w.data<float>(), y->data<float>(), offsets, rows,
+                               E, K, N);
+  }
+  void BackwardInput(const Tensor& dy, const Tensor& w, Tensor* dx, const int32_t* offsets,
+                     int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const {
+    if (bf16)
+      be->GroupedLinearBackwardInputBf16(dy.data<float>(), w.data<float>(), dx->data<float>(),
+                                         offsets, rows, E, K, N, accumulate);
+    else
+      be->GroupedLinearBackwardInput(dy.data<float>(), w.data<float>(), dx->data<float>(),
+                                     offsets, rows, E, K, N, accumulate);
+  }
+  void BackwardWeight(const Tensor& dy, const Tensor& x, Tensor* dw, const int32_t* offsets,
+                      int64_t rows, int64_t E, int64_t K, int64_t N) const {
+    if (bf16)
+      be->GroupedLinearBackwardWeightBf16(dy.data<float>(), x.data<float>(), dw->data<float>(),
+                                          offsets, rows, E, K, N);
+    else
+      be->GroupedLinearBackwardWeight(dy.data<float>(), x.data<float>(), dw->data<float>(),
+                                      offsets, rows, E, K, N);
+  }
+};
+
+GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.bf16}; }
+
+}  // namespace
+
 RouteShape DMoe::Shape(const DeviceBatch& b, int64_t valid) const {
   RouteShape r;
   r.tokens = b.T();
@@ -28,7 +67,12 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   const RouteShape shape = Shape(b, valid);
   s->x = x;  // [T, H]
   s->scores = be.Empty({T, E});
-  be.LinearForward(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T, H, E);
+  // The router is one of the recipe's BF16 GEMMs (trainer/moe.cc).
+  if (b.bf16)
+    be.LinearForwardBf16(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T,
+                         H, E);
+  else
+    be.LinearForward(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T, H, E);
   s->topk = be.Empty({T, K}, DType::kI32);
   s->weight = be.Empty({T, K});
   be.RouterForward(s->scores.data<float>(), bias->value.data<float>(), s->scores.data<float>(),
@@ -45,15 +89,11 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   be.PermuteRows(x.data<float>(), s->xp.data<float>(), s->src_token.data<int32_t>(), P, H);
   s->g = be.Empty({P, F});
   s->u = be.Empty({P, F});
-  s->h = be.Empty({P, F});
   s->ye = be.Empty({P, H});
-  be.GroupedLinearForward(s->xp.data<float>(), gate_w.data<float>(), s->g.data<float>(), offsets,
-                          P, E, H, F);
-  be.GroupedLinearForward(s->xp.data<float>(), up_w.data<float>(), s->u.data<float>(), offsets, P,
-                          E, H, F);
-  be.SwigluForward(s->g.data<float>(), s->u.data<float>(), s->h.data<float>(), P * F);
-  be.GroupedLinearForward(s->h.data<float>(), down_w.data<float>(), s->ye.data<float>(), offsets,
-                          P, E, F, H);
+  Grouped(b).Forward(s->xp, gate_w, &s->g, offsets, P, E, H, F);
+  Grouped(b).Forward(s->xp, up_w, &s->u, offsets, P, E, H, F);
+  const Tensor h = SwigluForwardKeep(b, &s->g, &s->u, &s->h);
+  Grouped(b).Forward(h, down_w, &s->ye, offsets, P, E, F, H);
 
   Tensor y = be.Empty({T, H});
   be.Combine(s->ye.data<float>(), s->weight.data<float>(), s->slot_pos.data<int32_t>(),
@@ -82,32 +122,31 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
                      s->slot_pos.data<int32_t>(), dye.data<float>(), dweight.data<double>(), T, K,
                      H);
   // The experts, all at once.
-  Tensor dh = be.Empty({P, F}), dg = be.Empty({P, F}), du = be.Empty({P, F});
-  be.GroupedLinearBackwardInput(dye.data<float>(), down_w.data<float>(), dh.data<float>(), offsets,
-                                P, E, F, H, false);
-  be.GroupedLinearBackwardWeight(dye.data<float>(), s->h.data<float>(), down_g.data<float>(),
-                                 offsets, P, E, F, H);
-  be.SwigluBackward(dh.data<float>(), s->g.data<float>(), s->u.data<float>(), dg.data<float>(),
-                    du.data<float>(), P * F);
+  const GroupedGemms gg = Grouped(b);
+  Tensor dh = be.Empty({P, F});
+  gg.BackwardInput(dye, down_w, &dh, offsets, P, E, F, H, false);
+  Tensor du;
+  const Tensor dg = SwigluBackwardRecompute(b, dh, s->g, s->u, &s->h, &du);
+  gg.BackwardWeight(dye, s->h, &down_g, offsets, P, E, F, H);
   Tensor dxp = be.Empty({P, H});
-  be.GroupedLinearBackwardInput(dg.data<float>(), gate_w.data<float>(), dxp.data<float>(), offsets,
-                                P, E, H, F, false);
-  be.GroupedLinearBackwardInput(du.data<float>(), up_w.data<float>(), dxp.data<float>(), offsets,
-                                P, E, H, F, true);
-  be.GroupedLinearBackwardWeight(dg.data<float>(), s->xp.data<float>(), gate_g.data<float>(),
-                                 offsets, P, E, H, F);
-  be.GroupedLinearBackwardWeight(du.data<float>(), s->xp.data<float>(), up_g.data<float>(),
-                                 offsets, P, E, H, F);
+  gg.BackwardInput(dg, gate_w, &dxp, offsets, P, E, H, F, false);
+  gg.BackwardInput(du, up_w, &dxp, offsets, P, E, H, F, true);
+  gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
+  gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
   be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);
 
   // The router: gate weights and balance loss back to the logits, then its GEMM.
   Tensor d_logits = be.Empty({T, E});
   be.RouterBackward(s->scores.data<float>(), s->topk.data<int32_t>(), dweight.data<double>(),
                     s->f.data<double>(), balance_scale, d_logits.data<float>(), Shape(b, valid));
-  be.LinearBackwardInput(d_logits.data<float>(), router->value.data<float>(), dx.data<float>(), T,
-                         H, E, true);
-  be.LinearBackwardWeight(d_logits.data<float>(), s->x.data<float>(), router->grad.data<float>(),
-                          T, H, E);
+  const float* dl = d_logits.data<float>();
+  if (b.bf16) {
+    be.LinearBackwardInputBf16(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);
+    be.LinearBackwardWeightBf16(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
+  } else {
+    be.LinearBackwardInput(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);
+    be.LinearBackwardWeight(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
+  }
   *s = Saved{};
   return dx;
 }

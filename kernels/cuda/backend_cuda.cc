@@ -11,6 +11,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/status.h"
 
@@ -163,6 +164,14 @@ void CudaBackend::Copy2D(const float* src, int64_t src_ld, float* dst, int64_t d
 void CudaBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                         int64_t cols) {
   cuda::Add2D(src, src_ld, dst, dst_ld, rows, cols, stream());
+}
+
+void CudaBackend::RoundBf16(const float* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  Block codes = Scratch(static_cast<size_t>(n) * sizeof(uint16_t));  // [n] BF16 bits
+  auto* c = static_cast<uint16_t*>(codes.get());
+  cuda::FloatToBf16(x, c, n, stream());
+  cuda::Bf16ToFloat(c, y, n, stream());
 }
 
 void CudaBackend::Synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }

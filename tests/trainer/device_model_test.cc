@@ -91,9 +91,9 @@ void ExpectSameParams(Model& ref, Model& dev, bool grads) {
 }
 
 // Two micro-batches of gradient accumulation on both models, then the comparisons.
-void CheckForwardBackward(const ModelConfig& m) {
+void CheckForwardBackward(const ModelConfig& m, Precision precision = Precision::kFp32) {
   const int64_t B = 2, S = 12;
-  Model ref(m, /*seed=*/11), mirror(m, /*seed=*/11);
+  Model ref(m, /*seed=*/11, precision), mirror(m, /*seed=*/11, precision);
   RandomiseBiases(ref);
   RandomiseBiases(mirror);
   CpuBackend cpu;
@@ -116,6 +116,13 @@ void CheckForwardBackward(const ModelConfig& m) {
 
 TEST(DeviceModelTest, MatchesTheModuleModel) { CheckForwardBackward(TinyConfig()); }
 
+// BF16: every GEMM on rounded operands, the attention core's operands, the embedding's
+// output, the head's output gradient and the SwiGLU inputs rounded, the SwiGLU output
+// recomputed in backward: the same roundings in the same places as trainer/precision.h.
+TEST(DeviceModelTest, MatchesTheModuleModelInBf16) {
+  CheckForwardBackward(TinyConfig(), Precision::kBf16);
+}
+
 TEST(DeviceModelTest, MatchesWithoutQueryLoraSharedExpertsOrNormalisedTopK) {
   ModelConfig m = TinyConfig();
   m.q_lora_rank = 0;
@@ -136,10 +143,10 @@ TEST(DeviceModelTest, MatchesADenseModelWithoutMtp) {
 
 // Three optimizer steps (clipping on, bias update on) give the same parameters, moments
 // included through their effect on the later steps.
-TEST(DeviceModelTest, OptimizerStepsMatchAdamW) {
+void CheckOptimizerSteps(Precision precision) {
   const ModelConfig m = TinyConfig();
   const int64_t B = 2, S = 8;
-  Model ref(m, 5), mirror(m, 5);
+  Model ref(m, 5, precision), mirror(m, 5, precision);
   CpuBackend cpu;
   DeviceModel dev(&mirror, &cpu);
   OptimizerConfig opt;
@@ -166,10 +173,13 @@ TEST(DeviceModelTest, OptimizerStepsMatchAdamW) {
   ExpectSameParams(ref, mirror, /*grads=*/false);
 }
 
+TEST(DeviceModelTest, OptimizerStepsMatchAdamW) { CheckOptimizerSteps(Precision::kFp32); }
+TEST(DeviceModelTest, OptimizerStepsMatchAdamWInBf16) { CheckOptimizerSteps(Precision::kBf16); }
+
 TEST(DeviceModelDeathTest, RefusesPrecisionsItDoesNotRun) {
-  Model bf16(TinyConfig(), 1, Precision::kBf16);
+  Model fp8(TinyConfig(), 1, Precision::kFp8);
   CpuBackend cpu;
-  EXPECT_DEATH(DeviceModel(&bf16, &cpu), "fp32 only");
+  EXPECT_DEATH(DeviceModel(&fp8, &cpu), "fp8 not yet");
 }
 
 }  // namespace
