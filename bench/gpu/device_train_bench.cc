@@ -2,14 +2,15 @@
 // CudaBackend): step time, tokens/s, MFU and peak device memory for one config, as a JSON
 // line that bench/gpu/run_bench.sh puts in its table beside the PyTorch reference.
 //
-//   device_train_bench --config configs/default.yaml [--steps 10] [--warmup 3] [--name NAME]
+//   device_train_bench --config F.yaml [--precision fp32|bf16] [--steps 10] [--warmup 3]
+//                      [--name NAME]
 //
 // A step is what the trainer's step is: every micro-batch of the global batch forward and
 // backward, the global gradient norm, clipping, AdamW and the bias update, timed from the
 // host with the device synchronised at the end of each step (GradNorm and the losses read
-// back synchronise anyway). Tokens are random; speed does not depend on them. FP32 only,
-// as the device model; MFU is against the device's dense FP32 (non-tensor-core) peak, the
-// rate an FP32 step could at best reach, when the device is one whose peak we know.
+// back synchronise anyway). Tokens are random; speed does not depend on them. MFU is
+// against the device's dense peak for the precision (FP32 on CUDA cores, BF16 on tensor
+// cores) when the device is one whose peak we know.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,16 +27,16 @@
 namespace mt {
 namespace {
 
-// Dense FP32 (CUDA cores) peak FLOP/s by device name; 0 when unknown.
-double Fp32Peak(const std::string& name) {
-  if (name.find("H200") != std::string::npos || name.find("H100") != std::string::npos)
-    return 67e12;  // SXM boards: 132 SMs x 128 FP32 lanes x 2 x 1.98 GHz
-  if (name.find("H800") != std::string::npos) return 67e12;
+// Dense peak FLOP/s by device name and precision; 0 when unknown. Hopper SXM boards
+// (H100, H800, H200): FP32 on CUDA cores 67 TFLOP/s, BF16 tensor cores 989 TFLOP/s.
+double DensePeak(const std::string& name, bool bf16) {
+  for (const char* hopper : {"H100", "H200", "H800"})
+    if (name.find(hopper) != std::string::npos) return bf16 ? 989e12 : 67e12;
   return 0;
 }
 
 int Main(int argc, char** argv) {
-  std::string config_path, name;
+  std::string config_path, name, precision = "fp32";
   int64_t steps = 10, warmup = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
@@ -43,17 +44,20 @@ int Main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoll(v.c_str());
     else if (a == "--warmup") warmup = std::atoll(v.c_str());
     else if (a == "--name") name = v;
+    else if (a == "--precision") precision = v;
     else {
       std::fprintf(stderr, "device_train_bench: unknown flag %s\n", a.c_str());
       return 2;
     }
   }
-  if (config_path.empty() || steps < 1 || warmup < 0) {
+  if (config_path.empty() || steps < 1 || warmup < 0 || (precision != "fp32" && precision != "bf16")) {
     std::fprintf(stderr,
-                 "usage: device_train_bench --config F.yaml [--steps N>=1] [--warmup N] [--name S]\n");
+                 "usage: device_train_bench --config F.yaml [--precision fp32|bf16] [--steps N>=1] "
+                 "[--warmup N] [--name S]\n");
     return 2;
   }
-  absl::StatusOr<Config> cfg = LoadConfig(config_path, {"training.precision=fp32"});
+  absl::StatusOr<Config> cfg =
+      LoadConfig(config_path, {"training.precision=" + precision, "optimizer.moment_dtype=fp32"});
   if (!cfg.ok()) {
     std::fprintf(stderr, "device_train_bench: %s\n", cfg.status().ToString().c_str());
     return 1;
@@ -66,7 +70,8 @@ int Main(int argc, char** argv) {
   const ModelConfig& m = cfg->model;
   const int64_t S = cfg->training.seq_len, mb = cfg->training.micro_batch_size;
   const int64_t micro = cfg->training.global_batch_size / mb;
-  Model host(m, cfg->training.seed);
+  const bool bf16 = precision == "bf16";
+  Model host(m, cfg->training.seed, bf16 ? Precision::kBf16 : Precision::kFp32);
   DeviceModel gpu(&host, be->get());
   const ObjectiveWeights w{cfg->training.mtp_lambda.Value(0), cfg->training.balance_loss_alpha};
   std::vector<int32_t> tokens(mb * (S + 1));
@@ -90,14 +95,15 @@ int Main(int argc, char** argv) {
   const double tokens_per_s = static_cast<double>(steps * micro * mb * S) / seconds;
   const double flops = TrainingFlopsPerToken(m, S, /*with_mtp=*/true).total();
   const cuda::DeviceInfo& info = (*be)->info();
-  const double peak = Fp32Peak(info.name);
+  const double peak = DensePeak(info.name, bf16);
   nlohmann::json row = {
-      {"name", name.empty() ? "moetrain fp32 (" + config_path + ")" : name},
+      {"name", name.empty() ? "moetrain " + precision + " (" + config_path + ")" : name},
       {"device", info.name},
       {"step_ms", 1e3 * seconds / steps},
       {"tokens_per_s", tokens_per_s},
       {"mfu", peak > 0 ? nlohmann::json(tokens_per_s * flops / peak) : nlohmann::json()},
-      {"mfu_peak", peak > 0 ? "dense FP32 " + std::to_string(peak / 1e12) + " TFLOP/s" : "unknown"},
+      {"mfu_peak", peak > 0 ? "dense " + precision + " " + std::to_string(peak / 1e12) + " TFLOP/s"
+                            : "unknown"},
       {"peak_mem_bytes", (*be)->allocator().stats().peak_bytes},
       {"last_loss", loss},
       {"steps", steps},

@@ -11,8 +11,8 @@
 #   2. gemm_bench: BF16 and FP8 (1x128/128x128 and per-tensor) GEMM TFLOPS, M = 4096 at
 #      DeepSeek-V3's N x K;
 #   3. moetrain's GPU training step on configs/gpu-bench-moe.yaml (bench/gpu/
-#      device_train_bench): FP32, the only precision the device model runs so far; the BF16
-#      and FP8 rows are reported NOT AVAILABLE instead of measuring anything in their place;
+#      device_train_bench) in fp32 and bf16, the precisions the device model runs so far;
+#      the FP8 row is reported NOT AVAILABLE instead of measuring anything in its place;
 #   4. the PyTorch eager reference (bench/gpu/pytorch_moe_bench.py) on the same config;
 #   5. one table (bench/gpu/bench_table.py): name, tokens/s, MFU, peak memory; GEMM TFLOPS.
 # OUT_DIR (default $OUT, else a fresh temporary folder) keeps every log, the JSON results
@@ -98,39 +98,42 @@ else
 fi
 
 begin "moetrain training step on configs/gpu-bench-moe.yaml"
-# The GPU training step (trainer/device_model.h) runs FP32 only so far: its row is measured
-# by device_train_bench; the BF16 and FP8 rows wait for the device model's BF16/FP8 GEMMs.
-note="NOT AVAILABLE: the GPU training step (trainer/device_model.h) runs FP32 only (issue 8)"
-row "moetrain bf16" "$note"
-row "moetrain fp8" "$note"
+# The GPU training step (trainer/device_model.h) runs fp32 and bf16 so far, measured by
+# device_train_bench; the FP8 row waits for the device model's FP8 GEMMs.
+row "moetrain fp8" "NOT AVAILABLE: the GPU training step (trainer/device_model.h) runs fp32 and bf16 only (issue 8)"
 if [ "$DEVICE" != cuda ] || ! has_bin device_train_bench; then
-  echo "moetrain fp32: not measured ($([ "$DEVICE" != cuda ] && echo "BENCH_DEVICE=$DEVICE" ||
-    echo "no device_train_bench in $TARGET"))"
-  row "moetrain fp32" "not measured: needs a CUDA build and BENCH_DEVICE=cuda"
-  end "moetrain (fp32 not measured, reported)" 0
+  why=$([ "$DEVICE" != cuda ] && echo "BENCH_DEVICE=$DEVICE" || echo "no device_train_bench in $TARGET")
+  echo "moetrain fp32, bf16: not measured ($why)"
+  for p in fp32 bf16; do row "moetrain $p" "NOT AVAILABLE here ($why): needs a CUDA build on a GPU"; done
+  end "moetrain (not measured, reported)" 0
 else
-  timeout 300 bash -c "$(declare -f bin); TARGET='$TARGET'; bin device_train_bench \
-    --config '$CONFIG' --steps $STEPS --warmup $WARMUP" 2>&1 | tee "$OUTDIR/moetrain-fp32.log"
-  rc=${PIPESTATUS[0]}
-  "$PY" - "$OUTDIR/moetrain-fp32.log" "$CONFIG" >>"$OUTDIR/train.jsonl" <<'PYEOF'
+  rc_all=0
+  for p in fp32 bf16; do
+    timeout 300 bash -c "$(declare -f bin); TARGET='$TARGET'; bin device_train_bench \
+      --config '$CONFIG' --precision $p --steps $STEPS --warmup $WARMUP" 2>&1 |
+      tee "$OUTDIR/moetrain-$p.log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || rc_all=$rc
+    "$PY" - "$OUTDIR/moetrain-$p.log" "$CONFIG" "$p" >>"$OUTDIR/train.jsonl" <<'PYEOF'
 import json, sys
 sys.path.insert(0, "bench/gpu")
 import pytorch_moe_bench as b
-log, config = sys.argv[1], sys.argv[2]
+log, config, prec = sys.argv[1], sys.argv[2], sys.argv[3]
 recs = [json.loads(l) for l in open(log) if l.startswith("{")]
-row = {"name": "moetrain fp32", "tokens_per_s": None, "mfu": None, "peak_mem_bytes": None,
+row = {"name": f"moetrain {prec}", "tokens_per_s": None, "mfu": None, "peak_mem_bytes": None,
        "note": "device_train_bench printed no result"}
 if recs:
     r = recs[-1]
     cfg, _, tr, _ = b.load_run_config(config, False)
     flops = b.training_flops_per_token(cfg, int(tr["seq_len"]), True)["total"]
-    # The same MFU basis as the other rows (BF16 dense peak), though this step is FP32.
+    # One MFU basis for every row (the BF16 dense peak), whatever the step's precision.
     row.update(tokens_per_s=r["tokens_per_s"], peak_mem_bytes=r["peak_mem_bytes"],
                mfu=r["tokens_per_s"] * flops / (b.H200_BF16_DENSE_TFLOPS * 1e12),
-               note="FP32 step; MFU against the BF16 dense peak, as the other rows")
+               note="MFU against the BF16 dense peak, as the other rows")
 print(json.dumps(row))
 PYEOF
-  end "moetrain fp32" "$rc"
+  done
+  end "moetrain" "$rc_all"
 fi
 
 begin "PyTorch eager reference (bench/gpu/pytorch_moe_bench.py, bf16 autocast)"
