@@ -1,5 +1,6 @@
 // kernels/cuda/backend_cuda.cc: CudaBackend's creation, memory, dense ops and optimizer
-// (backend_cuda.h); the MoE ops are in backend_cuda_moe.cc.
+// (backend_cuda.h); the MoE ops are in backend_cuda_moe.cc, the BF16 GEMMs in
+// backend_cuda_bf16.cc.
 #include "kernels/cuda/backend_cuda.h"
 
 #include <climits>
@@ -11,7 +12,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/fp8_quant.h"
+#include "kernels/cuda/gemm_cublaslt.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/status.h"
 
@@ -19,6 +20,8 @@ namespace mt::cuda {
 namespace {
 
 constexpr int kReductionPartials = kSumPartials > kNormPartials ? kSumPartials : kNormPartials;
+// cuBLASLt's recommended workspace on Hopper (gemm_cublaslt.h).
+constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
 
 // Device-side failures the interface cannot return (it has no Status): abort with the
 // message, as CUDA_CHECK does for a failed CUDA call.
@@ -55,29 +58,50 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int local_rank)
   CUBLAS_CHECK(cublasSetStream(cublas, streams->compute()));
   // Default math: FP32 GEMMs stay FP32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH).
   CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+  // The BF16 GEMMs' cuBLASLt handle and its workspace (held for the backend's life).
+  absl::StatusOr<void*> lt_workspace = pool->cache.Allocate(kLtWorkspaceBytes);
+  if (!lt_workspace.ok()) {
+    cublasDestroy(cublas);
+    return lt_workspace.status();
+  }
+  absl::StatusOr<std::unique_ptr<CublasLtGemm>> lt =
+      CublasLtGemm::Create(info.sm, *lt_workspace, kLtWorkspaceBytes);
+  if (!lt.ok()) {
+    pool->cache.Free(*lt_workspace);
+    cublasDestroy(cublas);
+    return lt.status();
+  }
   absl::StatusOr<std::unique_ptr<Attention>> attention = Attention::Create(info.sm);
   if (!attention.ok()) {
+    lt->reset();
+    pool->cache.Free(*lt_workspace);
     cublasDestroy(cublas);
     return attention.status();
   }
-  return std::unique_ptr<CudaBackend>(new CudaBackend(
-      std::move(info), std::move(pool), std::move(streams), cublas, std::move(*attention)));
+  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(info), std::move(pool),
+                                                      std::move(streams), cublas, *lt_workspace,
+                                                      std::move(*lt), std::move(*attention)));
 }
 
 CudaBackend::CudaBackend(DeviceInfo info, std::shared_ptr<DevicePool> pool,
                          std::unique_ptr<Streams> streams, cublasHandle_t cublas,
+                         void* lt_workspace, std::unique_ptr<CublasLtGemm> lt,
                          std::unique_ptr<Attention> attention)
     : info_(std::move(info)),
       pool_(std::move(pool)),
       streams_(std::move(streams)),
       cublas_(cublas),
+      lt_workspace_(lt_workspace),
+      lt_(std::move(lt)),
       attention_(std::move(attention)) {}
 
 CudaBackend::~CudaBackend() {
-  // Queued kernels may still read the cached blocks and use the handle.
+  // Queued kernels may still read the cached blocks and use the handles.
   cudaStreamSynchronize(streams_->compute());
   for (Cached* c : {&plan_workspace_, &plan_counts_, &partials_})
     if (c->ptr != nullptr) pool_->cache.Free(c->ptr);
+  lt_.reset();  // its plans and handle before the workspace they were planned with
+  pool_->cache.Free(lt_workspace_);
   cublasDestroy(cublas_);
 }
 
@@ -164,14 +188,6 @@ void CudaBackend::Copy2D(const float* src, int64_t src_ld, float* dst, int64_t d
 void CudaBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                         int64_t cols) {
   cuda::Add2D(src, src_ld, dst, dst_ld, rows, cols, stream());
-}
-
-void CudaBackend::RoundBf16(const float* x, float* y, int64_t n) {
-  if (n <= 0) return;
-  Block codes = Scratch(static_cast<size_t>(n) * sizeof(uint16_t));  // [n] BF16 bits
-  auto* c = static_cast<uint16_t*>(codes.get());
-  cuda::FloatToBf16(x, c, n, stream());
-  cuda::Bf16ToFloat(c, y, n, stream());
 }
 
 void CudaBackend::Synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }

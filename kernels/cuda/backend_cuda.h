@@ -1,10 +1,12 @@
-// kernels/cuda/backend_cuda.h: the CUDA implementation of kernels/backend.h (FP32), so
-// the device model (trainer/device_model.h) runs on one GPU with the ops of kernels/cuda/.
+// kernels/cuda/backend_cuda.h: the CUDA implementation of kernels/backend.h (FP32, and BF16
+// GEMMs for training.precision bf16), so the device model (trainer/device_model.h) runs on
+// one GPU with the ops of kernels/cuda/.
 //
 // One backend per rank: it selects the rank's device (runtime.h), owns the compute stream
 // every op is enqueued on, a caching allocator (device_allocator.h) that device tensors
 // borrow from and return to, a cuBLAS handle for the FP32 GEMMs (CUBLAS_COMPUTE_32F with
-// the default math mode: no TF32, so results match the CPU at 1e-5) and the attention core
+// the default math mode: no TF32, so results match the CPU at 1e-5), a cuBLASLt GEMM
+// (gemm_cublaslt.h) for the BF16 GEMMs (backend_cuda_bf16.cc) and the attention core
 // (attention.h). Scratch the ops need (plan workspaces, reduction partials) is held across
 // calls and grown on demand, so a warmed-up step allocates nothing new.
 //
@@ -23,6 +25,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/runtime.h"
@@ -30,6 +33,7 @@
 namespace mt::cuda {
 
 class Attention;
+class CublasLtGemm;
 
 // cuBLAS's column-major arguments for our row-major C[M, N] = op(A) op(B): cuBLAS computes
 // C^T [N, M] = op(B)^T op(A)^T. A row-major [r, c] matrix with leading dimension ld is the
@@ -78,7 +82,7 @@ struct DevicePool {
 class CudaBackend : public Backend {
  public:
   // Selects the device of `local_rank` (runtime.h SelectDevice) and creates the stream,
-  // allocator, cuBLAS handle and attention core on it.
+  // allocator, cuBLAS and cuBLASLt handles and attention core on it.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int local_rank);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
@@ -132,11 +136,29 @@ class CudaBackend : public Backend {
                          int64_t C) override;
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
-  // BF16 rounding through the cast kernels (fp8_quant.h); the BF16 GEMMs are still the
-  // interface's defaults (round, then FP32 GEMMs): cuBLASLt BF16 is the next step.
-  void RoundBf16(const float* x, float* y, int64_t n) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
+
+  // ---- BF16 GEMMs (backend_cuda_bf16.cc) ----
+  // Operands cast to BF16 bits (fp8_quant.h FloatToBf16, round to nearest even), products
+  // summed in FP32, FP32 outputs: what the interface's defaults compute, without the FP32
+  // GEMMs. GemmBf16 runs cuBLASLt's tensor-core BF16 GEMM and falls back to the default
+  // (said once on stderr, counted in bf16_gemm_fallbacks) for a shape it has no algorithm
+  // for; the grouped ones run grouped_gemm.h's BF16 launchers.
+  void RoundBf16(const float* x, float* y, int64_t n) override;
+  void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                int64_t ldc) override;
+  void GroupedLinearForwardBf16(const float* x, const float* w, float* y, const int32_t* offsets,
+                                int64_t rows, int64_t E, int64_t K, int64_t N) override;
+  void GroupedLinearBackwardInputBf16(const float* dy, const float* w, float* dx,
+                                      const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                      int64_t N, bool accumulate) override;
+  void GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,
+                                       const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                       int64_t N) override;
+  // GemmBf16 calls that took the default path because cuBLASLt refused the shape.
+  int64_t bf16_gemm_fallbacks() const { return bf16_gemm_fallbacks_; }
 
   // ---- MoE (backend_cuda_moe.cc) ----
   void RouterForward(const float* logits, const float* bias, float* scores, int32_t* topk,
@@ -187,20 +209,30 @@ class CudaBackend : public Backend {
   using Block = std::unique_ptr<void, BlockFree>;
 
   CudaBackend(DeviceInfo info, std::shared_ptr<DevicePool> pool, std::unique_ptr<Streams> streams,
-              cublasHandle_t cublas, std::unique_ptr<Attention> attention);
+              cublasHandle_t cublas, void* lt_workspace, std::unique_ptr<CublasLtGemm> lt,
+              std::unique_ptr<Attention> attention);
   // A tensor whose bytes are left as the allocator hands them out (to be overwritten).
   Tensor Uninitialized(std::vector<int64_t> shape, DType dtype);
   void* Grow(Cached* c, size_t bytes);
   Block Scratch(size_t bytes);
   // kReductionPartials doubles for the two-pass sums (cross_entropy.h, adamw.h).
   double* Partials();
+  // x [n] cast to BF16 bits in a scratch block (backend_cuda_bf16.cc).
+  Block Bf16Copy(const float* x, int64_t n);
+  // dx [rows, K] = what `data_grad` stores into a [rows, K] buffer, or dx += it when
+  // `accumulate` (backend_cuda_moe.cc): the grouped kernels store their tiles.
+  void GroupedDataGradInto(float* dx, int64_t rows, int64_t K, bool accumulate,
+                           absl::FunctionRef<void(float*)> data_grad);
 
   DeviceInfo info_;
   std::shared_ptr<DevicePool> pool_;
   std::unique_ptr<Streams> streams_;
   cublasHandle_t cublas_ = nullptr;
+  void* lt_workspace_ = nullptr;  // 32 MiB from the pool, lt_'s (cuBLASLt's) workspace
+  std::unique_ptr<CublasLtGemm> lt_;
   std::unique_ptr<Attention> attention_;
   Cached plan_workspace_, plan_counts_, partials_;
+  int64_t bf16_gemm_fallbacks_ = 0;
 };
 
 }  // namespace mt::cuda

@@ -118,12 +118,10 @@ void CudaBackend::GroupedLinearForward(const float* x, const float* w, float* y,
   GroupedGemmForward(x, w, y, offsets, GroupedShapeOf(rows, E, K, N), stream());
 }
 
-void CudaBackend::GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,
-                                             const int32_t* offsets, int64_t rows, int64_t E,
-                                             int64_t K, int64_t N, bool accumulate) {
-  const GroupedGemmShape shape = GroupedShapeOf(rows, E, K, N);
+void CudaBackend::GroupedDataGradInto(float* dx, int64_t rows, int64_t K, bool accumulate,
+                                      absl::FunctionRef<void(float*)> data_grad) {
   if (!accumulate) {
-    GroupedGemmDataGrad(dy, w, dx, offsets, shape, stream());
+    data_grad(dx);
     return;
   }
   // The grouped kernel stores its tile: accumulate through a zeroed [rows, K] temporary.
@@ -133,8 +131,17 @@ void CudaBackend::GroupedLinearBackwardInput(const float* dy, const float* w, fl
   Block tmp = Scratch(bytes);
   float* t = static_cast<float*>(tmp.get());  // [rows, K]
   CUDA_CHECK(cudaMemsetAsync(t, 0, bytes, stream()));
-  GroupedGemmDataGrad(dy, w, t, offsets, shape, stream());
+  data_grad(t);
   cuda::Add(t, dx, rows * K, stream());
+}
+
+void CudaBackend::GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,
+                                             const int32_t* offsets, int64_t rows, int64_t E,
+                                             int64_t K, int64_t N, bool accumulate) {
+  const GroupedGemmShape shape = GroupedShapeOf(rows, E, K, N);
+  GroupedDataGradInto(dx, rows, K, accumulate, [&](float* out) {
+    GroupedGemmDataGrad(dy, w, out, offsets, shape, stream());
+  });
 }
 
 void CudaBackend::GroupedLinearBackwardWeight(const float* dy, const float* x, float* dw,

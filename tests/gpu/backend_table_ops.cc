@@ -192,6 +192,60 @@ Outs CrossEntropy(Backend& be) {
   return {Out(be, "dlogits", logits), Out(be, "loss sum (+=)", loss)};
 }
 
+// ---- BF16 GEMMs ------------------------------------------------------------------------
+// Both backends round the operands to BF16 alike and sum in FP32, so they differ by the
+// order of the sums only. The inputs are not BF16 values: a path that skipped the rounding
+// would be ~1e-3 off.
+
+Outs GemmBf16(Backend& be) {
+  Outs outs;
+  const int64_t M = 37, N = 45, K = 29;
+  for (int ta = 0; ta < 2; ++ta) {
+    for (int tb = 0; tb < 2; ++tb) {
+      const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 5;
+      const float beta = ta == tb ? 0.0f : 0.3f;
+      Tensor A = F32(be, {ta ? K : M, lda}, 210 + 2 * ta + tb);
+      Tensor B = F32(be, {tb ? N : K, ldb}, 220 + 2 * ta + tb);
+      Tensor C = F32(be, {M, ldc}, 230 + 2 * ta + tb);
+      be.GemmBf16(ta, tb, M, N, K, F(A), lda, F(B), ldb, beta, F(C), ldc);
+      outs.push_back(Out(be, std::string("C ") + (ta ? "T" : "N") + (tb ? "T" : "N"), C));
+    }
+  }
+  // The Linear helpers (tight, odd leading dimensions), each output one float past an
+  // aligned start (the CUDA backend computes those in an aligned temporary), and K = 0.
+  const int64_t T = 13, in = 24, out = 17;
+  Tensor x = F32(be, {T, in}, 240), w = F32(be, {out, in}, 241), dy = F32(be, {T, out}, 242);
+  Tensor y = be.Empty({T * out + 1}), dx = F32(be, {T * in + 1}, 243);
+  Tensor dx_set = F32(be, {T, in}, 244), dw = F32(be, {out * in + 1}, 245);
+  be.LinearForwardBf16(F(x), F(w), F(y) + 1, T, in, out);
+  be.LinearBackwardInputBf16(F(dy), F(w), F(dx) + 1, T, in, out, /*accumulate=*/true);
+  be.LinearBackwardInputBf16(F(dy), F(w), F(dx_set), T, in, out, /*accumulate=*/false);
+  be.LinearBackwardWeightBf16(F(dy), F(x), F(dw) + 1, T, in, out);
+  Tensor c0 = F32(be, {5, 6}, 246);
+  be.GemmBf16(false, false, 5, 6, 0, F(x), 1, F(w), 6, 0.5f, F(c0), 6);
+  outs.push_back(Out(be, "linear y (unaligned)", y));
+  outs.push_back(Out(be, "linear dx (+=, unaligned)", dx));
+  outs.push_back(Out(be, "linear dx", dx_set));
+  outs.push_back(Out(be, "linear dw (+=, unaligned)", dw));
+  outs.push_back(Out(be, "K = 0: C = beta C", c0));
+  return outs;
+}
+
+// The grouped expert GEMMs on fixed offsets: ragged experts, two of them empty.
+Outs ExpertsBf16(Backend& be) {
+  const int64_t E = 6, rows = 150, K = 40, N = 24;
+  Tensor offsets = FromVector(be, std::vector<int32_t>{0, 23, 23, 90, 91, 150, 150});
+  Tensor x = F32(be, {rows, K}, 250), w = F32(be, {E, N, K}, 251), y = be.Empty({rows, N});
+  Tensor dy = F32(be, {rows, N}, 252), dx = F32(be, {rows, K}, 253);
+  Tensor dx_acc = F32(be, {rows, K}, 254), dw = F32(be, {E, N, K}, 255);
+  be.GroupedLinearForwardBf16(F(x), F(w), F(y), I(offsets), rows, E, K, N);
+  be.GroupedLinearBackwardInputBf16(F(dy), F(w), F(dx), I(offsets), rows, E, K, N, false);
+  be.GroupedLinearBackwardInputBf16(F(dy), F(w), F(dx_acc), I(offsets), rows, E, K, N, true);
+  be.GroupedLinearBackwardWeightBf16(F(dy), F(x), F(dw), I(offsets), rows, E, K, N);
+  return {Out(be, "grouped fwd y", y), Out(be, "grouped dgrad dx", dx),
+          Out(be, "grouped dgrad dx (+=)", dx_acc), Out(be, "grouped wgrad dw (+=)", dw)};
+}
+
 // ---- MoE ------------------------------------------------------------------------------
 
 RouteShape Route() {
@@ -303,6 +357,7 @@ const std::vector<BackendOp>& BackendOpTable() {
   static const std::vector<BackendOp> table = {
       {"memory", Memory},
       {"gemm", Gemm},
+      {"gemm_bf16", GemmBf16},
       {"rmsnorm", RmsNorm},
       {"rope", Rope},
       {"pointwise", Pointwise},
@@ -313,6 +368,7 @@ const std::vector<BackendOp>& BackendOpTable() {
       {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
       {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
       {"experts", Experts},
+      {"experts_bf16", ExpertsBf16},
       {"optimizer", Optimizer},
   };
   return table;

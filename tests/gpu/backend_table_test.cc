@@ -6,7 +6,8 @@
 //
 // Skips (GTEST_SKIP) without a CUDA device, so CI builds and runs it anywhere;
 // MOETRAIN_REQUIRE_GPU=1 (tests/gpu/check.sh) turns the skip into a failure. The cuBLAS
-// argument mapping of the FP32 GEMM (ColumnMajorFor) is checked on the host everywhere.
+// argument mapping of the FP32 GEMM (ColumnMajorFor) is checked on the host everywhere; on
+// a GPU, the table's BF16 GEMMs must run on cuBLASLt (no fallback to the FP32 GEMM).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -77,7 +78,7 @@ Check Compare(const BackendOutput& got, const BackendOutput& want) {
   return c;
 }
 
-class BackendTableTest : public ::testing::TestWithParam<BackendOp> {
+class NeedsGpu : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cuda::DeviceCount() > 0) return;
@@ -86,6 +87,8 @@ class BackendTableTest : public ::testing::TestWithParam<BackendOp> {
     GTEST_SKIP() << "no CUDA device: CUDA backend vs CPU backend skipped";
   }
 };
+
+class BackendTableTest : public NeedsGpu, public ::testing::WithParamInterface<BackendOp> {};
 
 TEST_P(BackendTableTest, CudaMatchesCpu) {
   auto& gpu = Gpu();
@@ -110,6 +113,23 @@ TEST_P(BackendTableTest, CudaMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Ops, BackendTableTest, ::testing::ValuesIn(BackendOpTable()),
                          [](const auto& info) { return info.param.name; });
+
+// The default BF16 GEMM (rounded FP32 operands through the FP32 GEMM) would pass the
+// comparison too: the table's shapes must all take cuBLASLt's BF16 path.
+using CudaBackendBf16 = NeedsGpu;
+TEST_F(CudaBackendBf16, TableGemmsRunOnCublasLt) {
+  auto& gpu = Gpu();
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const int64_t before = (*gpu)->bf16_gemm_fallbacks();
+  int runs = 0;
+  for (const BackendOp& op : BackendOpTable()) {
+    if (op.name != "gemm_bf16") continue;
+    op.run(**gpu);
+    ++runs;
+  }
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ((*gpu)->bf16_gemm_fallbacks(), before) << "cuBLASLt refused a table shape";
+}
 
 TEST(BackendTable, EveryEntryIsNamedAndUnique) {
   std::set<std::string> names;

@@ -1,0 +1,131 @@
+// kernels/cuda/backend_cuda_bf16.cc: CudaBackend's BF16 GEMMs (backend_cuda.h): the
+// operands cast to BF16 bits (fp8_quant.h FloatToBf16, round to nearest even, the same
+// rounding as RoundBf16 and the CPU's kernels/bf16.h), then cuBLASLt's BF16 GEMM with FP32
+// accumulation (gemm_cublaslt.h) or the grouped expert GEMMs' BF16 launchers
+// (grouped_gemm.h). The results equal the interface's defaults (kernels/backend.cc: rounded
+// FP32 copies through the FP32 GEMMs) up to the order of the FP32 sums, which
+// tests/gpu/backend_table_test.cc checks against CpuBackend.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/fp8_quant.h"
+#include "kernels/cuda/gemm_cublaslt.h"
+#include "kernels/cuda/grouped_gemm.h"
+
+namespace mt::cuda {
+namespace {
+
+// cuBLASLt's heuristic assumes 256-byte aligned matrices unless told otherwise
+// (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES, which gemm_cublaslt.cc leaves at the
+// default), and a plan it picks may fail at launch on a less aligned pointer. The BF16
+// copies of A and B are fresh pool blocks (cudaMalloc'd: 256-aligned); C is the caller's.
+constexpr uintptr_t kLtAlignment = 256;
+
+// Elements a row-major [rows, cols] operand with leading dimension ld spans: the last row
+// ends at its cols-th element, so no byte past what the GEMM reads is touched (an operand
+// may be a column slice that ends where its buffer does).
+int64_t Span(int64_t rows, int64_t cols, int64_t ld) { return (rows - 1) * ld + cols; }
+
+GroupedGemmShape GroupedShapeOf(int64_t rows, int64_t E, int64_t K, int64_t N) {
+  GroupedGemmShape g;
+  g.rows = rows;
+  g.experts = E;
+  g.n = N;
+  g.k = K;
+  return g;
+}
+
+const uint16_t* Bits(const void* p) { return static_cast<const uint16_t*>(p); }
+
+}  // namespace
+
+CudaBackend::Block CudaBackend::Bf16Copy(const float* x, int64_t n) {
+  Block codes = Scratch(static_cast<size_t>(n) * sizeof(uint16_t));  // [n] BF16 bits
+  if (n > 0) cuda::FloatToBf16(x, static_cast<uint16_t*>(codes.get()), n, stream());
+  return codes;
+}
+
+void CudaBackend::RoundBf16(const float* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  const Block codes = Bf16Copy(x, n);
+  cuda::Bf16ToFloat(Bits(codes.get()), y, n, stream());
+}
+
+void CudaBackend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                           const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                           float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    // C = beta C, nothing read: cuBLASLt refuses an empty K, the FP32 GEMM does exactly this.
+    Gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // As stored: A is [M, K] or, transposed, [K, M]; B is [K, N] or [N, K].
+  const Block a = Bf16Copy(A, trans_a ? Span(K, M, lda) : Span(M, K, lda));
+  const Block b = Bf16Copy(B, trans_b ? Span(N, K, ldb) : Span(K, N, ldb));
+  // A C that cuBLASLt's plans may not take (kLtAlignment) is computed in an aligned
+  // [M, N] temporary, C copied in first when beta reads it: one extra pass over C.
+  const bool aligned = reinterpret_cast<uintptr_t>(C) % kLtAlignment == 0;
+  Block tmp;
+  float* c = C;
+  int64_t c_ld = ldc;
+  if (!aligned) {
+    tmp = Scratch(static_cast<size_t>(M * N) * sizeof(float));
+    c = static_cast<float*>(tmp.get());
+    c_ld = N;
+    if (beta != 0.0f) Copy2D(C, ldc, c, c_ld, M, N);
+  }
+  const absl::Status s = lt_->Bf16(trans_a, trans_b, M, N, K, Bits(a.get()), lda, Bits(b.get()),
+                                   ldb, c, GemmDtype::kF32, c_ld, 1.0f, beta, stream());
+  if (!s.ok()) {
+    // No cuBLASLt algorithm for this shape: the default's rounded FP32 GEMM is the same
+    // numbers, only slower, so training goes on. Failed plans are not cached, so the
+    // heuristic is asked again next time; that costs microseconds beside the FP32 GEMM.
+    if (bf16_gemm_fallbacks_++ == 0) {
+      const std::string message(s.message());
+      std::fprintf(stderr,
+                   "[moetrain] CUDA backend: %s; BF16 GEMMs without a cuBLASLt algorithm run as "
+                   "FP32 GEMMs on rounded operands (said once)\n",
+                   message.c_str());
+    }
+    Backend::GemmBf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  if (!aligned) Copy2D(c, c_ld, C, ldc, M, N);
+}
+
+// The grouped launchers read BF16 (half the bytes of the FP32 path) but still multiply on
+// CUDA cores (grouped_gemm.h: tensor cores are its tuning pass). The expert weights
+// [E, N, K] are cast on every call (forward and data gradient each cast them once per
+// micro-batch); the next optimisation is BF16 copies of the weights cached per optimizer
+// step (the weights change only there).
+
+void CudaBackend::GroupedLinearForwardBf16(const float* x, const float* w, float* y,
+                                           const int32_t* offsets, int64_t rows, int64_t E,
+                                           int64_t K, int64_t N) {
+  const Block xb = Bf16Copy(x, rows * K), wb = Bf16Copy(w, E * N * K);
+  GroupedGemmForward(Bits(xb.get()), Bits(wb.get()), y, offsets, GroupedShapeOf(rows, E, K, N),
+                     stream());
+}
+
+void CudaBackend::GroupedLinearBackwardInputBf16(const float* dy, const float* w, float* dx,
+                                                 const int32_t* offsets, int64_t rows, int64_t E,
+                                                 int64_t K, int64_t N, bool accumulate) {
+  const GroupedGemmShape shape = GroupedShapeOf(rows, E, K, N);
+  const Block dyb = Bf16Copy(dy, rows * N), wb = Bf16Copy(w, E * N * K);
+  GroupedDataGradInto(dx, rows, K, accumulate, [&](float* out) {
+    GroupedGemmDataGrad(Bits(dyb.get()), Bits(wb.get()), out, offsets, shape, stream());
+  });
+}
+
+void CudaBackend::GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,
+                                                  const int32_t* offsets, int64_t rows, int64_t E,
+                                                  int64_t K, int64_t N) {
+  const Block dyb = Bf16Copy(dy, rows * N), xb = Bf16Copy(x, rows * K);
+  GroupedGemmWeightGrad(Bits(dyb.get()), Bits(xb.get()), dw, offsets, GroupedShapeOf(rows, E, K, N),
+                        stream());
+}
+
+}  // namespace mt::cuda
