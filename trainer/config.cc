@@ -123,6 +123,7 @@ std::vector<Key<TrainingConfig>> TrainingKeys() {
       Field("micro_batch_size", &T::micro_batch_size),
       Field("global_batch_size", &T::global_batch_size),
       Field("precision", &T::precision),
+      Field("device", &T::device),
       Field("mtp_lambda", &T::mtp_lambda),
       Field("bias_update_speed", &T::bias_update_speed),
       Field("balance_loss_alpha", &T::balance_loss_alpha),

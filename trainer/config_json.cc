@@ -32,6 +32,7 @@ Json ConfigToJson(const Config& c) {
                    {"micro_batch_size", t.micro_batch_size},
                    {"global_batch_size", t.global_batch_size},
                    {"precision", t.precision},
+                   {"device", t.device},
                    {"mtp_lambda", ScheduleToJson(t.mtp_lambda)},
                    {"bias_update_speed", ScheduleToJson(t.bias_update_speed)},
                    {"balance_loss_alpha", t.balance_loss_alpha},

@@ -6,6 +6,9 @@
 // a wall of consequences of the same typo.
 #include <cmath>
 #include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -243,6 +246,18 @@ absl::Status ValidateTraining(const Checker& v, const Config& c) {
                 "a whole number of micro-batches per data-parallel rank",
                 {"training.micro_batch_size", "parallel.dp"}));
   RETURN_IF_ERROR(v.OneOf("training.precision", t.precision, {"fp32", "bf16", "fp8"}));
+  RETURN_IF_ERROR(v.OneOf("training.device", t.device, {"auto", "cpu", "cuda"}));
+  // What the config alone rules out; the trainer checks the build and the GPU
+  // (trainer/device_train.h).
+  const std::vector<std::string> blockers = DevicePathBlockers(c);
+  RETURN_IF_ERROR(v.Require(
+      t.device != "cuda" || blockers.empty(), "training.device",
+      absl::StrCat("cuda, but ", absl::StrJoin(blockers, ", ")),
+      "parallel.pp = ep = dp = 1, training.precision fp32 or bf16 and optimizer.moment_dtype "
+      "fp32 (the GPU step trains one process, without FP8, for now), or training.device auto "
+      "or cpu",
+      {"parallel.pp", "parallel.ep", "parallel.dp", "training.precision",
+       "optimizer.moment_dtype"}));
   RETURN_IF_ERROR(v.CheckSchedule("training.mtp_lambda", t.mtp_lambda));
   RETURN_IF_ERROR(v.CheckSchedule("training.bias_update_speed", t.bias_update_speed));
   RETURN_IF_ERROR(v.NonNegative("training.balance_loss_alpha", t.balance_loss_alpha));
@@ -352,6 +367,19 @@ absl::Status ValidateConfigAt(const Config& config, const KeyLocations& location
 }
 
 }  // namespace config_internal
+
+std::vector<std::string> DevicePathBlockers(const Config& c) {
+  std::vector<std::string> out;
+  for (const auto& [key, value] :
+       {std::pair{"parallel.pp", c.parallel.pp}, std::pair{"parallel.ep", c.parallel.ep},
+        std::pair{"parallel.dp", c.parallel.dp}})
+    if (value != 1) out.push_back(absl::StrCat(key, " is ", value));
+  if (c.training.precision != "fp32" && c.training.precision != "bf16")
+    out.push_back(absl::StrCat("training.precision is ", c.training.precision));
+  if (c.optimizer.moment_dtype != "fp32")
+    out.push_back(absl::StrCat("optimizer.moment_dtype is ", c.optimizer.moment_dtype));
+  return out;
+}
 
 absl::Status ValidateConfig(const Config& config) {
   return config_internal::ValidateConfigAt(config, {});

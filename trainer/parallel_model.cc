@@ -31,6 +31,18 @@ LayoutSpec LayoutOf(const Config& cfg, int64_t global_batch) {
   return s;
 }
 
+absl::StatusOr<std::vector<int32_t>> LocalBatchTokens(const data::TrainSampleSource& samples,
+                                                      int64_t cursor, int64_t global_batch, int dp,
+                                                      int dp_rank) {
+  const int64_t S = samples.seq_len();
+  ASSIGN_OR_RETURN(data::BatchPlan plan, data::BatchPlan::Make(global_batch, dp));
+  const data::SampleRange range = plan.RankRange(cursor, dp_rank);
+  std::vector<int32_t> tokens(range.size() * (S + 1));
+  for (int64_t i = 0; i < range.size(); ++i)
+    samples.Sample(range.begin + i, tokens.data() + i * (S + 1));
+  return tokens;
+}
+
 ParallelModel::ParallelModel(const Config& cfg, const Topology& topo, ProcessGroups* groups)
     : cfg_(cfg), m_(cfg.model), topo_(topo), groups_(groups) {}
 
@@ -146,14 +158,12 @@ absl::StatusOr<GlobalBatchResult> ParallelModel::ForwardBackward(
     const data::TrainSampleSource& samples, int64_t cursor, int64_t global_batch,
     int64_t micro_batch, const ObjectiveWeights& w) {
   const int64_t S = samples.seq_len(), E = m_.n_routed_experts;
-  ASSIGN_OR_RETURN(data::BatchPlan plan, data::BatchPlan::Make(global_batch, topo_.dp()));
-  const data::SampleRange range = plan.RankRange(cursor, topo_.coords().dp_rank);
-  const int64_t n_local = range.size() / micro_batch, n_global = global_batch / micro_batch;
+  ASSIGN_OR_RETURN(
+      const std::vector<int32_t> tokens,  // [n_local * mb, S + 1]
+      LocalBatchTokens(samples, cursor, global_batch, topo_.dp(), topo_.coords().dp_rank));
+  const int64_t n_local = static_cast<int64_t>(tokens.size()) / (S + 1) / micro_batch;
+  const int64_t n_global = global_batch / micro_batch;
   ASSIGN_OR_RETURN(const PipelineSchedule* schedule, Schedule(static_cast<int>(n_local)));
-
-  std::vector<int32_t> tokens(range.size() * (S + 1));  // [n_local * mb, S + 1]
-  for (int64_t i = 0; i < range.size(); ++i)
-    samples.Sample(range.begin + i, tokens.data() + i * (S + 1));
   params_->ZeroGrads();
   PipelineRun run;
   run.schedule = schedule;

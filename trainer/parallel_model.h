@@ -39,6 +39,13 @@ struct GlobalBatchResult {
 // The layout spec of `cfg` for Topology::Create (parallel/ knows nothing of models).
 LayoutSpec LayoutOf(const Config& cfg, int64_t global_batch);
 
+// The tokens [n, S + 1] of DP rank `dp_rank`'s share (n samples) of global samples
+// [cursor, cursor + global_batch): what ParallelModel::ForwardBackward trains on, and the
+// device step (trainer/device_train.h) with dp = 1.
+absl::StatusOr<std::vector<int32_t>> LocalBatchTokens(const data::TrainSampleSource& samples,
+                                                      int64_t cursor, int64_t global_batch, int dp,
+                                                      int dp_rank);
+
 class ParallelModel {
  public:
   // `topo` and `groups` (not owned) must outlive the model.

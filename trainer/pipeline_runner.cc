@@ -11,14 +11,14 @@ namespace {
 
 int Tag(int micro_batch, bool forward) { return micro_batch * 2 + (forward ? 0 : 1); }
 
+}  // namespace
+
 void AddLosses(const Losses& l, double scale, Losses* sum) {
   sum->main += scale * l.main;
   sum->balance += scale * l.balance;
   sum->mtp.resize(std::max(sum->mtp.size(), l.mtp.size()), 0.0);
   for (size_t k = 0; k < l.mtp.size(); ++k) sum->mtp[k] += scale * l.mtp[k];
 }
-
-}  // namespace
 
 absl::Status RunPipeline(const PipelineRun& run, double loss_scale, Losses* losses,
                          std::vector<std::vector<int64_t>>* loads) {

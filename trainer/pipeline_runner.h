@@ -36,4 +36,8 @@ struct PipelineRun {
 absl::Status RunPipeline(const PipelineRun& run, double loss_scale, Losses* losses,
                          std::vector<std::vector<int64_t>>* loads);
 
+// sum += scale x l, loss by loss (how a step's micro-batch losses are averaged; the device
+// step, trainer/device_train.cc, averages the same way).
+void AddLosses(const Losses& l, double scale, Losses* sum);
+
 }  // namespace mt

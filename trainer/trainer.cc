@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "parallel/communicator_groups.h"
 #include "parallel/communicator_stats.h"
+#include "trainer/device_train.h"
 #include "trainer/flops.h"
 #include "trainer/generate.h"
 #include "trainer/train_run.h"
@@ -18,11 +19,14 @@ namespace mt {
 namespace {
 
 using train_internal::Clock;
+using train_internal::DeviceTrainer;
 using train_internal::Interval;
 using train_internal::Run;
 using train_internal::Seconds;
 
-absl::StatusOr<Losses> Validate(Run& r, int64_t batches, double* unigram_entropy = nullptr) {
+// Validation on the model that trains: the device model when there is one.
+absl::StatusOr<Losses> Validate(Run& r, DeviceTrainer* dev, int64_t batches,
+                                double* unigram_entropy = nullptr) {
   const int64_t S = r.cfg.training.seq_len, mb = r.cfg.training.micro_batch_size;
   const int64_t windows = std::min(r.val->num_windows(), batches * mb);
   if (unigram_entropy) {
@@ -37,6 +41,7 @@ absl::StatusOr<Losses> Validate(Run& r, int64_t batches, double* unigram_entropy
       if (c > 0) h -= c / total * std::log(c / total);
     *unigram_entropy = h;
   }
+  if (dev) return dev->Evaluate(*r.val, windows, mb, r.Weights(r.Tokens()));
   return r.model->Evaluate(*r.val, windows, mb, r.Weights(r.Tokens()));
 }
 
@@ -83,9 +88,11 @@ bool FaultInjectedAt(const TrainingConfig& t, int64_t step) {
 namespace {
 
 absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, ProcessGroups* groups,
-                                   const CommStatsSettings& comm_stats) {
+                                   const CommStatsSettings& comm_stats, int local_rank) {
   Run r(cfg);
   r.rank0 = topo.rank() == 0;
+  ASSIGN_OR_RETURN(const train_internal::DeviceChoice device,
+                   train_internal::ChooseDevice(cfg, topo.world_size()));
   const int64_t S = cfg.training.seq_len, mb = cfg.training.micro_batch_size;
   RETURN_IF_ERROR(train_internal::OpenData(r));
   ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(cfg.training.precision));
@@ -96,6 +103,14 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
                                             [&pm](const Param& p) { return pm.CountsInNorm(p); }));
   r.interval.mtp.assign(cfg.model.num_nextn_predict_layers, 0.0);
   RETURN_IF_ERROR(train_internal::Restore(r));
+  // The device path: the step runs on a Backend; pm and r.opt stay the host mirror.
+  std::unique_ptr<DeviceTrainer> dev;
+  if (device.device_path) {
+    ASSIGN_OR_RETURN(dev, DeviceTrainer::Create(r, device, local_rank));
+  }
+  if (r.rank0)
+    std::printf("[moetrain] device: %s (%s)\n", dev ? dev->Describe().c_str() : "cpu",
+                device.why.c_str());
   ASSIGN_OR_RETURN(
       r.log, r.rank0 ? MetricsLogger::Create(cfg.logging.metrics_file, cfg.logging.tensorboard_dir,
                                              /*print=*/true)
@@ -103,21 +118,31 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   RETURN_IF_ERROR(r.log->LogRunStart(cfg, r.step));
 
   const double flops_per_token = TrainingFlopsPerToken(cfg.model, S, /*with_mtp=*/true).total();
-  const double peak = MeasureCpuGemmFlops() * topo.world_size();
+  // MFU needs the peak of what runs the step; a GPU's is not known here yet (0: no MFU).
+  const bool gpu = dev && dev->on_gpu();
+  const double peak = gpu ? 0.0 : MeasureCpuGemmFlops() * topo.world_size();
   const int64_t activation_bytes = pm.MeasureActivationBytes(mb, S);
   if (r.rank0) {
     std::printf("[moetrain] layout: %s, schedule %s\n", topo.Describe().c_str(),
                 cfg.parallel.schedule.c_str());
     std::printf(
         "[moetrain] model: %d MoE layers x %lld experts (top-%lld), MTP depth %lld; "
-        "rank 0 holds %.2fM parameters\n"
-        "[moetrain] MFU = FLOPs/token (Megatron formula, causal, with MTP: %.3f MFLOP) x "
-        "tokens/s over the measured CPU sgemm rate x ranks (%.1f GFLOP/s)\n",
+        "rank 0 holds %.2fM parameters\n",
         static_cast<int>(pm.moe_layers().size()),
         static_cast<long long>(cfg.model.n_routed_experts),
         static_cast<long long>(cfg.model.num_experts_per_tok),
-        static_cast<long long>(cfg.model.num_nextn_predict_layers), pm.params().NumElements() / 1e6,
-        flops_per_token / 1e6, peak / 1e9);
+        static_cast<long long>(cfg.model.num_nextn_predict_layers),
+        pm.params().NumElements() / 1e6);
+    if (gpu)
+      std::printf(
+          "[moetrain] MFU: not computed on the GPU yet (FLOPs/token, Megatron formula, causal, "
+          "with MTP: %.3f MFLOP; logged as 0)\n",
+          flops_per_token / 1e6);
+    else
+      std::printf(
+          "[moetrain] MFU = FLOPs/token (Megatron formula, causal, with MTP: %.3f MFLOP) x "
+          "tokens/s over the measured CPU sgemm rate x ranks (%.1f GFLOP/s)\n",
+          flops_per_token / 1e6, peak / 1e9);
     std::printf(
         "[moetrain] precision %s: activations held per micro-batch (%lld x %lld tokens) "
         "after its forward: %.2f MiB\n",
@@ -139,14 +164,23 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     const double tokens_before = r.Tokens();
     const int64_t G = GlobalBatchAt(cfg, tokens_before);
     ASSIGN_OR_RETURN(GlobalBatchResult batch,
-                     pm.ForwardBackward(*r.train, r.cursor, G, mb, r.Weights(tokens_before)));
+                     dev ? dev->ForwardBackward(*r.train, r.cursor, G, mb, r.Weights(tokens_before))
+                         : pm.ForwardBackward(*r.train, r.cursor, G, mb, r.Weights(tokens_before)));
     r.cursor += G;
     ++r.step;
     acc.tokens += G * S;
-    if (FaultInjectedAt(cfg.training, r.step)) InjectNan(pm, &batch.losses);
+    if (FaultInjectedAt(cfg.training, r.step)) {
+      InjectNan(pm, &batch.losses);
+      if (dev) dev->InjectNan();
+    }
     const Losses& loss = batch.losses;
     const double lr = cfg.optimizer.lr.Value(tokens_before);
-    ASSIGN_OR_RETURN(const double gnorm, r.opt->ReduceGradients());
+    double gnorm = 0;
+    if (dev) {
+      gnorm = dev->GradNorm();
+    } else {
+      ASSIGN_OR_RETURN(gnorm, r.opt->ReduceGradients());
+    }
     if (!std::isfinite(loss.main) || !std::isfinite(gnorm)) {
       // Skip: no parameter, moment or bias update; the data cursor still advances, so the
       // step's data is not retried (a bad batch would fail again).
@@ -168,15 +202,20 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
             cfg.checkpoint.dir.empty() ? "(none configured)" : cfg.checkpoint.dir, " is intact"));
     } else {
       r.consecutive_skips = 0;
-      RETURN_IF_ERROR(r.opt->Step(lr, gnorm, cfg.optimizer.grad_clip));
-      UpdateExpertBiases(pm.moe_layers(), batch.loads,
-                         cfg.training.bias_update_speed.Value(tokens_before));
+      const double gamma = cfg.training.bias_update_speed.Value(tokens_before);
       std::vector<std::vector<float>> biases;  // [MoE layer][expert]; empty: another stage's
-      for (const Moe* moe : pm.moe_layers()) {
-        biases.emplace_back();
-        if (!moe) continue;
-        const Tensor& bias = moe->bias()->value;
-        biases.back().assign(bias.data<Real>(), bias.data<Real>() + bias.numel());
+      if (dev) {
+        dev->Step(lr, gnorm, batch.loads, gamma);
+        biases = dev->Biases();
+      } else {
+        RETURN_IF_ERROR(r.opt->Step(lr, gnorm, cfg.optimizer.grad_clip));
+        UpdateExpertBiases(pm.moe_layers(), batch.loads, gamma);
+        for (const Moe* moe : pm.moe_layers()) {
+          biases.emplace_back();
+          if (!moe) continue;
+          const Tensor& bias = moe->bias()->value;
+          biases.back().assign(bias.data<Real>(), bias.data<Real>() + bias.numel());
+        }
       }
       RETURN_IF_ERROR(r.log->ObserveExperts(r.step, r.Tokens(), batch.loads, biases));
       acc.loss += loss.main;
@@ -204,7 +243,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
       m.lr = lr;
       m.grad_norm = acc.grad_norm / acc.steps;
       m.tokens_per_s = acc.tokens / Seconds(acc.start, now);
-      m.mfu = m.tokens_per_s * flops_per_token / peak;
+      m.mfu = peak > 0 ? m.tokens_per_s * flops_per_token / peak : 0.0;
       m.expert_load_max_over_mean = acc.load / acc.steps;
       m.eta_s = Seconds(run_start, now) / (r.step - first_step) * (cfg.training.steps - r.step);
       m.skipped_steps = r.skipped_total;
@@ -217,7 +256,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     }
     if (r.val && cfg.training.eval_interval > 0 && r.step % cfg.training.eval_interval == 0 &&
         !last) {
-      ASSIGN_OR_RETURN(Losses v, Validate(r, cfg.training.eval_batches));
+      ASSIGN_OR_RETURN(Losses v, Validate(r, dev.get(), cfg.training.eval_batches));
       if (r.rank0)
         std::printf("[moetrain] validation at step %lld: loss %.4f\n",
                     static_cast<long long>(r.step), v.main);
@@ -228,6 +267,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     }
     if (!cfg.checkpoint.dir.empty() &&
         ((cfg.checkpoint.interval > 0 && r.step % cfg.checkpoint.interval == 0) || last)) {
+      if (dev) RETURN_IF_ERROR(dev->SyncToHost(/*moments=*/true));
       RETURN_IF_ERROR(train_internal::Save(r));
       acc.start = Clock::now();
       acc.tokens = 0;
@@ -238,7 +278,8 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   out.skipped_steps = r.skipped_total;
 
   if (r.val) {
-    ASSIGN_OR_RETURN(Losses v, Validate(r, cfg.training.eval_batches, &out.val_unigram_entropy));
+    ASSIGN_OR_RETURN(Losses v,
+                     Validate(r, dev.get(), cfg.training.eval_batches, &out.val_unigram_entropy));
     out.val_loss = v.main;
     RETURN_IF_ERROR(
         r.log->LogEvent({{"event", "validation"}, {"step", r.step}, {"val_loss", v.main}}));
@@ -247,6 +288,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   // from its checkpoint.
   ModelChunk* whole = pm.whole_model();
   if (r.tokenizer && cfg.training.generate_tokens > 0 && whole && r.rank0) {
+    if (dev) RETURN_IF_ERROR(dev->SyncToHost(/*moments=*/false));
     std::vector<int32_t> prompt = r.tokenizer->Encode(cfg.training.generate_prompt);
     if (prompt.empty()) prompt.push_back(r.tokenizer->bos_id());
     SamplingOptions so;
@@ -282,7 +324,7 @@ absl::StatusOr<TrainOutcome> RunTraining(const Config& cfg) {
   options.collect_stats = comm_stats->enabled;
   auto groups = CreateProcessGroups(*topo, options);
   if (!groups.ok()) return fail(groups.status());
-  auto out = Train(cfg, *topo, &*groups, *comm_stats);
+  auto out = Train(cfg, *topo, &*groups, *comm_stats, env.local_rank);
   if (!out.ok()) return fail(out.status());
   return out;
 }

@@ -58,6 +58,7 @@ TEST(Config, LoadsTheEmbeddedDefault) {
   EXPECT_EQ(c->model.num_moe_layers(), 3);
   EXPECT_EQ(c->training.global_batch_size, 32);
   EXPECT_EQ(c->training.precision, "fp32");
+  EXPECT_EQ(c->training.device, "auto");
   ASSERT_EQ(c->optimizer.lr.segments.size(), 2u);
   EXPECT_EQ(c->optimizer.lr.Value(0), 0);
   EXPECT_DOUBLE_EQ(c->optimizer.lr.Value(100e3), 3e-3);

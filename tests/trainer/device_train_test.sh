@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# tests/trainer/device_train_test.sh MOETRAIN: the training loop's device path (issue 8;
+# trainer/device_train.h) equals the CPU path bit for bit, without a GPU.
+#
+# Trains the layout tests' tiny DeepseekV3 (tests/parallel/tiny_moe.sh) for 20 steps with
+# validation every 5 steps, a checkpoint every 10 and a generated sample, once with
+# training.device=cpu (the module model) and once on the device path over CpuBackend
+# (MOETRAIN_DEVICE_BACKEND=cpu): every step's losses, every validation loss, the sample and
+# every tensor of both checkpoints (weights, biases, AdamW moments) must be identical. Then
+# the device path resumed from the step-10 checkpoint must equal the uninterrupted device
+# run the same way. The same pair in training.precision bf16 (losses and checkpoints).
+# Also: training.device=cuda on a machine without a GPU (or a build
+# without CUDA) fails with one error naming the key and the reason, and a bad
+# MOETRAIN_DEVICE_BACKEND is refused.
+set -euo pipefail
+BIN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3  # Debian's, with numpy and torch (compare_runs.py)
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+W=$(mktemp -d /tmp/mt_devtrain_XXXXXX)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
+
+source "$HERE/../parallel/tiny_moe.sh"
+tiny_data "$BIN" "$W"
+{
+  tiny_model_yaml 32
+  cat <<YAML
+training:
+  steps: 20
+  seed: 77
+  seq_len: 16
+  micro_batch_size: 2
+  global_batch_size: 8
+  mtp_lambda: 0.3
+  bias_update_speed: 0.01
+  balance_loss_alpha: 0.001
+  eval_interval: 5
+  eval_batches: 2
+  generate_tokens: 8
+optimizer:
+  lr: 3.0e-3
+  weight_decay: 0.1
+  grad_clip: 0.5
+data:
+  train_path: $W/tiny-train
+  val_path: $W/tiny-val
+  tokenizer: $W/tiny.model
+checkpoint:
+  interval: 10
+  keep_last: 5
+logging:
+  interval: 1
+YAML
+} > "$W/cfg.yaml"
+
+# train RUN [--set ...]: metrics in $W/RUN.jsonl, checkpoints under $W/RUN, output in RUN.log.
+train() {
+  local run=$1
+  shift
+  if ! "$BIN" train --config "$W/cfg.yaml" --set "logging.metrics_file=$W/$run.jsonl" \
+      --set "checkpoint.dir=$W/$run" "$@" > "$W/$run.log" 2>&1; then
+    echo "FAIL: $run:"
+    cat "$W/$run.log"
+    exit 1
+  fi
+}
+expect_line() {  # expect_line RUN TEXT
+  grep -qF -- "$2" "$W/$1.log" || { echo "FAIL: $1 did not print '$2':"; cat "$W/$1.log"; exit 1; }
+}
+
+train cpu --set training.device=cpu
+expect_line cpu "[moetrain] device: cpu (training.device cpu)"
+MOETRAIN_DEVICE_BACKEND=cpu train device
+expect_line device "[moetrain] device: the device path on the CPU backend (MOETRAIN_DEVICE_BACKEND=cpu)"
+mkdir -p "$W/resumed"
+cp -r "$W/device/step-0000010" "$W/resumed/"
+MOETRAIN_DEVICE_BACKEND=cpu train resumed --set checkpoint.resume=auto
+expect_line resumed "resumed at step 10"
+
+# Validation losses and the sample, exactly (the step losses and tensors: compare_runs.py).
+"$PY" - "$W" <<'PY'
+import json, re, sys
+w = sys.argv[1]
+def val(run):
+    return {r["step"]: r["val_loss"] for r in map(json.loads, open(f"{w}/{run}.jsonl"))
+            if r.get("event") == "validation"}
+def sample(run):
+    m = re.search(r"^\[moetrain\] sample: .*$", open(f"{w}/{run}.log").read(), re.M)
+    return m.group(0) if m else None
+bad = []
+cpu, dev, res = val("cpu"), val("device"), val("resumed")
+if not cpu or cpu != dev:
+    bad.append(f"validation losses: cpu {cpu} vs device {dev}")
+if not res or any(dev.get(s) != v for s, v in res.items()) or max(res) != 20:
+    bad.append(f"validation losses: resumed {res} vs device {dev}")
+if sample("cpu") is None or sample("cpu") != sample("device") or sample("device") != sample("resumed"):
+    bad.append(f"samples differ: {sample('cpu')!r} / {sample('device')!r} / {sample('resumed')!r}")
+for b in bad:
+    print("MISMATCH", b)
+print(f"validation at steps {sorted(dev)}: identical; samples identical" if not bad else "")
+sys.exit(1 if bad else 0)
+PY
+for step in step-0000010 step-0000020; do
+  echo "device path (CPU backend) vs training.device=cpu, $step:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu.jsonl" "$W/cpu/$step" \
+    "$W/device.jsonl" "$W/device/$step"
+done
+echo "device path resumed at step 10 vs uninterrupted:"
+"$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device.jsonl" \
+  "$W/device/step-0000020" "$W/resumed.jsonl" "$W/resumed/step-0000020"
+
+# bf16 (BF16 GEMM operands on both paths): the same identity.
+train cpu_bf16 --set training.device=cpu --set training.precision=bf16 --set training.steps=10
+MOETRAIN_DEVICE_BACKEND=cpu train device_bf16 --set training.precision=bf16 \
+  --set training.steps=10
+expect_line device_bf16 "[moetrain] device: the device path on the CPU backend"
+echo "bf16: device path (CPU backend) vs training.device=cpu, step-0000010:"
+"$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_bf16.jsonl" "$W/cpu_bf16/step-0000010" \
+  "$W/device_bf16.jsonl" "$W/device_bf16/step-0000010"
+
+# training.device=cuda without a usable GPU: one error naming the key and the reason.
+set +e
+"$BIN" train --config "$W/cfg.yaml" --set training.device=cuda --set training.steps=1 \
+  --set checkpoint.dir= --set logging.metrics_file= > "$W/cuda.log" 2>&1
+rc=$?
+set -e
+if [ $rc -eq 0 ]; then
+  expect_line cuda "[moetrain] device: cuda ("  # a GPU machine: it trained there
+  echo "training.device=cuda: ran on a GPU"
+else
+  grep -Eq "training.device is cuda, but (no CUDA device visible|this build has no CUDA backend)" \
+    "$W/cuda.log" || { echo "FAIL: training.device=cuda without a GPU:"; cat "$W/cuda.log"; exit 1; }
+  echo "training.device=cuda here: $(grep -o "training.device is cuda, but [^;]*" "$W/cuda.log")"
+fi
+set +e
+MOETRAIN_DEVICE_BACKEND=gpu "$BIN" train --config "$W/cfg.yaml" --set training.steps=1 \
+  --set checkpoint.dir= --set logging.metrics_file= > "$W/badenv.log" 2>&1
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "MOETRAIN_DEVICE_BACKEND=gpu: expected cpu" "$W/badenv.log" ||
+  { echo "FAIL: MOETRAIN_DEVICE_BACKEND=gpu was not refused:"; cat "$W/badenv.log"; exit 1; }
+echo "device path: ok"

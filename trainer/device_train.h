@@ -1,0 +1,89 @@
+// trainer/device_train.h: the training step on a Backend (training.device, issue 8): which
+// path a run takes, and the loop's device side. Internal to trainer.cc.
+//
+// On the device path the run still builds its ParallelModel and ZeroAdamW as on the CPU
+// path: they are the host mirror that Restore() fills, that checkpoints are written from
+// and that generation runs on. DeviceTrainer then copies the restored parameters and AdamW
+// moments onto the backend and runs every step there: the same samples, micro-batches,
+// loss averaging, gradient norm (summed in ZeroAdamW's order), clipping, AdamW and bias
+// update as the CPU path, so on CpuBackend (MOETRAIN_DEVICE_BACKEND=cpu) a run is bit for
+// bit the CPU path's (tests/trainer/device_train_test.sh). Before a checkpoint or
+// generation SyncToHost() copies parameters (and moments) back into the mirror.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/sampler.h"
+#include "kernels/backend.h"
+#include "trainer/config.h"
+#include "trainer/device_model.h"
+#include "trainer/parallel_model.h"
+#include "trainer/train_run.h"
+
+namespace mt::train_internal {
+
+// The path training.device picks for this run.
+struct DeviceChoice {
+  bool device_path = false;  // DeviceModel over a Backend; else the module model
+  bool cpu_backend = false;  // the device path on CpuBackend (MOETRAIN_DEVICE_BACKEND=cpu)
+  std::string why;           // for the "[moetrain] device: ..." line
+};
+
+// Decides training.device for a run of `world_size` processes. The environment variable
+// MOETRAIN_DEVICE_BACKEND=cpu puts the device path on CpuBackend (tests run it without a
+// GPU; "cuda" or unset: CudaBackend). training.device cuda that cannot run is one error
+// naming the key and everything missing (no CUDA build, no visible GPU, the layout,
+// precision or moment dtype); auto then falls back to cpu and says why.
+absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size);
+
+class DeviceTrainer {
+ public:
+  // After Restore(r): the device model of r.model's parameters, with r.opt's moments,
+  // on the backend `choice` names (CUDA: the device of `local_rank`).
+  static absl::StatusOr<std::unique_ptr<DeviceTrainer>> Create(Run& r, const DeviceChoice& choice,
+                                                               int local_rank);
+  ~DeviceTrainer();
+
+  Backend& backend() const { return *backend_; }
+  bool on_gpu() const;
+  // "cuda (NVIDIA H200)" or "the device path on the CPU backend": for the run's header.
+  std::string Describe() const;
+
+  // ParallelModel::ForwardBackward's contract (one process): zeroes the gradients, runs the
+  // global batch's micro-batches, returns their mean losses and summed expert loads.
+  absl::StatusOr<GlobalBatchResult> ForwardBackward(const data::TrainSampleSource& samples,
+                                                    int64_t cursor, int64_t global_batch,
+                                                    int64_t micro_batch, const ObjectiveWeights& w);
+  // The global gradient norm, summed as ZeroAdamW::ReduceGradients sums it (dense
+  // parameters, then routed experts), so clipping scales by the same factor.
+  double GradNorm();
+  // Fault injection (training.fault_inject_nan_step): a NaN in one gradient.
+  void InjectNan();
+  // Clipping, AdamW at lr and the bias update with speed gamma; advances r.opt's step
+  // counter as ZeroAdamW::Step does, so checkpoints record the same optimizer_step.
+  void Step(double lr, double norm, const std::vector<std::vector<int64_t>>& loads, double gamma);
+  // Every MoE layer's router bias [E], in ParallelModel::moe_layers() order.
+  std::vector<std::vector<float>> Biases() const;
+  // ParallelModel::Evaluate's mean losses over validation windows [0, windows).
+  Losses Evaluate(const data::ValidationSource& val, int64_t windows, int64_t micro_batch,
+                  const ObjectiveWeights& w);
+  // Parameters into the host mirror (r.model's ParamStore) and, with moments, the AdamW
+  // moments into r.opt: before Save() (with) and generation (without).
+  absl::Status SyncToHost(bool moments);
+
+ private:
+  explicit DeviceTrainer(Run& r) : r_(r) {}
+
+  Run& r_;
+  std::unique_ptr<Backend> backend_;
+  std::string device_name_;
+  std::unique_ptr<DeviceModel> model_;      // destroyed before backend_
+  std::vector<DeviceParam*> norm_order_;    // trainable: dense, then routed experts
+  std::vector<const DeviceParam*> biases_;  // per MoE layer
+};
+
+}  // namespace mt::train_internal
