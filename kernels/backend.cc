@@ -17,9 +17,14 @@ Tensor Rounded(Backend& be, const float* x, int64_t n) {
 void Backend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                        float* C, int64_t ldc) {
-  // Rows of each operand as stored: A is [M, K] or, transposed, [K, M]; B [K, N] or [N, K].
-  const Tensor a = Rounded(*this, A, (trans_a ? K : M) * lda);
-  const Tensor b = Rounded(*this, B, (trans_b ? N : K) * ldb);
+  // Each operand as stored: A is [M, K] or, transposed, [K, M]; B [K, N] or [N, K]. The
+  // rounded copy spans the elements the GEMM reads ((rows - 1) * ld + cols), not rows * ld,
+  // which could run past the end of a column slice.
+  auto span = [](int64_t rows, int64_t cols, int64_t ld) {
+    return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
+  };
+  const Tensor a = Rounded(*this, A, trans_a ? span(K, M, lda) : span(M, K, lda));
+  const Tensor b = Rounded(*this, B, trans_b ? span(N, K, ldb) : span(K, N, ldb));
   Gemm(trans_a, trans_b, M, N, K, 1.0f, a.data<float>(), lda, b.data<float>(), ldb, beta, C, ldc);
 }
 

@@ -10,8 +10,8 @@
 //
 // Calls are enqueued in order on one stream (the CPU runs them at once); only ToHost and
 // Synchronize wait. Semantics are those of kernels/ops.h: "+=" outputs accumulate, all
-// others overwrite. Shapes are in the comments as [dims]. FP32 throughout: BF16 and FP8
-// device steps call cuBLASLt through the CUDA backend's own entry points.
+// others overwrite. Shapes are in the comments as [dims]. Tensors are FP32; the BF16 GEMMs
+// take FP32 operands and round them (the CUDA backend casts them for cuBLASLt).
 #pragma once
 
 #include <cstdint>

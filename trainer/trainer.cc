@@ -121,7 +121,9 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   // MFU needs the peak of what runs the step; a GPU's is not known here yet (0: no MFU).
   const bool gpu = dev && dev->on_gpu();
   const double peak = gpu ? 0.0 : MeasureCpuGemmFlops() * topo.world_size();
-  const int64_t activation_bytes = pm.MeasureActivationBytes(mb, S);
+  // The figure comes from one forward of the host model on the CPU: cheap for the models a
+  // CPU trains, too slow for the ones a GPU trains, so a GPU run does not measure it.
+  const int64_t activation_bytes = gpu ? 0 : pm.MeasureActivationBytes(mb, S);
   if (r.rank0) {
     std::printf("[moetrain] layout: %s, schedule %s\n", topo.Describe().c_str(),
                 cfg.parallel.schedule.c_str());
@@ -143,11 +145,15 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
           "[moetrain] MFU = FLOPs/token (Megatron formula, causal, with MTP: %.3f MFLOP) x "
           "tokens/s over the measured CPU sgemm rate x ranks (%.1f GFLOP/s)\n",
           flops_per_token / 1e6, peak / 1e9);
-    std::printf(
-        "[moetrain] precision %s: activations held per micro-batch (%lld x %lld tokens) "
-        "after its forward: %.2f MiB\n",
-        PrecisionName(precision), static_cast<long long>(mb), static_cast<long long>(S),
-        static_cast<double>(activation_bytes) / (1 << 20));
+    if (gpu)
+      std::printf("[moetrain] precision %s (activation memory is measured on CPU runs only)\n",
+                  PrecisionName(precision));
+    else
+      std::printf(
+          "[moetrain] precision %s: activations held per micro-batch (%lld x %lld tokens) "
+          "after its forward: %.2f MiB\n",
+          PrecisionName(precision), static_cast<long long>(mb), static_cast<long long>(S),
+          static_cast<double>(activation_bytes) / (1 << 20));
   }
 
   TrainOutcome out;

@@ -43,6 +43,7 @@ training:
   balance_loss_alpha: 0.001
   eval_batches: 2
   generate_tokens: 0
+  device: cpu  # the one-process reference is the CPU module model, even on a GPU machine
 optimizer:
   lr: 1.0e-3
   weight_decay: 0.1
