@@ -1,8 +1,12 @@
-// kernels/backend.cc: the default BF16 GEMMs of kernels/backend.h: round copies of the
-// operands to BF16 on the backend's device, then the FP32 GEMMs. This is the CPU's BF16
-// emulation (trainer/precision.h rounds the same way), and a correct, if slow, fallback for
-// a device that has no faster path.
+// kernels/backend.cc: what kernels/backend.h composes from a backend's own ops.
+//
+// BF16: the default GEMMs round copies of the operands to BF16 on the backend's device,
+// then run the FP32 GEMMs. This is the CPU's BF16 emulation (trainer/precision.h rounds the
+// same way), and a correct, if slow, fallback for a device that has no faster path.
+// FP8: the Linear GEMMs of the recipe, from the quantisation and FP8 GEMM primitives.
 #include "kernels/backend.h"
+
+#include <vector>
 
 namespace mt {
 namespace {
@@ -48,6 +52,96 @@ void Backend::GroupedLinearBackwardWeightBf16(const float* dy, const float* x, f
                                               int64_t K, int64_t N) {
   const Tensor dyr = Rounded(*this, dy, rows * N), xr = Rounded(*this, x, rows * K);
   GroupedLinearBackwardWeight(dyr.data<float>(), xr.data<float>(), dw, offsets, rows, E, K, N);
+}
+
+// ---- FP8: trainer/precision.cc's Fp8Forward / Fp8BackwardInput / Fp8BackwardWeight, step
+// for step, on the backend's primitives.
+
+void Backend::Fp8LinearForward(const QuantizedActivation& x, const float* w, float* y, int64_t N) {
+  Fp8Gemm(x, QuantizeWeightFp8(w, N, x.cols), y);
+}
+
+void Backend::Fp8LinearBackwardInput(const float* dy, const float* w, float* dx, int64_t M,
+                                     int64_t K, int64_t N, bool accumulate) {
+  const QuantizedActivation qdy = QuantizeFp8(dy, M, N);                       // [M, N]
+  const QuantizedWeight qwt = TransposeWeightFp8(QuantizeWeightFp8(w, N, K));  // [K, N]
+  if (!accumulate) return Fp8Gemm(qdy, qwt, dx);
+  Tensor t = Empty({M, K});
+  Fp8Gemm(qdy, qwt, t.data<float>());
+  Add(t.data<float>(), dx, M * K);
+}
+
+void Backend::Fp8LinearBackwardWeight(const float* dy, const QuantizedActivation* xq,
+                                      const float* x, float* dw, int64_t M, int64_t K, int64_t N) {
+  Tensor dyt = Empty({N, M});
+  Transpose(dy, dyt.data<float>(), M, N);
+  const QuantizedActivation qa = QuantizeFp8(dyt.data<float>(), N, M);  // dy^T, tiles along M
+  QuantizedActivation qb;                                                // x^T [K, M]
+  if (xq) {
+    qb = RetileTransposedFp8(*xq);  // the cached FP8 copy, 1x128 -> 128x1
+  } else {
+    Tensor xt = Empty({K, M});
+    Transpose(x, xt.data<float>(), M, K);
+    qb = QuantizeFp8(xt.data<float>(), K, M);
+  }
+  Tensor t = Empty({N, K});
+  Fp8GemmTokenTiled(qa, qb, t.data<float>());
+  Add(t.data<float>(), dw, N * K);
+}
+
+namespace {
+
+std::vector<int32_t> HostOffsets(Backend& be, const int32_t* offsets, int64_t E) {
+  std::vector<int32_t> h(E + 1);
+  be.CopyToHost(offsets, h.data(), h.size() * sizeof(int32_t));
+  return h;
+}
+
+// Rows [r0, r1) of q: the codes are a slice; the scales [tiles, M] are strided by row, so
+// they are copied.
+QuantizedActivation SliceRows(Backend& be, const QuantizedActivation& q, int64_t r0, int64_t r1) {
+  QuantizedActivation s;
+  s.rows = r1 - r0;
+  s.cols = q.cols;
+  s.data = q.data.Slice(r0, r1);
+  s.scales = be.Empty({q.col_tiles(), s.rows});
+  be.Copy2D(q.scales.data<float>() + r0, q.rows, s.scales.data<float>(), s.rows, q.col_tiles(),
+            s.rows);
+  return s;
+}
+
+}  // namespace
+
+void Backend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
+                                const int32_t* offsets, int64_t E, int64_t N) {
+  const int64_t K = x.cols;
+  const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
+  for (int64_t e = 0; e < E; ++e)
+    if (off[e + 1] > off[e])
+      Fp8LinearForward(SliceRows(*this, x, off[e], off[e + 1]), w + e * N * K, y + off[e] * N, N);
+}
+
+void Backend::GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
+                                      const int32_t* offsets, int64_t /*rows*/, int64_t E,
+                                      int64_t K, int64_t N, bool accumulate) {
+  const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
+  for (int64_t e = 0; e < E; ++e)
+    if (off[e + 1] > off[e])
+      Fp8LinearBackwardInput(dy + off[e] * N, w + e * N * K, dx + off[e] * K, off[e + 1] - off[e],
+                             K, N, accumulate);
+}
+
+void Backend::GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq,
+                                       const float* x, float* dw, const int32_t* offsets,
+                                       int64_t /*rows*/, int64_t E, int64_t K, int64_t N) {
+  const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
+  for (int64_t e = 0; e < E; ++e) {
+    if (off[e + 1] == off[e]) continue;
+    const QuantizedActivation xe = xq ? SliceRows(*this, *xq, off[e], off[e + 1])
+                                      : QuantizedActivation();
+    Fp8LinearBackwardWeight(dy + off[e] * N, xq ? &xe : nullptr, x ? x + off[e] * K : nullptr,
+                            dw + e * N * K, off[e + 1] - off[e], K, N);
+  }
 }
 
 }  // namespace mt

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/quantize.h"
 #include "kernels/tensor.h"
 
 namespace mt {
@@ -60,6 +61,8 @@ class Backend {
   virtual Tensor ToDevice(const Tensor& host) = 0;
   // A host copy (waits for the work enqueued so far).
   virtual Tensor ToHost(const Tensor& t) = 0;
+  // bytes from this device's src to host memory dst (waits, as ToHost).
+  virtual void CopyToHost(const void* src, void* dst, size_t bytes) = 0;
   virtual void Zero(Tensor* t) = 0;
   // dst = src, `bytes` bytes on the device; the ranges must not overlap.
   virtual void Copy(const void* src, void* dst, size_t bytes) = 0;
@@ -156,6 +159,50 @@ class Backend {
   virtual void GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,
                                                const int32_t* offsets, int64_t rows, int64_t E,
                                                int64_t K, int64_t N);
+
+  // ---- FP8 (training.precision fp8: DeepSeek-V3's recipe, trainer/precision.h) -----------
+  // Primitives, each what kernels/quantize.h's function of the same name computes (the CPU
+  // backend calls it; kernels/cuda/fp8_quant.h gives the same bytes). Every scale is rounded
+  // up to a power of two, the recipe's round scaling. Tensors of the results live on this
+  // device.
+  // x [M, K] -> E4M3 codes with one scale per 1x128 tile along K.
+  virtual QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) = 0;
+  virtual void DequantizeFp8(const QuantizedActivation& q, float* x) = 0;  // x [M, K]
+  // The 1x128 tiles of X^T [K, M] from those of X (re-quantising the dequantised values).
+  virtual QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) = 0;
+  // w [N, K] -> E4M3 codes with one scale per 128x128 block; W^T's blocks (exact).
+  virtual QuantizedWeight QuantizeWeightFp8(const float* w, int64_t N, int64_t K) = 0;
+  virtual QuantizedWeight TransposeWeightFp8(const QuantizedWeight& w) = 0;
+  // y [M, N] = a [M, K] w [N, K]^T with FP32 promotion per 128-wide chunk (Fp8Gemm), and the
+  // same with both operands tiled along K (Fp8GemmTokenTiled, the Wgrad GEMM). Overwrite y.
+  virtual void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) = 0;
+  virtual void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
+                                 float* y) = 0;
+  // y [cols, rows] = x [rows, cols]^T
+  virtual void Transpose(const float* x, float* y, int64_t rows, int64_t cols) = 0;
+
+  // The FP8 Linear GEMMs, composed from the primitives in trainer/precision.cc's order
+  // (backend.cc), so every backend runs the recipe's steps:
+  // y [M, N] = x W^T, x quantised (the Fprop's E4M3 operand, kept for Wgrad).
+  void Fp8LinearForward(const QuantizedActivation& x, const float* w, float* y, int64_t N);
+  // dx [M, K] (+)= Q(dy) Q(W^T): dy tiled along N, W's 128x128 blocks transposed.
+  void Fp8LinearBackwardInput(const float* dy, const float* w, float* dx, int64_t M, int64_t K,
+                              int64_t N, bool accumulate);
+  // dW [N, K] += Q(dy^T) Q(x^T), both tiled along the M tokens; x^T re-tiled from the
+  // cached E4M3 operand `xq`, or (xq null) quantised from the FP32 values x [M, K].
+  void Fp8LinearBackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
+                               float* dw, int64_t M, int64_t K, int64_t N);
+  // The same per expert over the permuted rows: rows [offsets[e], offsets[e+1]) of x (xq)
+  // and dy with W_e of w [E, N, K]. Tiles along tokens restart at each expert's first row,
+  // as each expert's own GEMM has them. The offsets are read back to the host (one
+  // synchronisation per call): the grouped FP8 kernels are still to come.
+  void GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
+                         const int32_t* offsets, int64_t E, int64_t N);
+  void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx, const int32_t* offsets,
+                               int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate);
+  void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
+                                float* dw, const int32_t* offsets, int64_t rows, int64_t E,
+                                int64_t K, int64_t N);
 
   // ---- MoE ------------------------------------------------------------------------------
   // logits [T,E] -> scores [T,E] = sigmoid(logits) (in place allowed), topk [T,K] chosen on

@@ -63,6 +63,9 @@ Tensor CpuBackend::Empty(std::vector<int64_t> shape, DType dtype) {
 }
 Tensor CpuBackend::ToDevice(const Tensor& host) { return host.Clone(); }
 Tensor CpuBackend::ToHost(const Tensor& t) { return t.Clone(); }
+void CpuBackend::CopyToHost(const void* src, void* dst, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
 void CpuBackend::Zero(Tensor* t) { t->Zero(); }
 void CpuBackend::Copy(const void* src, void* dst, size_t bytes) {
   if (bytes > 0) std::memmove(dst, src, bytes);
@@ -138,6 +141,40 @@ void CpuBackend::RoundBf16(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = Bf16ToFloat(FloatToBf16(x[i]));
 }
 void CpuBackend::Add(const float* x, float* y, int64_t n) { ops::Add(x, y, n); }
+
+// ---- FP8 (kernels/quantize.h with the recipe's power-of-two scales) ---------------------
+
+namespace {
+constexpr QuantizeOptions kRoundScales{/*pow2_scales=*/true};
+}  // namespace
+
+QuantizedActivation CpuBackend::QuantizeFp8(const float* x, int64_t M, int64_t K) {
+  return QuantizeActivation(x, M, K, kRoundScales);
+}
+void CpuBackend::DequantizeFp8(const QuantizedActivation& q, float* x) {
+  DequantizeActivation(q, x);
+}
+QuantizedActivation CpuBackend::RetileTransposedFp8(const QuantizedActivation& q) {
+  return RetileTransposed(q, kRoundScales);
+}
+QuantizedWeight CpuBackend::QuantizeWeightFp8(const float* w, int64_t N, int64_t K) {
+  return QuantizeWeight(w, N, K, kRoundScales);
+}
+QuantizedWeight CpuBackend::TransposeWeightFp8(const QuantizedWeight& w) {
+  return TransposeWeight(w);
+}
+void CpuBackend::Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) {
+  mt::Fp8Gemm(a, w, y);
+}
+void CpuBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
+                                   float* y) {
+  mt::Fp8GemmTokenTiled(a, b, y);
+}
+// trainer/precision.cc's Transpose, same loop.
+void CpuBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) y[c * rows + r] = x[r * cols + c];
+}
 void CpuBackend::Axpy(float a, const float* x, float* y, int64_t n) { ops::Axpy(a, x, y, n); }
 
 // ---- MoE (trainer/moe.cc's loops) -----------------------------------------------------

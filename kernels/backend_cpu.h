@@ -19,6 +19,7 @@ class CpuBackend : public Backend {
   Tensor Empty(std::vector<int64_t> shape, DType dtype = DType::kF32) override;
   Tensor ToDevice(const Tensor& host) override;
   Tensor ToHost(const Tensor& t) override;
+  void CopyToHost(const void* src, void* dst, size_t bytes) override;
   void Zero(Tensor* t) override;
   void Copy(const void* src, void* dst, size_t bytes) override;
   void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
@@ -55,6 +56,15 @@ class CpuBackend : public Backend {
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
   void RoundBf16(const float* x, float* y, int64_t n) override;
+  QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
+  void DequantizeFp8(const QuantizedActivation& q, float* x) override;
+  QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;
+  QuantizedWeight QuantizeWeightFp8(const float* w, int64_t N, int64_t K) override;
+  QuantizedWeight TransposeWeightFp8(const QuantizedWeight& w) override;
+  void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) override;
+  void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
+                         float* y) override;
+  void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/fp8.h"
+#include "kernels/ops.h"
 #include "kernels/status.h"
 
 namespace mt {
@@ -246,6 +247,37 @@ void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) {
 void QuantizedLinearForward(const float* x, const float* w, float* y, int64_t M, int64_t K,
                             int64_t N, const QuantizeOptions& opts) {
   Fp8Gemm(QuantizeActivation(x, M, K, opts), QuantizeWeight(w, N, K, opts), y);
+}
+
+namespace {
+// Below this many outputs a scaling loop runs on one thread (kernels/ops.cc's threshold).
+constexpr int64_t kParallelMin = 1 << 15;
+}  // namespace
+
+void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b, float* y) {
+  MT_CHECK(a.cols == b.cols, "FP8 GEMM inner dimensions differ: ", a.cols, " vs ", b.cols);
+  const int64_t M = a.rows, N = b.rows, K = a.cols, tiles = a.col_tiles();
+  std::fill(y, y + M * N, 0.0f);
+  if (M == 0 || N == 0) return;
+  std::vector<float> qa(static_cast<size_t>(M * K)), qb(static_cast<size_t>(N * K));
+  E4M3ToFloats(a.codes(), qa.data(), M * K);
+  E4M3ToFloats(b.codes(), qb.data(), N * K);
+  const float* sa = a.scales.data<float>();              // [tiles, M]
+  const float* sb = b.scales.data<float>();              // [tiles, N]
+  std::vector<float> chunk(static_cast<size_t>(M * N));  // [M, N] one K chunk's sums
+  for (int64_t kt = 0; kt < tiles; ++kt) {
+    const int64_t k0 = kt * kQuantTile, len = std::min(kQuantTile, K - k0);
+    ops::Gemm<float>(false, true, M, N, len, 1.0f, qa.data() + k0, K, qb.data() + k0, K, 0.0f,
+                     chunk.data(), N);
+    const float* sbt = sb + kt * N;
+#pragma omp parallel for schedule(static) if (M * N > kParallelMin)
+    for (int64_t m = 0; m < M; ++m) {
+      const float s = sa[kt * M + m];
+      float* yr = y + m * N;
+      const float* cr = chunk.data() + m * N;
+      for (int64_t n = 0; n < N; ++n) yr[n] = std::fma(s * sbt[n], cr[n], yr[n]);
+    }
+  }
 }
 
 }  // namespace mt

@@ -119,6 +119,10 @@ void Fp8GemmReference(const QuantizedActivation& a, const QuantizedWeight& w, fl
 // order inside a chunk, so equal to the reference only within FP32 accumulation error).
 void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y);
 
+// The FP8 Wgrad GEMM: y[M,N] = a[M,K] b[N,K]^T with both operands 1x128-tiled along K
+// (DeepGEMM's "1D1D" scaling), with Fp8Gemm's promotion: each 128-wide chunk summed in FP32,
+// then acc = fma(a_scale * b_scale, chunk, acc).
+void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b, float* y);
 // y [M, N] = Q(x [M, K]) Q(w [N, K])^T: quantise x per 1x128 tile and w per 128x128 block,
 // then Fp8Gemm. The FP8 emulation of ops::LinearForward for the trainer's fp8 mode.
 void QuantizedLinearForward(const float* x, const float* w, float* y, int64_t M, int64_t K,

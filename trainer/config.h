@@ -196,8 +196,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 absl::Status ValidateConfig(const Config& config);
 
 // What in `config` keeps a run off the device path (training.device cuda), one phrase each
-// ("parallel.dp is 2"): it trains one process (pp = ep = dp = 1) in training.precision fp32
-// or bf16 with optimizer.moment_dtype fp32. Empty when the config allows it.
+// ("parallel.dp is 2"): it trains one process (pp = ep = dp = 1) with
+// optimizer.moment_dtype fp32, in any training.precision. Empty when the config allows it.
 std::vector<std::string> DevicePathBlockers(const Config& config);
 
 // Hugging Face config.json <-> ModelConfig. FromHfJson ignores keys HF defines but we do

@@ -253,11 +253,9 @@ absl::Status ValidateTraining(const Checker& v, const Config& c) {
   RETURN_IF_ERROR(v.Require(
       t.device != "cuda" || blockers.empty(), "training.device",
       absl::StrCat("cuda, but ", absl::StrJoin(blockers, ", ")),
-      "parallel.pp = ep = dp = 1, training.precision fp32 or bf16 and optimizer.moment_dtype "
-      "fp32 (the GPU step trains one process, without FP8, for now), or training.device auto "
-      "or cpu",
-      {"parallel.pp", "parallel.ep", "parallel.dp", "training.precision",
-       "optimizer.moment_dtype"}));
+      "parallel.pp = ep = dp = 1 and optimizer.moment_dtype fp32 (the GPU step trains one "
+      "process with FP32 moments, for now), or training.device auto or cpu",
+      {"parallel.pp", "parallel.ep", "parallel.dp", "optimizer.moment_dtype"}));
   RETURN_IF_ERROR(v.CheckSchedule("training.mtp_lambda", t.mtp_lambda));
   RETURN_IF_ERROR(v.CheckSchedule("training.bias_update_speed", t.bias_update_speed));
   RETURN_IF_ERROR(v.NonNegative("training.balance_loss_alpha", t.balance_loss_alpha));
@@ -374,8 +372,6 @@ std::vector<std::string> DevicePathBlockers(const Config& c) {
        {std::pair{"parallel.pp", c.parallel.pp}, std::pair{"parallel.ep", c.parallel.ep},
         std::pair{"parallel.dp", c.parallel.dp}})
     if (value != 1) out.push_back(absl::StrCat(key, " is ", value));
-  if (c.training.precision != "fp32" && c.training.precision != "bf16")
-    out.push_back(absl::StrCat("training.precision is ", c.training.precision));
   if (c.optimizer.moment_dtype != "fp32")
     out.push_back(absl::StrCat("optimizer.moment_dtype is ", c.optimizer.moment_dtype));
   return out;

@@ -77,34 +77,59 @@ void DeviceParams::Download(bool grads) const {
 
 // ---- Linear and RMSNorm ---------------------------------------------------------------
 
-Tensor DLinear::Forward(const DeviceBatch& b, const Tensor& x) const {
-  const int64_t T = x.dim(0);
-  Tensor y = b.be->Empty({T, out});  // [T, out]
-  if (b.bf16)
-    b.be->LinearForwardBf16(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
+DAct DLinear::Store(const DeviceBatch& b, const Tensor& x) const {
+  DAct a;
+  if (b.fp8())
+    a.q = b.be->QuantizeFp8(x.data<float>(), x.dim(0), in);
   else
-    b.be->LinearForward(x.data<float>(), p->value.data<float>(), y.data<float>(), T, in, out);
+    a.values = x;
+  return a;
+}
+
+Tensor DLinear::Forward(const DeviceBatch& b, const DAct& x) const {
+  Backend& be = *b.be;
+  const float* w = p->value.data<float>();
+  if (b.fp8()) {
+    const DAct q = x.quantized() ? x : Store(b, x.values);
+    Tensor y = be.Empty({q.q.rows, out});  // [T, out]
+    be.Fp8LinearForward(q.q, w, y.data<float>(), out);
+    return y;
+  }
+  const int64_t T = x.values.dim(0);
+  Tensor y = be.Empty({T, out});  // [T, out]
+  if (b.round_bf16())
+    be.LinearForwardBf16(x.values.data<float>(), w, y.data<float>(), T, in, out);
+  else
+    be.LinearForward(x.values.data<float>(), w, y.data<float>(), T, in, out);
   return y;
 }
 
 void DLinear::BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx,
                             bool accumulate) const {
+  Backend& be = *b.be;
   const int64_t T = dy.dim(0);
-  if (!dx->defined()) *dx = b.be->Empty({T, in});  // [T, in]
+  if (!dx->defined()) *dx = be.Empty({T, in});  // [T, in]
   const float* w = p->value.data<float>();
-  if (b.bf16)
-    b.be->LinearBackwardInputBf16(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+  if (b.fp8())
+    be.Fp8LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+  else if (b.round_bf16())
+    be.LinearBackwardInputBf16(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
   else
-    b.be->LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+    be.LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
 }
 
-void DLinear::BackwardWeight(const DeviceBatch& b, const Tensor& dy, const Tensor& x) const {
+void DLinear::BackwardWeight(const DeviceBatch& b, const Tensor& dy, const DAct& x) const {
+  Backend& be = *b.be;
   const int64_t T = dy.dim(0);
   float* dw = p->grad.data<float>();
-  if (b.bf16)
-    b.be->LinearBackwardWeightBf16(dy.data<float>(), x.data<float>(), dw, T, in, out);
-  else
-    b.be->LinearBackwardWeight(dy.data<float>(), x.data<float>(), dw, T, in, out);
+  if (b.fp8()) {
+    be.Fp8LinearBackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
+                               x.quantized() ? nullptr : x.values.data<float>(), dw, T, in, out);
+  } else if (b.round_bf16()) {
+    be.LinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
+  } else {
+    be.LinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
+  }
 }
 
 Tensor DNorm::Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const {
@@ -127,36 +152,53 @@ Tensor DNorm::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
 
 // ---- SwiGLU MLP -------------------------------------------------------------------------
 
-Tensor SwigluForwardKeep(const DeviceBatch& b, Tensor* g, Tensor* u, Tensor* keep_h) {
-  Tensor h = b.be->Empty(g->shape());
-  b.be->SwigluForward(g->data<float>(), u->data<float>(), h.data<float>(), h.numel());
-  if (b.bf16) {  // keep the inputs in BF16 (after h is made from the exact ones), not h
-    b.be->RoundBf16(g->data<float>(), g->data<float>(), g->numel());
-    b.be->RoundBf16(u->data<float>(), u->data<float>(), u->numel());
+Tensor SwigluForwardKeep(const DeviceBatch& b, const Tensor& g, const Tensor& u, SwigluIn* in,
+                         Tensor* keep_h) {
+  Backend& be = *b.be;
+  Tensor h = be.Empty(g.shape());  // from the exact g, u, before they are stored
+  be.SwigluForward(g.data<float>(), u.data<float>(), h.data<float>(), h.numel());
+  if (b.fp8()) {
+    in->gq = be.QuantizeFp8(g.data<float>(), g.dim(0), g.dim(1));
+    in->uq = be.QuantizeFp8(u.data<float>(), u.dim(0), u.dim(1));
+    return h;
+  }
+  in->g = g;
+  in->u = u;
+  if (b.round_bf16()) {
+    be.RoundBf16(in->g.data<float>(), in->g.data<float>(), g.numel());
+    be.RoundBf16(in->u.data<float>(), in->u.data<float>(), u.numel());
   } else {
     *keep_h = h;
   }
   return h;
 }
 
-Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const Tensor& g,
-                               const Tensor& u, Tensor* h, Tensor* du) {
-  Tensor dg = b.be->Empty(dh.shape());
-  *du = b.be->Empty(dh.shape());
-  b.be->SwigluBackward(dh.data<float>(), g.data<float>(), u.data<float>(), dg.data<float>(),
-                       du->data<float>(), dh.numel());
+Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const SwigluIn& in,
+                               Tensor* h, Tensor* du) {
+  Backend& be = *b.be;
+  Tensor g = in.g, u = in.u;
+  if (in.gq.data.defined()) {  // fp8: the E4M3 copies' values
+    g = be.Empty(dh.shape());
+    u = be.Empty(dh.shape());
+    be.DequantizeFp8(in.gq, g.data<float>());
+    be.DequantizeFp8(in.uq, u.data<float>());
+  }
+  Tensor dg = be.Empty(dh.shape());
+  *du = be.Empty(dh.shape());
+  be.SwigluBackward(dh.data<float>(), g.data<float>(), u.data<float>(), dg.data<float>(),
+                    du->data<float>(), dh.numel());
   if (!h->defined()) {
-    *h = b.be->Empty(g.shape());
-    b.be->SwigluForward(g.data<float>(), u.data<float>(), h->data<float>(), h->numel());
+    *h = be.Empty(g.shape());
+    be.SwigluForward(g.data<float>(), u.data<float>(), h->data<float>(), h->numel());
   }
   return dg;
 }
 
 Tensor DMlp::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
-  s->x = x;
-  s->g = gate.Forward(b, x);  // [T, F]
-  s->u = up.Forward(b, x);    // [T, F]
-  const Tensor h = SwigluForwardKeep(b, &s->g, &s->u, &s->h);
+  s->x = gate.Store(b, x);
+  const Tensor g = gate.Forward(b, s->x);  // [T, F]
+  const Tensor u = up.Forward(b, s->x);    // [T, F]
+  const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
   return down.Forward(b, h);  // [T, H]
 }
 
@@ -164,8 +206,8 @@ Tensor DMlp::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   Tensor dh;  // [T, F]
   down.BackwardInput(b, dy, &dh, false);
   Tensor du;
-  const Tensor dg = SwigluBackwardRecompute(b, dh, s->g, s->u, &s->h, &du);
-  down.BackwardWeight(b, dy, s->h);
+  const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
+  down.BackwardWeight(b, dy, DAct{s->h, {}});
   Tensor dx;  // [T, H]
   gate.Backward(b, dg, s->x, &dx, false);
   up.Backward(b, du, s->x, &dx, true);

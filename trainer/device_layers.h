@@ -8,8 +8,8 @@
 // tokens permuted by expert (MoePlanBuild), with no host synchronisation per expert, and
 // the experts' weights are stacked [E, N, K] per projection.
 //
-// FP32 for now (training.precision fp32); each layer's forward and its backward (input
-// and weight gradients at once) sit side by side. Float build only.
+// training.precision fp32, bf16 and fp8 (DeviceBatch); each layer's forward and its
+// backward (input and weight gradients at once) sit side by side. Float build only.
 #pragma once
 
 #include <memory>
@@ -19,6 +19,7 @@
 #include "kernels/backend.h"
 #include "trainer/config.h"
 #include "trainer/params.h"
+#include "trainer/precision.h"
 
 namespace mt {
 inline namespace MT_REAL_NS {
@@ -57,22 +58,38 @@ struct DeviceBatch {
   int64_t B = 0, S = 0;
   const double* cos = nullptr;  // [S, dr/2] rotary tables on the device
   const double* sin = nullptr;
-  // training.precision bf16: every GEMM on BF16-rounded operands, the attention core's
-  // operands and the SwiGLU inputs rounded to BF16, as trainer/precision.h does.
-  bool bf16 = false;
+  // training.precision, as trainer/precision.h applies it: the Linear GEMMs in FP32, on
+  // BF16-rounded operands (bf16) or in E4M3 with fine-grained scales (fp8); in bf16 and fp8
+  // the recipe's BF16 operators (embedding, router, head, attention core) round to BF16.
+  Precision precision = Precision::kFp32;
+  bool round_bf16() const { return precision != Precision::kFp32; }
+  bool fp8() const { return precision == Precision::kFp8; }
   int64_t T() const { return B * S; }
+};
+
+// A Linear's input as kept for its GEMMs (trainer/precision.h's StoredActivation): the
+// values (fp32 and bf16, where the BF16 GEMMs round them), or in fp8 the Fprop's E4M3
+// operand, which Wgrad re-tiles. Wgrad inputs the recipe keeps in higher precision (the
+// attention output, the recomputed SwiGLU output) are values in fp8 too.
+struct DAct {
+  Tensor values;          // [T, in]
+  QuantizedActivation q;  // fp8: [T, in] codes and 1x128 scales
+  bool quantized() const { return q.data.defined(); }
 };
 
 struct DLinear {
   DeviceParam* p = nullptr;  // [out, in]
   int64_t in = 0, out = 0;
-  Tensor Forward(const DeviceBatch& b, const Tensor& x) const;  // [T,in] -> [T,out]
+  // x as this layer keeps it: quantised in fp8, the values otherwise.
+  DAct Store(const DeviceBatch& b, const Tensor& x) const;
+  Tensor Forward(const DeviceBatch& b, const DAct& x) const;  // [T,in] -> [T,out]
+  Tensor Forward(const DeviceBatch& b, const Tensor& x) const { return Forward(b, Store(b, x)); }
   // dx [T,in] (+)= dy W (dx allocated when undefined).
   void BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx, bool accumulate) const;
   // dW += dy^T x.
-  void BackwardWeight(const DeviceBatch& b, const Tensor& dy, const Tensor& x) const;
+  void BackwardWeight(const DeviceBatch& b, const Tensor& dy, const DAct& x) const;
   // Both.
-  void Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x, Tensor* dx,
+  void Backward(const DeviceBatch& b, const Tensor& dy, const DAct& x, Tensor* dx,
                 bool accumulate) const {
     BackwardInput(b, dy, dx, accumulate);
     BackwardWeight(b, dy, x);
@@ -88,11 +105,19 @@ struct DNorm {
                   const Tensor& rstd) const;  // dx [T,dim]; dw +=
 };
 
+// The SwiGLU inputs g, u [T,F] as kept for backward: FP32 in fp32, BF16-rounded in bf16,
+// E4M3 in fp8 (trainer/precision.h StoreSwigluInput).
+struct SwigluIn {
+  Tensor g, u;
+  QuantizedActivation gq, uq;
+};
+
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
 struct DMlp {
   struct Saved {
-    Tensor x, g, u;  // [T,H], [T,F] x2: in bf16, g and u are kept BF16-rounded
-    Tensor h;        // [T,F] fp32: down's input; bf16 recomputes it in backward instead
+    DAct x;       // [T,H] gate's and up's input
+    SwigluIn in;  // gate and up outputs
+    Tensor h;     // [T,F] fp32: down's input; bf16 and fp8 recompute it in backward instead
   };
   DLinear gate, up, down;
   Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
@@ -102,7 +127,8 @@ struct DMlp {
 // Multi-head latent attention (trainer/mla.h).
 struct DMla {
   struct Saved {
-    Tensor x, qa, qa_rstd, qa_n, latent, latent_rstd, latent_n;
+    DAct x, qa_n, latent_n;            // the projections' inputs
+    Tensor qa, qa_rstd, latent, latent_rstd;
     Tensor q, k, v;  // [T,N,dqk] x2 after RoPE, [T,N,dv]
     Tensor attn;     // what the backend's attention keeps for backward
     Tensor o;        // [T, N*dv]
@@ -121,8 +147,9 @@ struct DMoe {
   struct Saved {
     Tensor x, scores, topk, weight;               // [T,H], [T,E], [T,K] I32, [T,K]
     Tensor src_token, slot_pos, offsets;          // the permutation plan (I32)
-    Tensor xp, g, u, h, ye;                       // [T*K,H], [T*K,F] x3, [T*K,H] (h:
-                                                  // fp32 only, as DMlp's)
+    DAct xp;                                      // [T*K,H] the experts' input
+    SwigluIn in;                                  // [T*K,F] gate and up outputs
+    Tensor h, ye;                                 // [T*K,F] (fp32 only, as DMlp's), [T*K,H]
     Tensor f;                                     // [B,E] F64 balance-loss fractions
     DMlp::Saved shared;
   };
@@ -163,12 +190,14 @@ struct DLayer {
                   Saved* s) const;
 };
 
-// The SwiGLU of DMlp and the experts: h [n] = silu(g) * up from g, u [n] (kept in s_g,
-// s_u: BF16-rounded in bf16, where h is not kept), and its backward dg, du [n] from dh,
-// with h rebuilt from the kept inputs when it was not kept (DeepSeek-V3's recompute).
-Tensor SwigluForwardKeep(const DeviceBatch& b, Tensor* g, Tensor* u, Tensor* keep_h);
-Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const Tensor& g,
-                               const Tensor& u, Tensor* h, Tensor* du);
+// The SwiGLU of DMlp and the experts: h = silu(g) * u from g, u [T,F], which are kept in
+// *in as the precision keeps them (h itself only in fp32, in *keep_h); and its backward dg,
+// du from dh and the kept inputs, with h rebuilt from them when it was not kept
+// (DeepSeek-V3's recompute).
+Tensor SwigluForwardKeep(const DeviceBatch& b, const Tensor& g, const Tensor& u, SwigluIn* in,
+                         Tensor* keep_h);
+Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const SwigluIn& in,
+                               Tensor* h, Tensor* du);
 
 // The layer `index` ("model.layers.<index>.") of model `m`, its parameters from `ps`.
 std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m);

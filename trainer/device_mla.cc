@@ -8,25 +8,25 @@ inline namespace MT_REAL_NS {
 Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
   Backend& be = *b.be;
   const int64_t T = b.T(), dqk = dn + dr, B = b.B, S = b.S;
-  s->x = x;  // [T, H]
+  s->x = kv_a.Store(b, x);  // [T, H]: one copy serves q_a (or q) and kv_a
   // Queries [T, N*dqk], per head [nope | rope].
   if (rq > 0) {
-    s->qa = q_a.Forward(b, x);                           // [T, rq]
-    s->qa_n = q_a_norm.Forward(b, s->qa, &s->qa_rstd);  // [T, rq]
+    s->qa = q_a.Forward(b, s->x);                                           // [T, rq]
+    s->qa_n = q_b.Store(b, q_a_norm.Forward(b, s->qa, &s->qa_rstd));  // [T, rq]
     s->q = q_b.Forward(b, s->qa_n);
   } else {
-    s->q = q.Forward(b, x);
+    s->q = q.Forward(b, s->x);
   }
   be.RopeForward(s->q.data<float>(), B, S, N, dqk, dn, dr, b.cos, b.sin);
 
   // Compressed KV [T, rkv + dr] = [latent | k_rope].
-  const Tensor ckv = kv_a.Forward(b, x);
+  const Tensor ckv = kv_a.Forward(b, s->x);
   s->latent = be.Empty({T, rkv});
   Tensor k_rope = be.Empty({T, dr});  // [T, 1, dr]: one rotary key for all heads
   be.Copy2D(ckv.data<float>(), rkv + dr, s->latent.data<float>(), rkv, T, rkv);
   be.Copy2D(ckv.data<float>() + rkv, rkv + dr, k_rope.data<float>(), dr, T, dr);
   be.RopeForward(k_rope.data<float>(), B, S, 1, dr, 0, dr, b.cos, b.sin);
-  s->latent_n = kv_a_norm.Forward(b, s->latent, &s->latent_rstd);
+  s->latent_n = kv_b.Store(b, kv_a_norm.Forward(b, s->latent, &s->latent_rstd));
   const Tensor kv = kv_b.Forward(b, s->latent_n);  // [T*N, dn + dv], per head [k_nope | v]
 
   s->k = be.Empty({T, N, dqk});
@@ -36,7 +36,7 @@ Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
     be.Copy2D(k_rope.data<float>(), dr, s->k.data<float>() + h * dqk + dn, N * dqk, T, dr);
   be.Copy2D(kv.data<float>() + dn, dn + dv, s->v.data<float>(), dv, T * N, dv);
 
-  if (b.bf16) {  // the attention core is a BF16 operator: its GEMM operands are rounded
+  if (b.round_bf16()) {  // the attention core is a BF16 operator: its operands are rounded
     for (Tensor* t : {&s->q, &s->k, &s->v}) be.RoundBf16(t->data<float>(), t->data<float>(), t->numel());
   }
   s->o = be.Empty({T, N * dv});
@@ -49,8 +49,16 @@ Tensor DMla::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   Backend& be = *b.be;
   const int64_t T = b.T(), dqk = dn + dr, B = b.B, S = b.S;
   Tensor d_o;  // [T, N*dv]
-  o.Backward(b, dy, s->o, &d_o, false);
-  if (b.bf16) be.RoundBf16(d_o.data<float>(), d_o.data<float>(), d_o.numel());  // a core operand
+  o.BackwardInput(b, dy, &d_o, false);
+  // o_proj's Wgrad input: the attention output as kept, BF16 in fp8 (the recipe's E5M6 is
+  // not implemented, trainer/precision.h), else the values (rounded by a BF16 GEMM).
+  DAct o_kept{s->o, {}};
+  if (b.fp8()) {
+    o_kept.values = be.Empty(s->o.shape());
+    be.RoundBf16(s->o.data<float>(), o_kept.values.data<float>(), s->o.numel());
+  }
+  o.BackwardWeight(b, dy, o_kept);
+  if (b.round_bf16()) be.RoundBf16(d_o.data<float>(), d_o.data<float>(), d_o.numel());  // core
   Tensor dq = be.Empty({T, N * dqk}), dk = be.Empty({T, N, dqk}), dvt = be.Empty({T, N, dv});
   be.AttentionBackward(d_o.data<float>(), s->q.data<float>(), s->k.data<float>(),
                        s->v.data<float>(), s->o.data<float>(), s->attn, dq.data<float>(),

@@ -15,7 +15,8 @@ struct DeviceModel::Mtp {
   struct Saved {
     Tensor ids, labels;  // [T] I32: embedded tokens t[i+k], targets t[i+k+1] (or -1)
     int64_t count = 0;   // targets >= 0
-    Tensor e, e_rstd, h_rstd, cat;  // [T,H], [T], [T], [T,2H]
+    Tensor e, e_rstd, h_rstd;  // [T,H], [T], [T]
+    DAct cat;                  // [T,2H] eh_proj's input
     DLayer::Saved layer;
     Tensor out, out_rstd, d_out;  // [T,H] h_k, head norm's rstd, d loss / d h_k from the head
   };
@@ -27,11 +28,11 @@ struct DeviceModel::Mtp {
 
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
                          Backend* backend)
-    : m_(m), be_(backend), params_(std::make_unique<DeviceParams>(backend, params)) {
-  MT_CHECK(precision == Precision::kFp32 || precision == Precision::kBf16,
-           "the device model runs training.precision fp32 and bf16 (fp8 not yet), not ",
-           PrecisionName(precision));
-  bf16_ = precision == Precision::kBf16;
+    : m_(m),
+      precision_(precision),
+      be_(backend),
+      params_(std::make_unique<DeviceParams>(backend, params)) {
+
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
@@ -74,7 +75,7 @@ Tensor DeviceModel::Embed(const DeviceBatch& b, const Tensor& ids) const {
   const int64_t T = ids.numel(), H = m_.hidden_size;
   Tensor x = be_->Empty({T, H});
   be_->EmbeddingForward(ids.data<int32_t>(), embed_->value.data<float>(), x.data<float>(), T, H);
-  if (b.bf16) be_->RoundBf16(x.data<float>(), x.data<float>(), x.numel());  // a BF16 operator
+  if (b.round_bf16()) be_->RoundBf16(x.data<float>(), x.data<float>(), x.numel());  // BF16 op
   return x;
 }
 
@@ -92,14 +93,14 @@ void DeviceModel::HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& 
     const float* hr = h.data<float>() + r0 * H;
     float* lg = logits.data<float>();
     // The head is one of the recipe's BF16 GEMMs, its output gradient rounded to BF16 too.
-    if (b.bf16)
+    if (b.round_bf16())
       be_->LinearForwardBf16(hr, w, lg, rows, H, V);
     else
       be_->LinearForward(hr, w, lg, rows, H, V);
     be_->CrossEntropy(lg, labels.data<int32_t>() + r0, rows, V, scale, loss_sum);
     if (!dh) continue;
     float* dhr = dh->data<float>() + r0 * H;
-    if (b.bf16) {
+    if (b.round_bf16()) {
       be_->RoundBf16(lg, lg, rows * V);
       be_->LinearBackwardInputBf16(lg, w, dhr, rows, H, V, false);
       be_->LinearBackwardWeightBf16(lg, hr, head_->grad.data<float>(), rows, H, V);
@@ -126,7 +127,7 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
     rope_sin_ = be_->ToDevice(s);
     rope_len_ = S;
   }
-  const DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), bf16_};
+  const DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), precision_};
   // The micro-batch's token ids and targets, built on the host (ModelChunk::Forward).
   auto upload = [&](const std::vector<int32_t>& v, int64_t* count) {
     Tensor t({T}, DType::kI32);
@@ -181,9 +182,10 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
     s.e = Embed(b, s.ids);
     const Tensor e_n = mod.enorm.Forward(b, s.e, &s.e_rstd);
     const Tensor h_n = mod.hnorm.Forward(b, h_prev, &s.h_rstd);
-    s.cat = be_->Empty({T, 2 * H});
-    be_->Copy2D(e_n.data<float>(), H, s.cat.data<float>(), 2 * H, T, H);
-    be_->Copy2D(h_n.data<float>(), H, s.cat.data<float>() + H, 2 * H, T, H);
+    Tensor cat = be_->Empty({T, 2 * H});
+    be_->Copy2D(e_n.data<float>(), H, cat.data<float>(), 2 * H, T, H);
+    be_->Copy2D(h_n.data<float>(), H, cat.data<float>() + H, 2 * H, T, H);
+    s.cat = mod.eh_proj.Store(b, cat);
     const Tensor xin = mod.eh_proj.Forward(b, s.cat);
     const bool moe = mod.layer->moe != nullptr;
     s.out = mod.layer->Forward(b, xin, S - k, &s.layer, moe ? load_of(moe_i) : nullptr,

@@ -10,9 +10,10 @@
 // update) runs on the device too, so a training step moves only tokens in and a few
 // scalars out.
 //
-// One process, training.precision fp32 or bf16 (BF16 GEMM operands, FP32 accumulation and
-// master weights, as trainer/precision.h), the whole model (no pipeline or expert
-// parallelism yet). Float build only.
+// One process, every training.precision (fp32; bf16; fp8, DeepSeek-V3's recipe: E4M3 Linear
+// GEMMs with fine-grained scales; FP32 master weights and accumulation, as
+// trainer/precision.h), the whole model (no pipeline or expert parallelism yet). Float build
+// only.
 #pragma once
 
 #include <cstdint>
@@ -71,7 +72,7 @@ class DeviceModel {
   Tensor Embed(const DeviceBatch& b, const Tensor& ids) const;
 
   ModelConfig m_;
-  bool bf16_ = false;  // training.precision bf16 (DeviceBatch::bf16)
+  Precision precision_;  // training.precision (DeviceBatch::precision)
   Backend* be_;
   std::unique_ptr<DeviceParams> params_;
   DeviceParam* embed_ = nullptr;  // [V, H]

@@ -12,37 +12,60 @@ namespace {
 // The three grouped expert GEMMs at the batch's precision, on tensors.
 struct GroupedGemms {
   Backend* be;
-  bool bf16;
-  void Forward(const Tensor& x, const Tensor& w, Tensor* y, const int32_t* offsets, int64_t rows,
-               int64_t E, int64_t K, int64_t N) const {
-    if (bf16)
-      be->GroupedLinearForwardBf16(x.data<float>(), w.data<float>(), y->data<float>(), offsets,
-                                   rows, E, K, N);
+  Precision precision;
+  bool fp8() const { return precision == Precision::kFp8; }
+  bool bf16() const { return precision == Precision::kBf16; }
+  // The input rows as the experts keep them: quantised (per row, so all rows at once
+  // equals each expert quantising its own) in fp8.
+  DAct Store(const Tensor& x) const {
+    DAct a;
+    if (fp8())
+      a.q = be->QuantizeFp8(x.data<float>(), x.dim(0), x.dim(1));
     else
-      be->GroupedLinearForward(x.data<float>(), w.data<float>(), y->data<float>(), offsets, rows,
-                               E, K, N);
+      a.values = x;
+    return a;
+  }
+  void Forward(const DAct& x, const Tensor& w, Tensor* y, const int32_t* offsets, int64_t rows,
+               int64_t E, int64_t K, int64_t N) const {
+    if (fp8()) {
+      const DAct q = x.quantized() ? x : Store(x.values);
+      be->GroupedFp8Forward(q.q, w.data<float>(), y->data<float>(), offsets, E, N);
+    } else if (bf16()) {
+      be->GroupedLinearForwardBf16(x.values.data<float>(), w.data<float>(), y->data<float>(),
+                                   offsets, rows, E, K, N);
+    } else {
+      be->GroupedLinearForward(x.values.data<float>(), w.data<float>(), y->data<float>(), offsets,
+                               rows, E, K, N);
+    }
   }
   void BackwardInput(const Tensor& dy, const Tensor& w, Tensor* dx, const int32_t* offsets,
                      int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const {
-    if (bf16)
+    if (fp8())
+      be->GroupedFp8BackwardInput(dy.data<float>(), w.data<float>(), dx->data<float>(), offsets,
+                                  rows, E, K, N, accumulate);
+    else if (bf16())
       be->GroupedLinearBackwardInputBf16(dy.data<float>(), w.data<float>(), dx->data<float>(),
                                          offsets, rows, E, K, N, accumulate);
     else
       be->GroupedLinearBackwardInput(dy.data<float>(), w.data<float>(), dx->data<float>(),
                                      offsets, rows, E, K, N, accumulate);
   }
-  void BackwardWeight(const Tensor& dy, const Tensor& x, Tensor* dw, const int32_t* offsets,
+  void BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw, const int32_t* offsets,
                       int64_t rows, int64_t E, int64_t K, int64_t N) const {
-    if (bf16)
-      be->GroupedLinearBackwardWeightBf16(dy.data<float>(), x.data<float>(), dw->data<float>(),
-                                          offsets, rows, E, K, N);
+    if (fp8())
+      be->GroupedFp8BackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
+                                   x.quantized() ? nullptr : x.values.data<float>(),
+                                   dw->data<float>(), offsets, rows, E, K, N);
+    else if (bf16())
+      be->GroupedLinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(),
+                                          dw->data<float>(), offsets, rows, E, K, N);
     else
-      be->GroupedLinearBackwardWeight(dy.data<float>(), x.data<float>(), dw->data<float>(),
+      be->GroupedLinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw->data<float>(),
                                       offsets, rows, E, K, N);
   }
 };
 
-GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.bf16}; }
+GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.precision}; }
 
 }  // namespace
 
@@ -68,7 +91,7 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   s->x = x;  // [T, H]
   s->scores = be.Empty({T, E});
   // The router is one of the recipe's BF16 GEMMs (trainer/moe.cc).
-  if (b.bf16)
+  if (b.round_bf16())
     be.LinearForwardBf16(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T,
                          H, E);
   else
@@ -85,15 +108,18 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   be.MoePlanBuild(s->topk.data<int32_t>(), T, K, E,
                   {s->src_token.data<int32_t>(), s->slot_pos.data<int32_t>(),
                    s->offsets.data<int32_t>()});
-  s->xp = be.Empty({P, H});
-  be.PermuteRows(x.data<float>(), s->xp.data<float>(), s->src_token.data<int32_t>(), P, H);
-  s->g = be.Empty({P, F});
-  s->u = be.Empty({P, F});
+  const GroupedGemms gg = Grouped(b);
+  Tensor xp = be.Empty({P, H});
+  be.PermuteRows(x.data<float>(), xp.data<float>(), s->src_token.data<int32_t>(), P, H);
+  s->xp = gg.Store(xp);
+  Tensor g = be.Empty({P, F}), u = be.Empty({P, F});
   s->ye = be.Empty({P, H});
-  Grouped(b).Forward(s->xp, gate_w, &s->g, offsets, P, E, H, F);
-  Grouped(b).Forward(s->xp, up_w, &s->u, offsets, P, E, H, F);
-  const Tensor h = SwigluForwardKeep(b, &s->g, &s->u, &s->h);
-  Grouped(b).Forward(h, down_w, &s->ye, offsets, P, E, F, H);
+  gg.Forward(s->xp, gate_w, &g, offsets, P, E, H, F);
+  gg.Forward(s->xp, up_w, &u, offsets, P, E, H, F);
+  const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
+  gg.Forward(DAct{h, {}}, down_w, &s->ye, offsets, P, E, F, H);
+  // fp8: each expert's output as the BF16 combine delivers it (trainer/precision.h).
+  if (b.fp8()) be.RoundBf16(s->ye.data<float>(), s->ye.data<float>(), P * H);
 
   Tensor y = be.Empty({T, H});
   be.Combine(s->ye.data<float>(), s->weight.data<float>(), s->slot_pos.data<int32_t>(),
@@ -126,8 +152,8 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   Tensor dh = be.Empty({P, F});
   gg.BackwardInput(dye, down_w, &dh, offsets, P, E, F, H, false);
   Tensor du;
-  const Tensor dg = SwigluBackwardRecompute(b, dh, s->g, s->u, &s->h, &du);
-  gg.BackwardWeight(dye, s->h, &down_g, offsets, P, E, F, H);
+  const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
+  gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
   Tensor dxp = be.Empty({P, H});
   gg.BackwardInput(dg, gate_w, &dxp, offsets, P, E, H, F, false);
   gg.BackwardInput(du, up_w, &dxp, offsets, P, E, H, F, true);
@@ -140,7 +166,7 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   be.RouterBackward(s->scores.data<float>(), s->topk.data<int32_t>(), dweight.data<double>(),
                     s->f.data<double>(), balance_scale, d_logits.data<float>(), Shape(b, valid));
   const float* dl = d_logits.data<float>();
-  if (b.bf16) {
+  if (b.round_bf16()) {
     be.LinearBackwardInputBf16(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);
     be.LinearBackwardWeightBf16(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
   } else {

@@ -71,8 +71,7 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         cfg.source, ": training.device is cuda, but ", absl::StrJoin(missing, ", "),
         "; the GPU step needs a CUDA build, a visible GPU, one process (parallel.pp = ep = dp = "
-        "1), training.precision fp32 or bf16 and optimizer.moment_dtype fp32 (training.device "
-        "auto falls back to the CPU)"));
+        "1) and optimizer.moment_dtype fp32 (training.device auto falls back to the CPU)"));
   choice.cpu_backend = false;
   choice.why = absl::StrJoin(missing, ", ");
   return choice;

@@ -21,10 +21,6 @@ namespace mt {
 inline namespace MT_REAL_NS {
 namespace {
 
-// Below this many elements a loop runs on one thread: on a busy machine the fork/join of a
-// parallel region costs more than the work (the threshold kernels/ops.cc uses).
-constexpr int64_t kParallelMin = 1 << 15;
-
 // The recipe's round scaling, for every operand (see precision.h).
 constexpr QuantizeOptions kScales{/*pow2_scales=*/true};
 
@@ -65,8 +61,8 @@ std::vector<float> Bf16Values(const StoredActivation& x) {
   return Bf16Copy(p, v.numel());
 }
 
-// y [n] (+)= t [n]
-void Store(const float* t, float* y, int64_t n, bool accumulate) {
+// y [n] (+)= t [n] (unused in the double build, whose templates never reach it)
+[[maybe_unused]] void Store(const float* t, float* y, int64_t n, bool accumulate) {
   if (accumulate) {
     for (int64_t i = 0; i < n; ++i) y[i] += t[i];
   } else {
@@ -402,34 +398,6 @@ void ActivationCounter::Add(const StoredActivation& a) {
   if (!a.defined()) return;
   if (a.buffer() != nullptr && !seen_.insert(a.buffer()).second) return;
   total_ += a.bytes();
-}
-
-// ---- The Wgrad GEMM ---------------------------------------------------------------------
-
-void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b, float* y) {
-  MT_CHECK(a.cols == b.cols, "FP8 GEMM inner dimensions differ: ", a.cols, " vs ", b.cols);
-  const int64_t M = a.rows, N = b.rows, K = a.cols, tiles = a.col_tiles();
-  std::fill(y, y + M * N, 0.0f);
-  if (M == 0 || N == 0) return;
-  std::vector<float> qa(static_cast<size_t>(M * K)), qb(static_cast<size_t>(N * K));
-  E4M3ToFloats(a.codes(), qa.data(), M * K);
-  E4M3ToFloats(b.codes(), qb.data(), N * K);
-  const float* sa = a.scales.data<float>();              // [tiles, M]
-  const float* sb = b.scales.data<float>();              // [tiles, N]
-  std::vector<float> chunk(static_cast<size_t>(M * N));  // [M, N] one K chunk's sums
-  for (int64_t kt = 0; kt < tiles; ++kt) {
-    const int64_t k0 = kt * kQuantTile, len = std::min(kQuantTile, K - k0);
-    ops::Gemm<float>(false, true, M, N, len, 1.0f, qa.data() + k0, K, qb.data() + k0, K, 0.0f,
-                     chunk.data(), N);
-    const float* sbt = sb + kt * N;
-#pragma omp parallel for schedule(static) if (M * N > kParallelMin)
-    for (int64_t m = 0; m < M; ++m) {
-      const float s = sa[kt * M + m];
-      float* yr = y + m * N;
-      const float* cr = chunk.data() + m * N;
-      for (int64_t n = 0; n < N; ++n) yr[n] = std::fma(s * sbt[n], cr[n], yr[n]);
-    }
-  }
 }
 
 }  // namespace MT_REAL_NS

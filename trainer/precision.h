@@ -181,10 +181,6 @@ class ActivationCounter {
   int64_t total_ = 0;
 };
 
-// The FP8 Wgrad GEMM: y[M,N] = a[M,K] b[N,K]^T with both operands 1x128-tiled along K
-// (DeepGEMM's "1D1D" scaling), with Fp8Gemm's promotion: each 128-wide chunk summed in FP32,
-// then acc = fma(a_scale * b_scale, chunk, acc).
-void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b, float* y);
 
 }  // namespace MT_REAL_NS
 }  // namespace mt

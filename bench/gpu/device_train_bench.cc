@@ -2,15 +2,15 @@
 // CudaBackend): step time, tokens/s, MFU and peak device memory for one config, as a JSON
 // line that bench/gpu/run_bench.sh puts in its table beside the PyTorch reference.
 //
-//   device_train_bench --config F.yaml [--precision fp32|bf16] [--steps 10] [--warmup 3]
+//   device_train_bench --config F.yaml [--precision fp32|bf16|fp8] [--steps 10] [--warmup 3]
 //                      [--name NAME]
 //
 // A step is what the trainer's step is: every micro-batch of the global batch forward and
 // backward, the global gradient norm, clipping, AdamW and the bias update, timed from the
 // host with the device synchronised at the end of each step (GradNorm and the losses read
 // back synchronise anyway). Tokens are random; speed does not depend on them. MFU is
-// against the device's dense peak for the precision (FP32 on CUDA cores, BF16 on tensor
-// cores) when the device is one whose peak we know.
+// against the device's dense peak for the precision (FP32 on CUDA cores, BF16 or FP8 on
+// tensor cores) when the device is one whose peak we know.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,10 +28,11 @@ namespace mt {
 namespace {
 
 // Dense peak FLOP/s by device name and precision; 0 when unknown. Hopper SXM boards
-// (H100, H800, H200): FP32 on CUDA cores 67 TFLOP/s, BF16 tensor cores 989 TFLOP/s.
-double DensePeak(const std::string& name, bool bf16) {
+// (H100, H800, H200): FP32 on CUDA cores 67 TFLOP/s, BF16 tensor cores 989, FP8 1979.
+double DensePeak(const std::string& name, const std::string& precision) {
   for (const char* hopper : {"H100", "H200", "H800"})
-    if (name.find(hopper) != std::string::npos) return bf16 ? 989e12 : 67e12;
+    if (name.find(hopper) != std::string::npos)
+      return precision == "fp8" ? 1979e12 : precision == "bf16" ? 989e12 : 67e12;
   return 0;
 }
 
@@ -50,9 +51,9 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  if (config_path.empty() || steps < 1 || warmup < 0 || (precision != "fp32" && precision != "bf16")) {
+  if (config_path.empty() || steps < 1 || warmup < 0 || (precision != "fp32" && precision != "bf16" && precision != "fp8")) {
     std::fprintf(stderr,
-                 "usage: device_train_bench --config F.yaml [--precision fp32|bf16] [--steps N>=1] "
+                 "usage: device_train_bench --config F.yaml [--precision fp32|bf16|fp8] [--steps N>=1] "
                  "[--warmup N] [--name S]\n");
     return 2;
   }
@@ -70,8 +71,7 @@ int Main(int argc, char** argv) {
   const ModelConfig& m = cfg->model;
   const int64_t S = cfg->training.seq_len, mb = cfg->training.micro_batch_size;
   const int64_t micro = cfg->training.global_batch_size / mb;
-  const bool bf16 = precision == "bf16";
-  Model host(m, cfg->training.seed, bf16 ? Precision::kBf16 : Precision::kFp32);
+  Model host(m, cfg->training.seed, *ParsePrecision(precision));
   DeviceModel gpu(&host, be->get());
   const ObjectiveWeights w{cfg->training.mtp_lambda.Value(0), cfg->training.balance_loss_alpha};
   std::vector<int32_t> tokens(mb * (S + 1));
@@ -95,7 +95,7 @@ int Main(int argc, char** argv) {
   const double tokens_per_s = static_cast<double>(steps * micro * mb * S) / seconds;
   const double flops = TrainingFlopsPerToken(m, S, /*with_mtp=*/true).total();
   const cuda::DeviceInfo& info = (*be)->info();
-  const double peak = DensePeak(info.name, bf16);
+  const double peak = DensePeak(info.name, precision);
   nlohmann::json row = {
       {"name", name.empty() ? "moetrain " + precision + " (" + config_path + ")" : name},
       {"device", info.name},

@@ -11,8 +11,7 @@
 #   2. gemm_bench: BF16 and FP8 (1x128/128x128 and per-tensor) GEMM TFLOPS, M = 4096 at
 #      DeepSeek-V3's N x K;
 #   3. moetrain's GPU training step on configs/gpu-bench-moe.yaml (bench/gpu/
-#      device_train_bench) in fp32 and bf16, the precisions the device model runs so far;
-#      the FP8 row is reported NOT AVAILABLE instead of measuring anything in its place;
+#      device_train_bench) in fp32, bf16 and fp8;
 #   4. the PyTorch eager reference (bench/gpu/pytorch_moe_bench.py) on the same config;
 #   5. one table (bench/gpu/bench_table.py): name, tokens/s, MFU, peak memory; GEMM TFLOPS.
 # OUT_DIR (default $OUT, else a fresh temporary folder) keeps every log, the JSON results
@@ -98,17 +97,15 @@ else
 fi
 
 begin "moetrain training step on configs/gpu-bench-moe.yaml"
-# The GPU training step (trainer/device_model.h) runs fp32 and bf16 so far, measured by
-# device_train_bench; the FP8 row waits for the device model's FP8 GEMMs.
-row "moetrain fp8" "NOT AVAILABLE: the GPU training step (trainer/device_model.h) runs fp32 and bf16 only (issue 8)"
+# The GPU training step (trainer/device_model.h), measured by device_train_bench.
 if [ "$DEVICE" != cuda ] || ! has_bin device_train_bench; then
   why=$([ "$DEVICE" != cuda ] && echo "BENCH_DEVICE=$DEVICE" || echo "no device_train_bench in $TARGET")
-  echo "moetrain fp32, bf16: not measured ($why)"
-  for p in fp32 bf16; do row "moetrain $p" "NOT AVAILABLE here ($why): needs a CUDA build on a GPU"; done
+  echo "moetrain fp32, bf16, fp8: not measured ($why)"
+  for p in fp32 bf16 fp8; do row "moetrain $p" "NOT AVAILABLE here ($why): needs a CUDA build on a GPU"; done
   end "moetrain (not measured, reported)" 0
 else
   rc_all=0
-  for p in fp32 bf16; do
+  for p in fp32 bf16 fp8; do
     timeout 300 bash -c "$(declare -f bin); TARGET='$TARGET'; bin device_train_bench \
       --config '$CONFIG' --precision $p --steps $STEPS --warmup $WARMUP" 2>&1 |
       tee "$OUTDIR/moetrain-$p.log"

@@ -99,6 +99,7 @@ class CudaBackend : public Backend {
   Tensor Empty(std::vector<int64_t> shape, DType dtype = DType::kF32) override;
   Tensor ToDevice(const Tensor& host) override;
   Tensor ToHost(const Tensor& t) override;
+  void CopyToHost(const void* src, void* dst, size_t bytes) override;
   void Zero(Tensor* t) override;
   void Copy(const void* src, void* dst, size_t bytes) override;
   void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
@@ -136,6 +137,18 @@ class CudaBackend : public Backend {
                          int64_t C) override;
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
+  // ---- FP8 (backend_cuda_fp8.cc): fp8_quant.h's kernels, byte-identical to the CPU's;
+  // Fp8Gemm on cuBLASLt's block-scaled FP8 GEMM (sm_90), else on the dequantised operands
+  // in FP32; Fp8GemmTokenTiled (Wgrad's 1D1D scaling) on the dequantised operands.
+  QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
+  void DequantizeFp8(const QuantizedActivation& q, float* x) override;
+  QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;
+  QuantizedWeight QuantizeWeightFp8(const float* w, int64_t N, int64_t K) override;
+  QuantizedWeight TransposeWeightFp8(const QuantizedWeight& w) override;
+  void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) override;
+  void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
+                         float* y) override;
+  void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 
@@ -159,6 +172,9 @@ class CudaBackend : public Backend {
                                        int64_t N) override;
   // GemmBf16 calls that took the default path because cuBLASLt refused the shape.
   int64_t bf16_gemm_fallbacks() const { return bf16_gemm_fallbacks_; }
+  // Fp8Gemm calls that ran on the dequantised operands (no block scaling, or cuBLASLt
+  // refused the shape).
+  int64_t fp8_gemm_fallbacks() const { return fp8_gemm_fallbacks_; }
 
   // ---- MoE (backend_cuda_moe.cc) ----
   void RouterForward(const float* logits, const float* bias, float* scores, int32_t* topk,
@@ -233,6 +249,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<Attention> attention_;
   Cached plan_workspace_, plan_counts_, partials_;
   int64_t bf16_gemm_fallbacks_ = 0;
+  int64_t fp8_gemm_fallbacks_ = 0;
 };
 
 }  // namespace mt::cuda

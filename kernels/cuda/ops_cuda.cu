@@ -136,6 +136,15 @@ __global__ void Add2DKernel(const float* src, int64_t src_ld, float* dst, int64_
   }
 }
 
+// One thread per element; reads along a row, writes strided (a tiled shared-memory
+// transpose is the tuning pass's: the FP8 Wgrad path is the only user so far).
+__global__ void TransposeKernel(const float* x, float* y, int64_t rows, int64_t cols, int64_t n) {
+  MT_GRID_STRIDE(i, n) {
+    const int64_t r = i / cols, c = i % cols;
+    y[c * rows + r] = x[i];
+  }
+}
+
 #undef MT_GRID_STRIDE
 
 void CheckRows(int64_t rows, int64_t C) {
@@ -234,6 +243,14 @@ void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t
   const int64_t n = rows * cols;
   if (n == 0) return;
   Add2DKernel<<<GridFor(n), kBlock, 0, stream>>>(src, src_ld, dst, dst_ld, cols, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void Transpose(const float* x, float* y, int64_t rows, int64_t cols, cudaStream_t stream) {
+  CUDA_HOST_CHECK(rows >= 0 && cols >= 0, "Transpose: negative shape");
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  TransposeKernel<<<GridFor(n), kBlock, 0, stream>>>(x, y, rows, cols, n);
   CUDA_CHECK_LAUNCH();
 }
 

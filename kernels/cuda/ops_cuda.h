@@ -49,6 +49,8 @@ void Add(const float* x, float* y, int64_t n, cudaStream_t stream);            /
 void Axpy(float a, const float* x, float* y, int64_t n, cudaStream_t stream);  // y += a x
 // dst[r * dst_ld + c] += src[r * src_ld + c] for r < rows, c < cols (a column block of a
 // row-major matrix, e.g. one head's slice).
+// y [cols, rows] = x [rows, cols]^T
+void Transpose(const float* x, float* y, int64_t rows, int64_t cols, cudaStream_t stream);
 void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
            cudaStream_t stream);
 

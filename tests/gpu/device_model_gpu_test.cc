@@ -2,7 +2,8 @@
 // model (trainer/model.h), the check of issue 8 that tests/gpu/check.sh prints:
 //   * one forward/backward of a tiny MoE model (every feature: q LoRA, expert groups, a
 //     shared expert, a dense layer, MTP 2; fp32 and bf16) and of the default config's
-//     model: the losses and every parameter's gradient, as normwise relative errors;
+//     model (fp32 and fp8): the losses and every parameter's gradient, as normwise
+//     relative errors;
 //   * 200 GPU training steps of the default config's model on a learnable token stream,
 //     with the loss falling.
 // The GPU sums in other orders (and the unfused attention through cuBLAS), so the
@@ -94,8 +95,14 @@ double RelError(const Tensor& got, const Tensor& want) {
 // a value near a rounding boundary lands one BF16 step apart: looser bounds.
 void CompareOneStep(const char* name, const ModelConfig& m, int64_t B, int64_t S,
                     Precision precision = Precision::kFp32) {
-  const bool bf16 = precision == Precision::kBf16;
-  const double loss_tol = bf16 ? 1e-3 : 1e-5, grad_tol = bf16 ? 3e-2 : 1e-4;
+  // fp8 the same with E4M3's 3-bit mantissa: a code one step apart is 6-12% off, so only
+  // a few such flips are allowed for; a wrong layout or scale errs by O(1).
+  const double loss_tol = precision == Precision::kFp8    ? 1e-2
+                          : precision == Precision::kBf16 ? 1e-3
+                                                          : 1e-5;
+  const double grad_tol = precision == Precision::kFp8    ? 1e-1
+                          : precision == Precision::kBf16 ? 3e-2
+                                                          : 1e-4;
   Model cpu(m, 3, precision), mirror(m, 3, precision);
   auto be = cuda::CudaBackend::Create(0);
   ASSERT_TRUE(be.ok()) << be.status();
@@ -138,6 +145,10 @@ TEST_F(DeviceModelGpuTest, TinyModelMatchesTheCpu) { CompareOneStep("tiny MoE", 
 
 TEST_F(DeviceModelGpuTest, TinyModelMatchesTheCpuInBf16) {
   CompareOneStep("tiny MoE", TinyConfig(), 2, 32, Precision::kBf16);
+}
+
+TEST_F(DeviceModelGpuTest, DefaultModelMatchesTheCpuInFp8) {
+  CompareOneStep("default config", DefaultConfig(), 2, 128, Precision::kFp8);
 }
 
 TEST_F(DeviceModelGpuTest, DefaultModelMatchesTheCpu) {

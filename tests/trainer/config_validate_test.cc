@@ -217,10 +217,9 @@ const RuleCase kRules[] = {
     {"device_cuda_layout",
      {"training.device=cuda", "parallel.dp=2"},
      "training.device: cuda, but parallel.dp is 2; expected parallel.pp = ep = dp = 1"},
-    {"device_cuda_precision",
+    {"device_cuda_moments",
      {"training.device=cuda", "training.precision=fp8", "optimizer.moment_dtype=bf16"},
-     "training.device: cuda, but training.precision is fp8, optimizer.moment_dtype is bf16; "
-     "expected"},
+     "training.device: cuda, but optimizer.moment_dtype is bf16; expected"},
     {"mtp_lambda", {"training.mtp_lambda=-0.1"}, "training.mtp_lambda: segment 0 goes from -0.1"},
     {"bias_update_speed",
      {"training.bias_update_speed=[{until: 1T, constant: -1}]"},

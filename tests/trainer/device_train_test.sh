@@ -8,7 +8,7 @@
 # (MOETRAIN_DEVICE_BACKEND=cpu): every step's losses, every validation loss, the sample and
 # every tensor of both checkpoints (weights, biases, AdamW moments) must be identical. Then
 # the device path resumed from the step-10 checkpoint must equal the uninterrupted device
-# run the same way. The same pair in training.precision bf16 (losses and checkpoints).
+# run the same way. The same pair in training.precision bf16 and fp8 (losses and checkpoints).
 # Also: training.device=cuda on a machine without a GPU (or a build
 # without CUDA) fails with one error naming the key and the reason, and a bad
 # MOETRAIN_DEVICE_BACKEND is refused.
@@ -109,14 +109,16 @@ echo "device path resumed at step 10 vs uninterrupted:"
 "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device.jsonl" \
   "$W/device/step-0000020" "$W/resumed.jsonl" "$W/resumed/step-0000020"
 
-# bf16 (BF16 GEMM operands on both paths): the same identity.
-train cpu_bf16 --set training.device=cpu --set training.precision=bf16 --set training.steps=10
-MOETRAIN_DEVICE_BACKEND=cpu train device_bf16 --set training.precision=bf16 \
-  --set training.steps=10
-expect_line device_bf16 "[moetrain] device: the device path on the CPU backend"
-echo "bf16: device path (CPU backend) vs training.device=cpu, step-0000010:"
-"$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_bf16.jsonl" "$W/cpu_bf16/step-0000010" \
-  "$W/device_bf16.jsonl" "$W/device_bf16/step-0000010"
+# bf16 (BF16 GEMM operands on both paths) and fp8 (DeepSeek-V3's recipe): the same identity.
+for p in bf16 fp8; do
+  train cpu_$p --set training.device=cpu --set training.precision=$p --set training.steps=10
+  MOETRAIN_DEVICE_BACKEND=cpu train device_$p --set training.precision=$p \
+    --set training.steps=10
+  expect_line device_$p "[moetrain] device: the device path on the CPU backend"
+  echo "$p: device path (CPU backend) vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_$p.jsonl" "$W/cpu_$p/step-0000010" \
+    "$W/device_$p.jsonl" "$W/device_$p/step-0000010"
+done
 
 # training.device=cuda without a usable GPU: one error naming the key and the reason.
 set +e

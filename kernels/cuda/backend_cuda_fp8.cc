@@ -1,0 +1,121 @@
+// kernels/cuda/backend_cuda_fp8.cc: CudaBackend's FP8 primitives (backend_cuda.h), from
+// which kernels/backend.cc composes the recipe's Fprop, Dgrad and Wgrad GEMMs.
+//
+// The quantisation kernels (fp8_quant.h) give the CPU's bytes. Fp8Gemm runs cuBLASLt's
+// block-scaled FP8 GEMM (1x128 activation tiles, 128x128 weight blocks: the recipe's own
+// scaling) on sm_90 and later; elsewhere, or for a shape cuBLASLt refuses, it multiplies the
+// dequantised operands in FP32. That is the same sum of the same exact products (E4M3 x E4M3
+// is exact in FP32 and the scales are powers of two), in another order. Fp8GemmTokenTiled,
+// the Wgrad GEMM with both operands tiled along the tokens (DeepGEMM's 1D1D scaling), has
+// no cuBLASLt mode and always takes the dequantised path: a grouped 1D1D kernel is the next
+// step for FP8 speed.
+#include <cstdio>
+
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/fp8_quant.h"
+#include "kernels/cuda/gemm_cublaslt.h"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace mt::cuda {
+namespace {
+constexpr bool kRoundScales = true;  // the recipe's power-of-two scales, as the CPU backend
+int64_t Tiles(int64_t n) { return (n + 127) / 128; }
+const uint8_t* Codes(const Tensor& t) { return static_cast<const uint8_t*>(t.raw()); }
+uint8_t* Codes(Tensor& t) { return static_cast<uint8_t*>(t.raw()); }
+}  // namespace
+
+void CudaBackend::CopyToHost(const void* src, void* dst, size_t bytes) {
+  if (bytes > 0)
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+QuantizedActivation CudaBackend::QuantizeFp8(const float* x, int64_t M, int64_t K) {
+  QuantizedActivation q;
+  q.rows = M;
+  q.cols = K;
+  q.data = Uninitialized({M, K}, DType::kF8E4M3);
+  q.scales = Uninitialized({Tiles(K), M}, DType::kF32);  // VEC128_32F
+  cuda::QuantizeActivation(x, Codes(q.data), q.scales.data<float>(), M, K, kRoundScales,
+                           stream());
+  return q;
+}
+
+void CudaBackend::DequantizeFp8(const QuantizedActivation& q, float* x) {
+  cuda::DequantizeActivation(Codes(q.data), q.scales.data<float>(), x, q.rows, q.cols, stream());
+}
+
+QuantizedActivation CudaBackend::RetileTransposedFp8(const QuantizedActivation& q) {
+  QuantizedActivation t;  // X^T [K, M], tiles along M
+  t.rows = q.cols;
+  t.cols = q.rows;
+  t.data = Uninitialized({t.rows, t.cols}, DType::kF8E4M3);
+  t.scales = Uninitialized({Tiles(t.cols), t.rows}, DType::kF32);
+  cuda::RetileTransposed(Codes(q.data), q.scales.data<float>(), Codes(t.data),
+                         t.scales.data<float>(), q.rows, q.cols, kRoundScales, stream());
+  return t;
+}
+
+QuantizedWeight CudaBackend::QuantizeWeightFp8(const float* w, int64_t N, int64_t K) {
+  QuantizedWeight q;
+  q.rows = N;
+  q.cols = K;
+  q.data = Uninitialized({N, K}, DType::kF8E4M3);
+  q.scales = Uninitialized({Tiles(N), WeightScaleLd(K)}, DType::kF32);  // BLK128x128_32F
+  cuda::QuantizeWeight(w, Codes(q.data), q.scales.data<float>(), N, K, kRoundScales, stream());
+  return q;
+}
+
+QuantizedWeight CudaBackend::TransposeWeightFp8(const QuantizedWeight& w) {
+  QuantizedWeight t;  // W^T [K, N]
+  t.rows = w.cols;
+  t.cols = w.rows;
+  t.data = Uninitialized({t.rows, t.cols}, DType::kF8E4M3);
+  t.scales = Uninitialized({Tiles(t.rows), WeightScaleLd(t.cols)}, DType::kF32);
+  cuda::TransposeWeight(Codes(w.data), w.scales.data<float>(), Codes(t.data),
+                        t.scales.data<float>(), w.rows, w.cols, stream());
+  return t;
+}
+
+void CudaBackend::Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) {
+  const int64_t M = a.rows, N = w.rows, K = a.cols;
+  if (M == 0 || N == 0) return;
+  if (lt_->has_block_scaling() && K > 0) {
+    // Into a fresh (aligned) block: y may be a row slice of a larger tensor.
+    Tensor out = Uninitialized({M, N}, DType::kF32);
+    const absl::Status s = lt_->Fp8Linear(Codes(a.data), a.scales.data<float>(), GemmScale::kVec128,
+                                          Codes(w.data), w.scales.data<float>(),
+                                          GemmScale::kBlock128, out.raw(), GemmDtype::kF32, M, N,
+                                          K, stream());
+    if (s.ok()) return Copy(out.raw(), y, out.nbytes());
+    if (fp8_gemm_fallbacks_++ == 0)
+      std::fprintf(stderr, "[moetrain] FP8 GEMM %lldx%lldx%lld: cuBLASLt refused (%s); "
+                   "multiplying the dequantised operands in FP32 instead\n",
+                   static_cast<long long>(M), static_cast<long long>(N),
+                   static_cast<long long>(K), std::string(s.message()).c_str());
+  } else {
+    ++fp8_gemm_fallbacks_;
+  }
+  Tensor af = Uninitialized({M, K}, DType::kF32), wf = Uninitialized({N, K}, DType::kF32);
+  cuda::DequantizeActivation(Codes(a.data), a.scales.data<float>(), af.data<float>(), M, K,
+                             stream());
+  cuda::DequantizeWeight(Codes(w.data), w.scales.data<float>(), wf.data<float>(), N, K, stream());
+  Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, wf.data<float>(), K, 0.0f, y, N);
+}
+
+void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
+                                    float* y) {
+  const int64_t M = a.rows, N = b.rows, K = a.cols;
+  if (M == 0 || N == 0) return;
+  Tensor af = Uninitialized({M, K}, DType::kF32), bf = Uninitialized({N, K}, DType::kF32);
+  DequantizeFp8(a, af.data<float>());
+  DequantizeFp8(b, bf.data<float>());
+  Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, bf.data<float>(), K, 0.0f, y, N);
+}
+
+void CudaBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols) {
+  cuda::Transpose(x, y, rows, cols, stream());
+}
+
+}  // namespace mt::cuda
