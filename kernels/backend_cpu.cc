@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "kernels/bf16.h"
+#include "kernels/moe_route.h"
 #include "kernels/ops.h"
 #include "kernels/status.h"
 
@@ -21,37 +22,6 @@ std::vector<std::pair<int32_t, int64_t>> RowsOf(const int32_t* slot_pos, int64_t
   for (int64_t k = 0; k < K; ++k) rows.push_back({slot_pos[t * K + k], t * K + k});
   std::sort(rows.begin(), rows.end());
   return rows;
-}
-
-// Group-limited top-k on score + bias, ties to the lower index (trainer/moe.cc Moe::Route).
-void RouteToken(const float* scores, const float* bias, int32_t* topk, const RouteShape& sh) {
-  const int64_t E = sh.experts, K = sh.top_k, group_size = E / sh.n_group;
-  std::vector<double> c(E);
-  for (int64_t e = 0; e < E; ++e) c[e] = static_cast<double>(scores[e]) + bias[e];
-  std::vector<std::pair<double, int64_t>> groups(sh.n_group);
-  for (int64_t g = 0; g < sh.n_group; ++g) {
-    double best = -std::numeric_limits<double>::infinity(), second = best;
-    for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
-      if (c[e] > best) {
-        second = best;
-        best = c[e];
-      } else if (c[e] > second) {
-        second = c[e];
-      }
-    }
-    groups[g] = {group_size >= 2 ? best + second : best, g};
-  }
-  auto by_score = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  std::partial_sort(groups.begin(), groups.begin() + sh.topk_group, groups.end(), by_score);
-  std::vector<std::pair<double, int64_t>> cand;
-  cand.reserve(sh.topk_group * group_size);
-  for (int64_t i = 0; i < sh.topk_group; ++i)
-    for (int64_t e = groups[i].second * group_size; e < (groups[i].second + 1) * group_size; ++e)
-      cand.push_back({c[e], e});
-  std::partial_sort(cand.begin(), cand.begin() + K, cand.end(), by_score);
-  for (int64_t k = 0; k < K; ++k) topk[k] = static_cast<int32_t>(cand[k].second);
 }
 
 }  // namespace
@@ -187,7 +157,7 @@ void CpuBackend::RouterForward(const float* logits, const float* bias, float* sc
   for (int64_t t = 0; t < T; ++t) {
     int32_t* idx = topk + t * K;
     const float* sc = scores + t * E;
-    RouteToken(sc, bias, idx, sh);
+    GroupLimitedTopK(sc, bias, E, K, sh.n_group, sh.topk_group, idx);
     double sum = 0;
     for (int64_t k = 0; k < K; ++k) sum += sc[idx[k]];
     for (int64_t k = 0; k < K; ++k) {

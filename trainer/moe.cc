@@ -6,6 +6,8 @@
 #include <limits>
 #include <numeric>
 
+#include "kernels/moe_route.h"
+
 namespace mt {
 inline namespace MT_REAL_NS {
 
@@ -37,37 +39,9 @@ Moe::Moe(ParamStore& ps, const std::string& p, const ModelConfig& m, ExpertDispa
         SwigluMlp(ps, p + "shared_experts.", H_, m.n_shared_experts * m.moe_intermediate_size);
 }
 
-// Group-limited top-k on score + bias (HF DeepseekV3TopkRouter, with DeepSeek's -inf
-// masking of dropped groups). Ties go to the lower index, so routing is deterministic.
+// Group-limited top-k on score + bias (kernels/moe_route.h).
 void Moe::Route(const Real* scores, int32_t* topk) const {
-  const Real* bias = bias_->value.data<Real>();
-  const int64_t group_size = E_ / n_group_;
-  std::vector<double> c(E_);
-  for (int64_t e = 0; e < E_; ++e) c[e] = static_cast<double>(scores[e]) + bias[e];
-  std::vector<std::pair<double, int64_t>> groups(n_group_);
-  for (int64_t g = 0; g < n_group_; ++g) {
-    double best = -std::numeric_limits<double>::infinity(), second = best;
-    for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
-      if (c[e] > best) {
-        second = best;
-        best = c[e];
-      } else if (c[e] > second) {
-        second = c[e];
-      }
-    }
-    groups[g] = {group_size >= 2 ? best + second : best, g};
-  }
-  auto by_score = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  std::partial_sort(groups.begin(), groups.begin() + topk_group_, groups.end(), by_score);
-  std::vector<std::pair<double, int64_t>> cand;
-  cand.reserve(topk_group_ * group_size);
-  for (int64_t i = 0; i < topk_group_; ++i)
-    for (int64_t e = groups[i].second * group_size; e < (groups[i].second + 1) * group_size; ++e)
-      cand.push_back({c[e], e});
-  std::partial_sort(cand.begin(), cand.begin() + K_, cand.end(), by_score);
-  for (int64_t k = 0; k < K_; ++k) topk[k] = static_cast<int32_t>(cand[k].second);
+  GroupLimitedTopK(scores, bias_->value.data<Real>(), E_, K_, n_group_, topk_group_, topk);
 }
 
 Tensor Moe::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid, Saved* s,
