@@ -30,5 +30,7 @@ struct BackendOp {
 };
 
 const std::vector<BackendOp>& BackendOpTable();
+// The FP8 entries (backend_table_fp8.cc), appended to the table by BackendOpTable.
+std::vector<BackendOp> Fp8BackendOps();
 
 }  // namespace mt::test

@@ -354,23 +354,27 @@ Outs Optimizer(Backend& be) {
 }  // namespace
 
 const std::vector<BackendOp>& BackendOpTable() {
-  static const std::vector<BackendOp> table = {
-      {"memory", Memory},
-      {"gemm", Gemm},
-      {"gemm_bf16", GemmBf16},
-      {"rmsnorm", RmsNorm},
-      {"rope", Rope},
-      {"pointwise", Pointwise},
-      {"attention", Attention},
-      {"embedding", Embedding},
-      {"cross_entropy", CrossEntropy},
-      {"router", Router},
-      {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
-      {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
-      {"experts", Experts},
-      {"experts_bf16", ExpertsBf16},
-      {"optimizer", Optimizer},
-  };
+  static const std::vector<BackendOp> table = [] {
+    std::vector<BackendOp> t = {
+        {"memory", Memory},
+        {"gemm", Gemm},
+        {"gemm_bf16", GemmBf16},
+        {"rmsnorm", RmsNorm},
+        {"rope", Rope},
+        {"pointwise", Pointwise},
+        {"attention", Attention},
+        {"embedding", Embedding},
+        {"cross_entropy", CrossEntropy},
+        {"router", Router},
+        {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
+        {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
+        {"experts", Experts},
+        {"experts_bf16", ExpertsBf16},
+        {"optimizer", Optimizer},
+    };
+    for (BackendOp& op : Fp8BackendOps()) t.push_back(std::move(op));
+    return t;
+  }();
   return table;
 }
 

@@ -7,7 +7,8 @@
 // Skips (GTEST_SKIP) without a CUDA device, so CI builds and runs it anywhere;
 // MOETRAIN_REQUIRE_GPU=1 (tests/gpu/check.sh) turns the skip into a failure. The cuBLAS
 // argument mapping of the FP32 GEMM (ColumnMajorFor) is checked on the host everywhere; on
-// a GPU, the table's BF16 GEMMs must run on cuBLASLt (no fallback to the FP32 GEMM).
+// a GPU, the table's BF16 GEMMs must run on cuBLASLt (no fallback to the FP32 GEMM), and on
+// sm_90+ so must the FP8 GEMMs of the entries whose K is a multiple of 16.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -129,6 +130,45 @@ TEST_F(CudaBackendBf16, TableGemmsRunOnCublasLt) {
   }
   EXPECT_EQ(runs, 1);
   EXPECT_EQ((*gpu)->bf16_gemm_fallbacks(), before) << "cuBLASLt refused a table shape";
+}
+
+// The same for Fp8Gemm: its dequantise-and-FP32 fallback sums the same exact products and
+// would pass the comparison too. cuBLASLt's block-scaled mode exists from sm_90 and takes K
+// (the inner dimension) in multiples of 16 only (CublasLtGemm::Fp8Linear), so the entries
+// below keep K and the Dgrad GEMM's K (the Linear's N) multiples of 16 while neither is a
+// multiple of 128; fp8_gemm_unaligned (K = 300) is the one that must fall back.
+class CudaBackendFp8 : public NeedsGpu {
+ protected:
+  // Fp8Gemm fallbacks counted while the named entries ran on the GPU.
+  static int64_t FallbacksOf(const std::set<std::string>& names) {
+    cuda::CudaBackend& be = **Gpu();
+    const int64_t before = be.fp8_gemm_fallbacks();
+    int runs = 0;
+    for (const BackendOp& op : BackendOpTable()) {
+      if (names.count(op.name) == 0) continue;
+      op.run(be);
+      ++runs;
+    }
+    EXPECT_EQ(runs, static_cast<int>(names.size()));
+    return be.fp8_gemm_fallbacks() - before;
+  }
+  void SetUp() override {
+    NeedsGpu::SetUp();
+    if (IsSkipped() || HasFailure()) return;
+    ASSERT_TRUE(Gpu().ok()) << Gpu().status();
+    if ((*Gpu())->info().sm < 90) GTEST_SKIP() << "no block-scaled FP8 GEMM before sm_90";
+  }
+};
+
+TEST_F(CudaBackendFp8, TableGemmsRunOnCublasLt) {
+  EXPECT_EQ(FallbacksOf({"fp8_gemm", "fp8_linear"}), 0) << "cuBLASLt refused a table shape";
+  EXPECT_EQ(FallbacksOf({"fp8_gemm_unaligned"}), 1) << "K = 300 should be refused (K % 16)";
+}
+
+// Apart: the experts' row counts (37, 153, 1, 69) are M of their GEMMs, which no check of
+// ours constrains; a failure here means ragged experts train on the FP32 fallback.
+TEST_F(CudaBackendFp8, GroupedTableGemmsRunOnCublasLt) {
+  EXPECT_EQ(FallbacksOf({"fp8_experts"}), 0) << "cuBLASLt refused an expert's row count";
 }
 
 TEST(BackendTable, EveryEntryIsNamedAndUnique) {
