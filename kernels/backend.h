@@ -8,10 +8,12 @@
 // how CI runs the device model against the reference model (tests/trainer/
 // device_model_test.cc) without a GPU, and tests/gpu/ runs the same model on CUDA.
 //
-// Calls are enqueued in order on one stream (the CPU runs them at once); only ToHost and
-// Synchronize wait. Semantics are those of kernels/ops.h: "+=" outputs accumulate, all
-// others overwrite. Shapes are in the comments as [dims]. Tensors are FP32; the BF16 GEMMs
-// take FP32 operands and round them (the CUDA backend casts them for cuBLASLt).
+// Calls are enqueued in order on one stream (the CPU runs them at once); only ToHost,
+// CopyToHost and Synchronize wait (and the grouped FP8 ops, which read the expert offsets).
+// Semantics are those of kernels/ops.h: "+=" outputs accumulate, all others overwrite.
+// Shapes are in the comments as [dims]. Activations and weights are FP32 tensors: the BF16
+// GEMMs round their FP32 operands (the CUDA backend casts them for cuBLASLt), and the FP8
+// ones quantise them (kernels/quantize.h's QuantizedActivation / QuantizedWeight).
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,7 @@
 #               then /usr/local/cuda and /usr/local/nvidia
 #   check.sh    tests/gpu/check.sh (the one-script GPU check)
 #   configs/    the repository's configs (the GPU model test and benchmark read them)
+#   train_gpu.sh, data/cache/brown-*   `moetrain train` on the GPU and its corpus (if prepared)
 #   MANIFEST    the bundled binaries and libraries, one per line
 # Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too.
 set -euo pipefail
@@ -65,8 +66,15 @@ for b in "${binaries[@]}"; do
   done < <(ldd "$b")
 done
 cp "$ROOT/tests/gpu/check.sh" "$OUT/check.sh"
-# The configs the GPU model test and the step benchmark read (configs/default.yaml, ...).
+# The configs the GPU model test and the step benchmark read (configs/default.yaml, ...),
+# the GPU training script, and the prepared Brown corpus it trains on, when there is one.
 cp -r "$ROOT/configs" "$OUT/configs"
+cp "$ROOT/tests/gpu/train_gpu.sh" "$OUT/train_gpu.sh"
+if [ -f "$ROOT/data/cache/brown-train.idx" ]; then
+  mkdir -p "$OUT/data/cache"
+  cp "$ROOT"/data/cache/brown-{train,val}.{bin,idx} "$ROOT"/data/cache/brown.{model,json} \
+    "$OUT/data/cache/"
+fi
 
 cat >"$OUT/run" <<'RUN'
 #!/usr/bin/env bash

@@ -16,6 +16,7 @@
 #include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/gemm_cublaslt.h"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/status.h"
 
 namespace mt::cuda {
 namespace {
@@ -80,8 +81,13 @@ QuantizedWeight CudaBackend::TransposeWeightFp8(const QuantizedWeight& w) {
 
 void CudaBackend::Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) {
   const int64_t M = a.rows, N = w.rows, K = a.cols;
+  MT_CHECK(K == w.cols, "FP8 GEMM inner dimensions differ: ", K, " vs ", w.cols);
   if (M == 0 || N == 0) return;
-  if (lt_->has_block_scaling() && K > 0) {
+  if (K == 0) {  // an empty sum: cuBLASLt rejects it, and it is not a fallback
+    CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(M * N) * sizeof(float), stream()));
+    return;
+  }
+  if (lt_->has_block_scaling()) {
     // Into a fresh (aligned) block: y may be a row slice of a larger tensor.
     Tensor out = Uninitialized({M, N}, DType::kF32);
     const absl::Status s = lt_->Fp8Linear(Codes(a.data), a.scales.data<float>(), GemmScale::kVec128,
@@ -107,6 +113,7 @@ void CudaBackend::Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w
 void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
                                     float* y) {
   const int64_t M = a.rows, N = b.rows, K = a.cols;
+  MT_CHECK(K == b.cols, "FP8 GEMM inner dimensions differ: ", K, " vs ", b.cols);
   if (M == 0 || N == 0) return;
   Tensor af = Uninitialized({M, K}, DType::kF32), bf = Uninitialized({N, K}, DType::kF32);
   DequantizeFp8(a, af.data<float>());

@@ -5,7 +5,7 @@
 // kernels/fp8.h, kernels/bf16.h): the scale rule, the division x / scale (IEEE, nvcc's
 // default -prec-div=true), the E4M3 rounding (cvt.rn.satfinite) and the scale layouts
 // (VEC128_32F for activations, BLK128x128_32F with zeroed padding for weights) are the same.
-// tests/gpu/quant_gpu_test.cc compares them byte for byte.
+// tests/gpu/op_table.cc and backend_table_fp8.cc compare them byte for byte.
 //
 // Pointers are device pointers; work is enqueued on `stream`.
 #pragma once

@@ -6,7 +6,8 @@
 # Prints: the device; every CUDA op against its CPU reference (the table-driven test,
 # tests/gpu/op_table.cc: error and tolerance per comparison); the runtime, allocator,
 # GEMM-plan and NCCL tests; the whole model on the GPU against the CPU and 200 GPU training
-# steps (device_model_gpu_test); the GEMM benchmark table (BF16 and FP8 TFLOPS at
+# steps (device_model_gpu_test); `moetrain train` of the default config on the GPU in fp32,
+# bf16 and fp8 (train_gpu.sh); the GEMM benchmark table (BF16 and FP8 TFLOPS at
 # DeepSeek-V3's shapes, bench/gpu/gemm_bench); and the fp32, bf16 and fp8 training steps'
 # time, tokens/s and MFU (bench/gpu/device_train_bench). Exit status: 0 only if every part passed.
 set -uo pipefail
@@ -43,6 +44,19 @@ step() {  # step NAME SECONDS BINARY [ARGS...]
   [ $rc -eq 0 ] || failed+=("$name")
 }
 
+train_step() {  # train_step NAME SECONDS PRECISION: tests/gpu/train_gpu.sh
+  local name=$1 limit=$2
+  echo
+  echo "==== $name"
+  local t0=$SECONDS script=$here/train_gpu.sh
+  [ -f "$script" ] || script=$here/tests/gpu/train_gpu.sh
+  timeout "$limit" bash -c "$(declare -f run); $(declare -p here build 2>/dev/null); \
+    source '$script' $3"
+  local rc=$?
+  echo "---- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || failed+=("$name")
+}
+
 echo "==== device"
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -58,6 +72,9 @@ step "GEMM plan cache keys" 30 gemm_plan_cache_test
 step "NCCL communicator (one rank)" 60 communicator_nccl_test
 step "whole model on the GPU vs the CPU model; 200 GPU training steps" 180 device_model_gpu_test
 step "GEMM benchmark (M = 4096, DeepSeek-V3 shapes)" 120 gemm_bench --iters 30 --warmup 5
+for p in fp32 bf16 fp8; do
+  train_step "moetrain train configs/default.yaml on the GPU, $p (100 steps)" 90 $p
+done
 for p in fp32 bf16 fp8; do
   step "$p training step, default config" 45 device_train_bench --config configs/default.yaml \
     --precision $p --steps 10 --warmup 2
