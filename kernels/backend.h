@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/quantize.h"
@@ -75,6 +76,11 @@ class Backend {
   virtual void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                      int64_t cols) = 0;
   virtual void Synchronize() = 0;
+  // Memory bookkeeping for the run's log: from now on allocations that reach the device
+  // (cudaMalloc) are counted (the step should not need any after the first); a one-line
+  // summary, empty when the backend keeps none.
+  virtual void MarkWarmupDone() {}
+  virtual std::string MemorySummary() const { return ""; }
 
   // ---- dense ops (kernels/ops.h) --------------------------------------------------------
   // C[M,N] = alpha op(A) op(B) + beta C, row-major with leading dimensions.

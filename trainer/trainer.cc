@@ -174,6 +174,8 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
                          : pm.ForwardBackward(*r.train, r.cursor, G, mb, r.Weights(tokens_before)));
     r.cursor += G;
     ++r.step;
+    // The first step allocated what every step needs: count device allocations after it.
+    if (dev && r.step == first_step + 1) dev->backend().MarkWarmupDone();
     acc.tokens += G * S;
     if (FaultInjectedAt(cfg.training, r.step)) {
       InjectNan(pm, &batch.losses);
@@ -280,6 +282,8 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     }
   }
   out.steps = r.step - first_step;
+  if (dev && r.rank0 && !dev->backend().MemorySummary().empty())
+    std::printf("[moetrain] %s\n", dev->backend().MemorySummary().c_str());
   RETURN_IF_ERROR(comm_window.Report(r.step));  // before validation, which is not a step
   out.skipped_steps = r.skipped_total;
 

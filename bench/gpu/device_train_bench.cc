@@ -91,6 +91,7 @@ int Main(int argc, char** argv) {
     const double dt =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > warmup) seconds += dt;
+    if (step == warmup) (*be)->MarkWarmupDone();  // timed steps should not cudaMalloc
   }
   const double tokens_per_s = static_cast<double>(steps * micro * mb * S) / seconds;
   const double flops = TrainingFlopsPerToken(m, S, /*with_mtp=*/true).total();
@@ -105,6 +106,7 @@ int Main(int argc, char** argv) {
       {"mfu_peak", peak > 0 ? "dense " + precision + " " + std::to_string(peak / 1e12) + " TFLOP/s"
                             : "unknown"},
       {"peak_mem_bytes", (*be)->allocator().stats().peak_bytes},
+      {"cuda_mallocs_after_warmup", (*be)->allocator().stats().raw_allocs_after_warmup},
       {"last_loss", loss},
       {"steps", steps},
       {"warmup", warmup}};

@@ -190,6 +190,15 @@ void CudaBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t ds
   cuda::Add2D(src, src_ld, dst, dst_ld, rows, cols, stream());
 }
 
+std::string CudaBackend::MemorySummary() const {
+  const CachingAllocator::Stats st = pool_->cache.stats();
+  constexpr double kGiB = 1 << 30;
+  return absl::StrCat("device memory: peak ", absl::SixDigits(st.peak_bytes / kGiB),
+                      " GiB in use, ", absl::SixDigits(st.reserved_bytes / kGiB),
+                      " GiB reserved; ", st.raw_allocs_after_warmup,
+                      " cudaMalloc calls after warm-up (want 0)");
+}
+
 void CudaBackend::Synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
 // ---- dense ops ------------------------------------------------------------------------
