@@ -6,7 +6,7 @@
 DIR/gemm.log       gemm_bench's stdout (its markdown table rows "| M | N | K | ... |")
 DIR/train.jsonl    one JSON object per training benchmark row: {"name", "tokens_per_s",
                    "mfu", "peak_mem_bytes", "note"}; a row whose figures are null was not
-                   measured, and its note says why (e.g. moetrain has no GPU step yet)
+                   measured, and its note says why (e.g. no GPU on this machine)
 Anything missing is printed as not measured, never as a number.
 """
 

@@ -2,7 +2,7 @@
 # tests/pytorch/run_bench_cpu_test.sh: bench/gpu/run_bench.sh end to end on the CPU
 # (BENCH_DEVICE=cpu BENCH_TINY=1), so the one-invocation GPU script is known to run before
 # GPU time is spent on it. Checks: the parity step passed, the moetrain rows say NOT
-# AVAILABLE while the trainer has no GPU step (and are measured once it has one), the PyTorch
+# AVAILABLE here (they are measured only on a GPU, by device_train_bench), the PyTorch
 # row has figures, and the table printed. gemm_bench needs a GPU and is not judged here.
 #   run_bench_cpu_test.sh BUILD_DIR
 set -uo pipefail
