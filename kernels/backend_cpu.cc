@@ -1,3 +1,4 @@
+// kernels/backend_cpu.cc: CpuBackend (backend_cpu.h).
 #include "kernels/backend_cpu.h"
 
 #include <algorithm>

@@ -1,4 +1,8 @@
+// trainer/device_layers.cc: the device parameters, Linear, RMSNorm, SwiGLU MLP and decoder
+// layer on a Backend (device_layers.h); MLA and MoE are in device_mla.cc and device_moe.cc.
 #include "trainer/device_layers.h"
+
+#include <type_traits>
 
 #include "kernels/status.h"
 #include "trainer/rope.h"

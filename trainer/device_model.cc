@@ -1,3 +1,4 @@
+// trainer/device_model.cc: the whole model and its optimizer step on a Backend.
 #include "trainer/device_model.h"
 
 #include <algorithm>
@@ -32,7 +33,6 @@ DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* 
       precision_(precision),
       be_(backend),
       params_(std::make_unique<DeviceParams>(backend, params)) {
-
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
