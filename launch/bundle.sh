@@ -17,7 +17,8 @@
 #   configs/    the repository's configs (the GPU model test and benchmark read them)
 #   train_gpu.sh, data/cache/brown-*   `moetrain train` on the GPU and its corpus (if prepared)
 #   MANIFEST    the bundled binaries and libraries, one per line
-# Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too.
+# Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too, and
+# MOETRAIN_BUNDLE_ARCHIVE=1 to also write OUT_DIR.tar.xz (what a GPU session carries).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
@@ -118,3 +119,12 @@ exec "$here/bin/$bin" "$@"
 RUN
 chmod +x "$OUT/run" "$OUT/check.sh"
 echo "bundle.sh: $OUT ($(grep -c '^bin/' "$OUT/MANIFEST") binaries, $(grep -c '^lib/' "$OUT/MANIFEST") libraries, $(du -sh "$OUT" | cut -f1))"
+
+# The folder is larger than a GPU session may carry (OpenBLAS and ICU's data alone are 70 MB);
+# the xz archive is about a quarter of it. Unpack with `tar xJf`, or Python's tarfile where
+# the GPU machine has no xz.
+if [ "${MOETRAIN_BUNDLE_ARCHIVE:-0}" = 1 ]; then
+  tar -C "$(dirname "$OUT")" -cf - "$(basename "$OUT")" |
+    xz -T0 "-${MOETRAIN_BUNDLE_XZ_LEVEL:-6}" >"$OUT.tar.xz"
+  echo "bundle.sh: $OUT.tar.xz ($(du -h "$OUT.tar.xz" | cut -f1))"
+fi

@@ -3,7 +3,8 @@
 # Checks: the manifest matches the files; the libraries we depend on are bundled and glibc,
 # the driver and the CUDA runtime are not; every bundled binary resolves each non-system
 # library inside the bundle; `run moetrain --help` works from the bundle; the launcher puts
-# the CUDA wheels' lib folders (site-packages/nvidia/*/lib) on the library path.
+# the CUDA wheels' lib folders (site-packages/nvidia/*/lib) on the library path; the xz
+# archive unpacks to the same folder.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:?usage: bundle_test.sh BUILD_DIR}" && pwd)
@@ -12,7 +13,11 @@ trap 'rm -rf "$TMP"' EXIT
 OUT=$TMP/bundle
 fail() { echo "bundle_test: FAIL: $*" >&2; exit 1; }
 
-bash "$ROOT/launch/bundle.sh" "$BUILD" "$OUT"
+MOETRAIN_BUNDLE_ARCHIVE=1 MOETRAIN_BUNDLE_XZ_LEVEL=0 bash "$ROOT/launch/bundle.sh" "$BUILD" "$OUT"
+# The archive unpacks to the same files (what a GPU session carries instead of the folder).
+mkdir "$TMP/unpacked"
+tar -C "$TMP/unpacked" -xJf "$OUT.tar.xz" || fail "bundle.tar.xz does not unpack"
+diff -r "$OUT" "$TMP/unpacked/bundle" >/dev/null || fail "bundle.tar.xz differs from the folder"
 
 while read -r f; do [ -f "$OUT/$f" ] || fail "MANIFEST lists $f, which is missing"; done <"$OUT/MANIFEST"
 [ "$(ls "$OUT/lib" | wc -l)" -eq "$(grep -c '^lib/' "$OUT/MANIFEST")" ] || fail "lib/ differs from MANIFEST"
