@@ -153,85 +153,30 @@ void CpuBackend::Axpy(float a, const float* x, float* y, int64_t n) { ops::Axpy(
 void CpuBackend::RouterForward(const float* logits, const float* bias, float* scores,
                                int32_t* topk, float* weight, int64_t* load,
                                const RouteShape& sh) {
+  MT_CHECK(sh.seq_len > 0, "RouterForward: seq_len must be positive");
   const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k;
   for (int64_t i = 0; i < T * E; ++i) scores[i] = 1.0f / (1.0f + std::exp(-logits[i]));
   for (int64_t t = 0; t < T; ++t) {
     int32_t* idx = topk + t * K;
     const float* sc = scores + t * E;
     GroupLimitedTopK(sc, bias, E, K, sh.n_group, sh.topk_group, idx);
-    double sum = 0;
-    for (int64_t k = 0; k < K; ++k) sum += sc[idx[k]];
-    for (int64_t k = 0; k < K; ++k) {
-      double w = sc[idx[k]];
-      if (sh.norm_topk) w /= sum + 1e-20;
-      weight[t * K + k] = static_cast<float>(w * sh.scaling);
-    }
+    GateWeights(sc, idx, K, sh.norm_topk, sh.scaling, weight + t * K);
     if (t % sh.seq_len < sh.valid)
       for (int64_t k = 0; k < K; ++k) load[idx[k]] += 1;
   }
 }
 
-void CpuBackend::BalanceForward(const float* scores, const int32_t* topk, double* f_out,
+void CpuBackend::BalanceForward(const float* scores, const int32_t* topk, double* f,
                                 double* loss, const RouteShape& sh) {
-  const int64_t E = sh.experts, K = sh.top_k, S = sh.seq_len, valid = sh.valid;
-  const int64_t B = sh.tokens / S;
-  double bal_sum = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    double* f = f_out + b * E;
-    std::fill(f, f + E, 0.0);
-    std::vector<double> P(E, 0.0);
-    for (int64_t pos = 0; pos < valid; ++pos) {
-      const int64_t t = b * S + pos;
-      for (int64_t k = 0; k < K; ++k) f[topk[t * K + k]] += 1;
-      double sigma = 0;
-      for (int64_t e = 0; e < E; ++e) sigma += scores[t * E + e];
-      for (int64_t e = 0; e < E; ++e) P[e] += scores[t * E + e] / sigma;
-    }
-    double bal = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      f[e] *= static_cast<double>(E) / (K * valid);
-      bal += f[e] * P[e] / valid;
-    }
-    bal_sum += bal;
-  }
-  *loss += bal_sum / B;
+  *loss += BalanceStats(scores, topk, sh.tokens / sh.seq_len, sh.seq_len, sh.valid, sh.experts,
+                        sh.top_k, f, /*load=*/nullptr);
 }
 
-void CpuBackend::RouterBackward(const float* sc, const int32_t* topk, const double* dw,
-                                const double* f_all, double balance_scale, float* d_logits,
+void CpuBackend::RouterBackward(const float* scores, const int32_t* topk, const double* dw,
+                                const double* f, double balance_scale, float* d_logits,
                                 const RouteShape& sh) {
-  const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k, S = sh.seq_len, valid = sh.valid;
-  const int64_t B = T / S;
-  std::vector<double> ds(T * E, 0.0);
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t* idx = topk + t * K;
-    if (sh.norm_topk) {
-      double sum = 1e-20, dot = 0;
-      for (int64_t k = 0; k < K; ++k) sum += sc[t * E + idx[k]];
-      for (int64_t k = 0; k < K; ++k) dot += dw[t * K + k] * sc[t * E + idx[k]];
-      for (int64_t k = 0; k < K; ++k)
-        ds[t * E + idx[k]] += sh.scaling * (dw[t * K + k] / sum - dot / (sum * sum));
-    } else {
-      for (int64_t k = 0; k < K; ++k) ds[t * E + idx[k]] += sh.scaling * dw[t * K + k];
-    }
-  }
-  if (balance_scale != 0) {
-    const double c = balance_scale / (static_cast<double>(B) * valid);
-    for (int64_t b = 0; b < B; ++b) {
-      const double* f = f_all + b * E;
-      for (int64_t pos = 0; pos < valid; ++pos) {
-        const int64_t t = b * S + pos;
-        double sigma = 0, a = 0;
-        for (int64_t e = 0; e < E; ++e) {
-          sigma += sc[t * E + e];
-          a += f[e] * sc[t * E + e];
-        }
-        for (int64_t e = 0; e < E; ++e) ds[t * E + e] += c * (f[e] / sigma - a / (sigma * sigma));
-      }
-    }
-  }
-  for (int64_t i = 0; i < T * E; ++i)
-    d_logits[i] = static_cast<float>(ds[i] * sc[i] * (1 - sc[i]));
+  RouterLogitGrad(scores, topk, dw, f, sh.tokens / sh.seq_len, sh.seq_len, sh.valid, sh.experts,
+                  sh.top_k, sh.norm_topk, sh.scaling, balance_scale, d_logits);
 }
 
 void CpuBackend::MoePlanBuild(const int32_t* topk, int64_t T, int64_t K, int64_t E,

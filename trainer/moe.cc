@@ -63,14 +63,8 @@ Tensor Moe::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid, Saved*
   for (int64_t t = 0; t < T; ++t) {
     int32_t* idx = &s->topk[t * K_];
     Route(sc + t * E_, idx);
-    double sum = 0;
-    for (int64_t k = 0; k < K_; ++k) sum += sc[t * E_ + idx[k]];
-    for (int64_t k = 0; k < K_; ++k) {
-      double w = sc[t * E_ + idx[k]];
-      if (norm_topk_) w /= sum + 1e-20;
-      s->weight[t * K_ + k] = static_cast<Real>(w * scaling_);
-      s->slots[idx[k]].push_back(t * K_ + k);
-    }
+    GateWeights(sc + t * E_, idx, K_, norm_topk_, scaling_, &s->weight[t * K_]);
+    for (int64_t k = 0; k < K_; ++k) s->slots[idx[k]].push_back(t * K_ + k);
   }
 
   Tensor y = NewMatrix(T, H_);
@@ -82,28 +76,7 @@ Tensor Moe::Forward(const Tensor& x, int64_t B, int64_t S, int64_t valid, Saved*
 
   // Loads and the sequence-wise balance loss over valid positions (eqs. 17-20).
   s->f.assign(B * E_, 0.0);
-  double bal_sum = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    double* f = &s->f[b * E_];
-    std::vector<double> P(E_, 0.0);
-    for (int64_t pos = 0; pos < valid; ++pos) {
-      const int64_t t = b * S + pos;
-      for (int64_t k = 0; k < K_; ++k) {
-        f[s->topk[t * K_ + k]] += 1;
-        load[s->topk[t * K_ + k]] += 1;
-      }
-      double sigma = 0;
-      for (int64_t e = 0; e < E_; ++e) sigma += sc[t * E_ + e];
-      for (int64_t e = 0; e < E_; ++e) P[e] += sc[t * E_ + e] / sigma;
-    }
-    double bal = 0;
-    for (int64_t e = 0; e < E_; ++e) {
-      f[e] *= static_cast<double>(E_) / (K_ * valid);
-      bal += f[e] * P[e] / valid;
-    }
-    bal_sum += bal;
-  }
-  *balance_loss += bal_sum / B;
+  *balance_loss += BalanceStats(sc, s->topk.data(), B, S, valid, E_, K_, s->f.data(), load);
   return y;
 }
 
@@ -119,39 +92,11 @@ Tensor Moe::BackwardInput(const Tensor& dy, double balance_grad_scale, Saved* s)
   else
     ExpertsBackward(dy, s, &dx, &dw);
 
-  // Back through the gate weights (normalisation over the chosen k) to the scores.
-  std::vector<double> ds(T * E_, 0.0);
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t* idx = &s->topk[t * K_];
-    if (norm_topk_) {
-      double sum = 1e-20, dot = 0;
-      for (int64_t k = 0; k < K_; ++k) sum += sc[t * E_ + idx[k]];
-      for (int64_t k = 0; k < K_; ++k) dot += dw[t * K_ + k] * sc[t * E_ + idx[k]];
-      for (int64_t k = 0; k < K_; ++k)
-        ds[t * E_ + idx[k]] += scaling_ * (dw[t * K_ + k] / sum - dot / (sum * sum));
-    } else {
-      for (int64_t k = 0; k < K_; ++k) ds[t * E_ + idx[k]] += scaling_ * dw[t * K_ + k];
-    }
-  }
-  // Balance loss: d/ds_jt of (1/B) sum_b sum_i f_bi P_bi, P_bi = (1/T_v) sum_t s_it/sigma_t.
-  if (balance_grad_scale != 0) {
-    const double c = balance_grad_scale / (static_cast<double>(B) * valid);
-    for (int64_t b = 0; b < B; ++b) {
-      const double* f = &s->f[b * E_];
-      for (int64_t pos = 0; pos < valid; ++pos) {
-        const int64_t t = b * S + pos;
-        double sigma = 0, a = 0;
-        for (int64_t e = 0; e < E_; ++e) {
-          sigma += sc[t * E_ + e];
-          a += f[e] * sc[t * E_ + e];
-        }
-        for (int64_t e = 0; e < E_; ++e) ds[t * E_ + e] += c * (f[e] / sigma - a / (sigma * sigma));
-      }
-    }
-  }
+  // Back through the gate weights and the balance loss to the router's logits.
   s->d_logits = NewMatrix(T, E_);
   Real* dl = s->d_logits.data<Real>();
-  for (int64_t i = 0; i < T * E_; ++i) dl[i] = static_cast<Real>(ds[i] * sc[i] * (1 - sc[i]));
+  RouterLogitGrad(sc, s->topk.data(), dw.data(), s->f.data(), B, S, valid, E_, K_, norm_topk_,
+                  scaling_, balance_grad_scale, dl);
   precision_->Bf16LinearBackwardInput(dl, gate_->value.data<Real>(), dx.data<Real>(), T, H_, E_,
                                       /*accumulate=*/true);
   return dx;
