@@ -18,6 +18,12 @@ Tensor Rounded(Backend& be, const float* x, int64_t n) {
 }
 }  // namespace
 
+void Backend::SumSquaresRanges(const float* g,
+                               const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                               double* sum_sq) {
+  for (const auto& [offset, n] : ranges) SumSquares(g + offset, n, sum_sq);
+}
+
 void Backend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                        float* C, int64_t ldc) {

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/quantize.h"
@@ -66,6 +67,8 @@ class Backend {
   virtual Tensor ToHost(const Tensor& t) = 0;
   // bytes from this device's src to host memory dst (waits, as ToHost).
   virtual void CopyToHost(const void* src, void* dst, size_t bytes) = 0;
+  // bytes from host memory src to this device's dst; src may be freed once this returns.
+  virtual void CopyFromHost(const void* src, void* dst, size_t bytes) = 0;
   virtual void Zero(Tensor* t) = 0;
   // dst = src, `bytes` bytes on the device; the ranges must not overlap.
   virtual void Copy(const void* src, void* dst, size_t bytes) = 0;
@@ -263,6 +266,13 @@ class Backend {
   // ---- optimizer ------------------------------------------------------------------------
   // *sum_sq (F64) += sum of g[i]^2 in double.
   virtual void SumSquares(const float* g, int64_t n, double* sum_sq) = 0;
+  // The same over g[offset, offset + n) for each (offset, n) of `ranges`: the default sums
+  // each range on its own and adds the sums in the ranges' order, which is AdamW::GradNorm's
+  // order over its parameters (the CPU backend's bit-identity needs it); a GPU backend may
+  // fold ranges that touch into one pass.
+  virtual void SumSquaresRanges(const float* g,
+                                const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                                double* sum_sq);
   virtual void Scale(float* g, int64_t n, float scale) = 0;
   // AdamW with fp32 moments m, v [n] (trainer/optimizer.cc's update, in double).
   virtual void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,

@@ -37,6 +37,9 @@ Tensor CpuBackend::ToHost(const Tensor& t) { return t.Clone(); }
 void CpuBackend::CopyToHost(const void* src, void* dst, size_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
 }
+void CpuBackend::CopyFromHost(const void* src, void* dst, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
 void CpuBackend::Zero(Tensor* t) { t->Zero(); }
 void CpuBackend::Copy(const void* src, void* dst, size_t bytes) {
   if (bytes > 0) std::memmove(dst, src, bytes);

@@ -20,6 +20,7 @@ class CpuBackend : public Backend {
   Tensor ToDevice(const Tensor& host) override;
   Tensor ToHost(const Tensor& t) override;
   void CopyToHost(const void* src, void* dst, size_t bytes) override;
+  void CopyFromHost(const void* src, void* dst, size_t bytes) override;
   void Zero(Tensor* t) override;
   void Copy(const void* src, void* dst, size_t bytes) override;
   void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,

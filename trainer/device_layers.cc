@@ -14,10 +14,6 @@ static_assert(std::is_same_v<Real, float>, "the device model is float only (real
 
 // ---- parameters -------------------------------------------------------------------------
 
-DeviceParams::DeviceParams(Backend* backend, ParamStore* host) : be_(backend), host_(host) {
-  params_.resize(host->all().size());
-}
-
 namespace {
 size_t IndexOf(const ParamStore& ps, const std::string& name) {
   for (size_t i = 0; i < ps.all().size(); ++i)
@@ -25,15 +21,50 @@ size_t IndexOf(const ParamStore& ps, const std::string& name) {
   MT_CHECK(false, "device model: no parameter ", name);
   return 0;
 }
+// The flat buffers' three classes (device_layers.h).
+int ClassOf(const Param& p) {
+  MT_CHECK(p.trainable == p.grad.defined(), "device model: parameter ", p.name,
+           p.trainable ? " is trainable but has no gradient" : " has a gradient but is state");
+  return !p.trainable ? 2 : p.decay ? 0 : 1;
+}
 }  // namespace
+
+DeviceParams::DeviceParams(Backend* backend, ParamStore* host) : be_(backend), host_(host) {
+  params_.resize(host->all().size());
+  int64_t size[3] = {};
+  for (const auto& p : host->all()) size[ClassOf(*p)] += p->value.numel();
+  for (int c = 0; c < 3; ++c) {
+    next_[c] = c == 0 ? 0 : end_[c - 1];
+    end_[c] = next_[c] + size[c];
+  }
+  values_ = be_->Empty({end_[2]});
+  for (Tensor* t : {&grads_, &m_, &v_}) *t = be_->Empty({end_[1]});
+}
+
+void DeviceParams::Place(DeviceParam* d, const Param& p, int64_t n) {
+  const int c = ClassOf(p);
+  MT_CHECK(next_[c] + n <= end_[c], "device model: parameter ", p.name, " placed twice");
+  d->offset = next_[c];
+  next_[c] += n;
+}
+
+void DeviceParams::Bind(DeviceParam* d, std::vector<int64_t> shape) const {
+  const int64_t n = NumElements(shape);
+  d->value = values_.Slice(d->offset, d->offset + n).View(shape);
+  if (!d->host->trainable) return;
+  d->grad = grads_.Slice(d->offset, d->offset + n).View(shape);
+  d->m = m_.Slice(d->offset, d->offset + n).View(shape);
+  d->v = v_.Slice(d->offset, d->offset + n).View(shape);
+}
 
 DeviceParam* DeviceParams::Get(const std::string& name) {
   const size_t i = IndexOf(*host_, name);
   if (!params_[i]) {
     auto d = std::make_unique<DeviceParam>();
     d->host = host_->all()[i].get();
-    d->value = be_->ToDevice(d->host->value);
-    if (d->host->grad.defined()) d->grad = be_->Empty(d->host->grad.shape());
+    Place(d.get(), *d->host, d->host->value.numel());
+    Bind(d.get(), d->host->value.shape());
+    be_->CopyFromHost(d->host->value.raw(), d->value.raw(), d->value.nbytes());
     params_[i] = std::move(d);
   }
   return params_[i].get();
@@ -42,25 +73,25 @@ DeviceParam* DeviceParams::Get(const std::string& name) {
 void DeviceParams::Stack(const std::vector<std::string>& names, Tensor* value, Tensor* grad) {
   const auto E = static_cast<int64_t>(names.size());
   const Param& first = *host_->all()[IndexOf(*host_, names[0])];
+  MT_CHECK(first.trainable, "device model: expert ", first.name, " is not trainable");
   const int64_t N = first.value.dim(0), K = first.value.dim(1);
-  Tensor host({E, N, K}, DType::kF32);
-  for (int64_t e = 0; e < E; ++e) {
-    const Param& p = *host_->all()[IndexOf(*host_, names[e])];
-    MT_CHECK(p.value.shape() == first.value.shape(), "device model: expert ", p.name,
-             " is shaped unlike ", first.name);
-    std::copy(p.value.data<float>(), p.value.data<float>() + N * K, host.data<float>() + e * N * K);
-  }
-  *value = be_->ToDevice(host);
-  *grad = be_->Empty({E, N, K});
+  int64_t base = 0;
   for (int64_t e = 0; e < E; ++e) {
     const size_t i = IndexOf(*host_, names[e]);
+    const Param& p = *host_->all()[i];
+    MT_CHECK(p.value.shape() == first.value.shape() && ClassOf(p) == ClassOf(first),
+             "device model: expert ", p.name, " is shaped or optimised unlike ", first.name);
     MT_CHECK(!params_[i], "device model: ", names[e], " registered before its stack");
     auto d = std::make_unique<DeviceParam>();
     d->host = host_->all()[i].get();
-    d->value = value->Slice(e, e + 1).View({N, K});
-    d->grad = grad->Slice(e, e + 1).View({N, K});
+    Place(d.get(), p, N * K);  // consecutive: E back-to-back [N, K] blocks
+    if (e == 0) base = d->offset;
+    Bind(d.get(), {N, K});
+    be_->CopyFromHost(p.value.raw(), d->value.raw(), d->value.nbytes());
     params_[i] = std::move(d);
   }
+  *value = values_.Slice(base, base + E * N * K).View({E, N, K});
+  *grad = grads_.Slice(base, base + E * N * K).View({E, N, K});
 }
 
 std::vector<DeviceParam*> DeviceParams::All() const {
@@ -69,6 +100,13 @@ std::vector<DeviceParam*> DeviceParams::All() const {
     MT_CHECK(params_[i], "device model: parameter ", host_->all()[i]->name, " has no layer");
     out.push_back(params_[i].get());
   }
+  return out;
+}
+
+std::vector<std::pair<int64_t, int64_t>> DeviceParams::TrainableRanges() const {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (DeviceParam* d : All())
+    if (d->host->trainable) out.emplace_back(d->offset, d->value.numel());
   return out;
 }
 

@@ -53,11 +53,7 @@ DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* 
     if (mod->layer->moe) moe_layers_.push_back(mod->layer->moe.get());
     mtp_.push_back(std::move(mod));
   }
-  for (DeviceParam* d : ps.All()) {  // every parameter has a layer; moments for AdamW
-    if (!d->host->trainable) continue;
-    d->m = be_->Empty(d->value.shape());
-    d->v = be_->Empty(d->value.shape());
-  }
+  ps.All();  // checks that every parameter has a layer
 }
 
 DeviceModel::~DeviceModel() = default;
@@ -263,15 +259,11 @@ Losses DeviceModel::Evaluate(const int32_t* tokens, int64_t B, int64_t S,
   return Run(tokens, B, S, w, 0.0, /*backward=*/false, nullptr);
 }
 
-void DeviceModel::ZeroGrads() {
-  for (DeviceParam* d : params_->All())
-    if (d->grad.defined()) be_->Zero(&d->grad);
-}
+void DeviceModel::ZeroGrads() { be_->Zero(&params_->grad_tensor()); }
 
 double DeviceModel::GradNorm() {
   Tensor sum = be_->Empty({1}, DType::kF64);
-  for (DeviceParam* d : params_->All())
-    if (d->host->trainable) be_->SumSquares(d->grad.data<float>(), d->grad.numel(), sum.data<double>());
+  be_->SumSquaresRanges(params_->grads(), params_->TrainableRanges(), sum.data<double>());
   return std::sqrt(be_->ToHost(sum).data<double>()[0]);
 }
 
@@ -282,15 +274,15 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
   const AdamCoeffs c = MakeAdamCoeffs(opt, lr, step);
   const AdamStepCoeffs dc{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
   // ClipScale's rule: scale by max_norm / (norm + 1e-6) only when norm exceeds max_norm.
-  const bool clip = opt.grad_clip > 0 && norm > opt.grad_clip;
-  const auto scale = static_cast<float>(opt.grad_clip / (norm + 1e-6));
-  for (DeviceParam* d : params_->All()) {
-    if (!d->host->trainable) continue;
-    float* g = d->grad.data<float>();
-    if (clip) be_->Scale(g, d->grad.numel(), scale);
-    be_->AdamW(d->value.data<float>(), g, d->m.data<float>(), d->v.data<float>(), d->value.numel(),
-               d->host->decay, dc);
-  }
+  // Elementwise, so the flat buffers give AdamW::Step's values exactly: one launch for the
+  // clipping and one per decay class.
+  DeviceParams& ps = *params_;
+  if (opt.grad_clip > 0 && norm > opt.grad_clip)
+    be_->Scale(ps.grads(), ps.trainable(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
+  const int64_t split = ps.decayed();
+  be_->AdamW(ps.values(), ps.grads(), ps.m(), ps.v(), split, /*decay=*/true, dc);
+  be_->AdamW(ps.values() + split, ps.grads() + split, ps.m() + split, ps.v() + split,
+             ps.trainable() - split, /*decay=*/false, dc);
   // UpdateExpertBiases (trainer/optimizer.cc) on the host copy of each [E] bias.
   if (gamma == 0) return;
   for (size_t l = 0; l < moe_layers_.size(); ++l) {

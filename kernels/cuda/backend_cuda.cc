@@ -3,6 +3,7 @@
 // backend_cuda_bf16.cc.
 #include "kernels/cuda/backend_cuda.h"
 
+#include <algorithm>
 #include <climits>
 #include <string>
 #include <utility>
@@ -149,6 +150,12 @@ Tensor CudaBackend::ToDevice(const Tensor& host) {
       host.device() == Device::kCUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
   CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), t.nbytes(), kind, stream()));
   return t;
+}
+
+void CudaBackend::CopyFromHost(const void* src, void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  // As ToDevice: from pageable memory the call returns once the bytes are staged.
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 
 Tensor CudaBackend::ToHost(const Tensor& t) {
@@ -303,6 +310,26 @@ void CudaBackend::Axpy(float a, const float* x, float* y, int64_t n) {
 
 void CudaBackend::SumSquares(const float* g, int64_t n, double* sum_sq) {
   SumSquaresAccumulate(g, n, Partials(), sum_sq, stream());
+}
+
+void CudaBackend::SumSquaresRanges(const float* g,
+                                   const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                                   double* sum_sq) {
+  // The device model's gradients are one flat buffer: its parameters' ranges tile it, so
+  // they fold into one pass (two launches) instead of two launches per parameter.
+  std::vector<std::pair<int64_t, int64_t>> spans(ranges);
+  std::sort(spans.begin(), spans.end());
+  int64_t begin = 0, end = -1;
+  for (const auto& [offset, n] : spans) {
+    if (offset == end) {
+      end += n;
+      continue;
+    }
+    if (end > begin) SumSquares(g + begin, end - begin, sum_sq);
+    begin = offset;
+    end = offset + n;
+  }
+  if (end > begin) SumSquares(g + begin, end - begin, sum_sq);
 }
 
 void CudaBackend::Scale(float* g, int64_t n, float scale) { cuda::Scale(g, n, scale, stream()); }

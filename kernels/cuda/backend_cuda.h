@@ -100,6 +100,7 @@ class CudaBackend : public Backend {
   Tensor ToDevice(const Tensor& host) override;
   Tensor ToHost(const Tensor& t) override;
   void CopyToHost(const void* src, void* dst, size_t bytes) override;
+  void CopyFromHost(const void* src, void* dst, size_t bytes) override;
   void Zero(Tensor* t) override;
   void Copy(const void* src, void* dst, size_t bytes) override;
   void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
@@ -210,6 +211,8 @@ class CudaBackend : public Backend {
 
   // ---- optimizer ----
   void SumSquares(const float* g, int64_t n, double* sum_sq) override;
+  void SumSquaresRanges(const float* g, const std::vector<std::pair<int64_t, int64_t>>& ranges,
+                        double* sum_sq) override;
   void Scale(float* g, int64_t n, float scale) override;
   void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
              const AdamStepCoeffs& c) override;
