@@ -103,13 +103,6 @@ std::vector<DeviceParam*> DeviceParams::All() const {
   return out;
 }
 
-std::vector<std::pair<int64_t, int64_t>> DeviceParams::TrainableRanges() const {
-  std::vector<std::pair<int64_t, int64_t>> out;
-  for (DeviceParam* d : All())
-    if (d->host->trainable) out.emplace_back(d->offset, d->value.numel());
-  return out;
-}
-
 void DeviceParams::Download(bool grads) const {
   for (DeviceParam* d : All()) {
     d->host->value = be_->ToHost(d->value);

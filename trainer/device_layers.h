@@ -65,9 +65,6 @@ class DeviceParams {
   Tensor& grad_tensor() { return grads_; }
   int64_t decayed() const { return end_[0]; }    // [0, decayed) take weight decay
   int64_t trainable() const { return end_[1]; }  // [decayed, trainable) do not
-  // (offset, numel) of each trainable parameter in grads(), in the host store's order:
-  // the order AdamW::GradNorm adds its parameters' sums of squares in.
-  std::vector<std::pair<int64_t, int64_t>> TrainableRanges() const;
 
  private:
   // The next `n` elements of `p`'s class; sets d->offset and the views of the flat buffers.

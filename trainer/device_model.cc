@@ -262,8 +262,20 @@ Losses DeviceModel::Evaluate(const int32_t* tokens, int64_t B, int64_t S,
 void DeviceModel::ZeroGrads() { be_->Zero(&params_->grad_tensor()); }
 
 double DeviceModel::GradNorm() {
+  std::vector<DeviceParam*> trainable;
+  for (DeviceParam* d : params_->All())
+    if (d->host->trainable) trainable.push_back(d);
+  return GradNorm(trainable);
+}
+
+double DeviceModel::GradNorm(const std::vector<DeviceParam*>& order) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const DeviceParam* d : order) {
+    MT_CHECK(d->host->trainable, "grad norm over ", d->host->name, ", which is not trainable");
+    ranges.emplace_back(d->offset, d->value.numel());
+  }
   Tensor sum = be_->Empty({1}, DType::kF64);
-  be_->SumSquaresRanges(params_->grads(), params_->TrainableRanges(), sum.data<double>());
+  be_->SumSquaresRanges(params_->grads(), ranges, sum.data<double>());
   return std::sqrt(be_->ToHost(sum).data<double>()[0]);
 }
 

@@ -50,8 +50,11 @@ class DeviceModel {
   Losses Evaluate(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w);
 
   void ZeroGrads();
-  // sqrt(sum of squared gradients) over the trainable parameters (AdamW::GradNorm).
+  // sqrt(sum of squared gradients) over the trainable parameters (AdamW::GradNorm), or
+  // over `order`, whose parameters' sums are added in its order (ZeroAdamW's, for one that
+  // mirrors it).
   double GradNorm();
+  double GradNorm(const std::vector<DeviceParam*>& order);
   // AdamW::ClipGradients, then AdamW::Step at learning rate lr (optimizer step `step`,
   // 1-based), then UpdateExpertBiases with speed gamma from the step's loads.
   void OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,

@@ -2,7 +2,6 @@
 #include "trainer/device_train.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -159,13 +158,7 @@ absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
   return out;
 }
 
-double DeviceTrainer::GradNorm() {
-  Backend& be = *backend_;
-  Tensor sum = be.Empty({1}, DType::kF64);
-  for (DeviceParam* d : norm_order_)
-    be.SumSquares(d->grad.data<float>(), d->grad.numel(), sum.data<double>());
-  return std::sqrt(be.ToHost(sum).data<double>()[0]);
-}
+double DeviceTrainer::GradNorm() { return model_->GradNorm(norm_order_); }
 
 void DeviceTrainer::InjectNan() {
   if (norm_order_.empty()) return;

@@ -76,7 +76,12 @@ Outs Memory(Backend& be) {
   { Tensor dirty = F32(be, {1000}, 5); }  // freed: the next block of its size is reused
   Tensor fresh = be.Empty({1000});
   Tensor i64 = be.Empty({3, 5}, DType::kI64);
+  std::vector<float> host(40);
+  for (size_t i = 0; i < host.size(); ++i) host[i] = 0.25f * static_cast<float>(i) - 3.0f;
+  Tensor uploaded = be.Empty({48});  // 40 host floats into the middle of a zeroed buffer
+  be.CopyFromHost(host.data(), F(uploaded) + 5, host.size() * sizeof(float));
   Outs outs{Out(be, "copy2d", dst, true),
+            Out(be, "copy from host", uploaded, true),
             Out(be, "add2d", acc),
             Out(be, "copy", flat, true),
             Out(be, "zero", zeroed, true),
@@ -340,6 +345,10 @@ Outs Optimizer(Backend& be) {
   Tensor v = F32(be, {n}, 153, 0.01f, 0.011f);  // second moments are positive
   Tensor sum_sq = FromVector(be, std::vector<double>{1.5});
   be.SumSquares(F(g), n, D(sum_sq));
+  // Ranges as a flat gradient buffer has them: out of order, touching (folded into one pass
+  // on a GPU) and apart.
+  Tensor ranges_sq = FromVector(be, std::vector<double>{0.5});
+  be.SumSquaresRanges(F(g), {{1000, 700}, {0, 1000}, {1700, 300}, {2500, 501}}, D(ranges_sq));
   AdamStepCoeffs c;
   c.lr = 3e-3;
   c.wd = 0.1;
@@ -347,8 +356,9 @@ Outs Optimizer(Backend& be) {
   c.bc2 = 1 - std::pow(c.b2, 7);
   be.AdamW(F(w), F(g), F(m), F(v), n / 2, /*decay=*/true, c);
   be.AdamW(F(w) + n / 2, F(g) + n / 2, F(m) + n / 2, F(v) + n / 2, n - n / 2, false, c);
-  return {Out(be, "sum of squares (+=)", sum_sq), Out(be, "adamw w", w), Out(be, "adamw m", m),
-          Out(be, "adamw v", v)};
+  return {Out(be, "sum of squares (+=)", sum_sq),
+          Out(be, "sum of squares over ranges (+=)", ranges_sq), Out(be, "adamw w", w),
+          Out(be, "adamw m", m), Out(be, "adamw v", v)};
 }
 
 }  // namespace
