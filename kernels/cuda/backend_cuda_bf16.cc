@@ -96,11 +96,11 @@ void CudaBackend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int
   if (!aligned) Copy2D(c, c_ld, C, ldc, M, N);
 }
 
-// The grouped launchers read BF16 (half the bytes of the FP32 path) but still multiply on
-// CUDA cores (grouped_gemm.h: tensor cores are its tuning pass). The expert weights
-// [E, N, K] are cast on every call (forward and data gradient each cast them once per
-// micro-batch); the next optimisation is BF16 copies of the weights cached per optimizer
-// step (the weights change only there).
+// The grouped launchers multiply the BF16 copies on tensor cores with FP32 accumulation
+// (grouped_gemm_bf16.cu), offsets read on the device only. The expert weights [E, N, K] are
+// cast on every call (forward and data gradient each cast them once per micro-batch); the
+// next optimisation is BF16 copies of the weights cached per optimizer step (the weights
+// change only there).
 
 void CudaBackend::GroupedLinearForwardBf16(const float* x, const float* w, float* y,
                                            const int32_t* offsets, int64_t rows, int64_t E,

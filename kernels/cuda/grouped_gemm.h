@@ -13,9 +13,11 @@
 //   data grad    dX_e [M_e, K] = dY_e [M_e, N] W_e
 //   weight grad  dW_e [N, K]  += dY_e^T X_e               dW [E, N, K] FP32, accumulated
 //
-// FP32 in / FP32 out (checked at 1e-5), BF16 in (uint16_t bits) with FP32 accumulation and
-// FP32 or BF16 out. The kernel is a plain shared-memory tiled one (64x64 output tiles, 32-deep
-// K steps, 4x4 outputs per thread); tensor cores, TMA and split-K for the weight gradient are
+// FP32 in / FP32 out (checked at 1e-5): a plain shared-memory tiled kernel on CUDA cores
+// (64x64 output tiles, 32-deep K steps, 4x4 outputs per thread; grouped_gemm.cu). BF16 in
+// (uint16_t bits) with FP32 accumulation and FP32 or BF16 out: tensor cores (wmma
+// m16n16k16, sm_80+; grouped_gemm_bf16.cu) on the same 64x64 output tiles and the same
+// schedule, 64-deep K steps. TMA, cp.async pipelining and split-K for the weight gradient are
 // for the tuning pass on a GPU. Rows past offsets[E] (when offsets[E] < rows) are not written.
 // Offsets must be non-decreasing with offsets[0] >= 0 and offsets[E] <= rows.
 #pragma once
@@ -184,9 +186,75 @@ __host__ __device__ inline bool GroupedBlockFor(GroupedGemmKind kind, const Grou
   return true;
 }
 
+// ---- the BF16 tensor-core block (grouped_gemm_bf16.cu; tests/gpu replays it on the CPU) -
+//
+// The block's 8 warps share the 64x64 output tile as 4 x 4 wmma fragments of 16 x 16, two
+// per warp. Each 64-deep K step loads both operand tiles into shared memory as BF16, zero
+// outside the operand (rows past the tile's rows, columns past N or K, depth past K or the
+// expert's rows), so partial tiles need no predication in the tensor-core loop. An operand
+// tile is stored with the dimension that is contiguous in global memory contiguous in shared
+// memory too (K-major: [r][k], else [k][r], rows of kGroupedTcLd), so 16-byte global loads
+// become 16-byte shared stores either way; the wmma layout of each operand is chosen to match.
+
+constexpr int kGroupedTcTileK = 64;  // reduction depth per shared-memory step
+constexpr int kGroupedTcFrag = 16;   // wmma m16n16k16
+constexpr int kGroupedTcWarps = kGroupedThreads / 32;
+constexpr int kGroupedTcVec = 8;  // BF16 elements per 16-byte load
+// Shared row length of an operand tile (BF16 elements): 8 elements of padding put the 16-byte
+// rows that one wmma load reads on distinct bank groups, and keep ldm a multiple of 8.
+constexpr int kGroupedTcLd = kGroupedTcTileK + 8;
+constexpr int kGroupedTcTileElems = kGroupedTileM * kGroupedTcLd;
+constexpr int kGroupedTcCLd = kGroupedTileN + 4;  // FP32 output tile row (multiple of 4)
+// Output fragments along each edge of the tile, and per warp.
+constexpr int kGroupedTcFragEdge = kGroupedTileM / kGroupedTcFrag;
+constexpr int kGroupedTcFragsPerWarp = kGroupedTcFragEdge * kGroupedTcFragEdge / kGroupedTcWarps;
+// Vector loads per operand tile, per row of the tile.
+constexpr int kGroupedTcRowVecs = kGroupedTcTileK / kGroupedTcVec;
+constexpr int kGroupedTcTileVecs = kGroupedTileM * kGroupedTcRowVecs;
+static_assert(kGroupedTileM == kGroupedTileN && kGroupedTileM == kGroupedTcTileK,
+              "operand tiles are square, [r][k] and [k][r] share one shape and one loader");
+static_assert(kGroupedTileM % kGroupedTcFrag == 0 && kGroupedTcTileK % kGroupedTcFrag == 0,
+              "whole fragments per tile");
+static_assert(kGroupedTcFragEdge * kGroupedTcFragEdge == kGroupedTcWarps * kGroupedTcFragsPerWarp,
+              "every output fragment owned by one warp");
+static_assert(kGroupedTcFragsPerWarp == 2 && kGroupedTcWarps == 2 * kGroupedTcFragEdge,
+              "warp w: fragment row w % 4, fragment columns 2 (w / 4) and 2 (w / 4) + 1");
+static_assert(kGroupedTcLd % 8 == 0, "wmma: ldm a multiple of 8 for 16-bit elements");
+static_assert((kGroupedTcLd * 2) % 16 == 0, "16-byte shared stores stay 16-byte aligned");
+static_assert(kGroupedTcCLd % 4 == 0, "wmma: ldm a multiple of 4 for float");
+static_assert(kGroupedTcTileVecs % kGroupedThreads == 0, "tile loads split evenly");
+static_assert(kGroupedTcTileK % kGroupedTcVec == 0 && kGroupedTileM % kGroupedTcVec == 0,
+              "16-byte groups never straddle a tile row");
+
+// Shared index of op(r, k) (r along the output edge, k along the reduction) in an operand tile.
+__host__ __device__ constexpr int GroupedTcAt(bool k_major, int r, int k) {
+  return k_major ? r * kGroupedTcLd + k : k * kGroupedTcLd + r;
+}
+// Vector load v of a tile covers elements [inner, inner + 8) of tile row `outer` (outer = r
+// for K-major operands, else k) and lands at shared index outer * kGroupedTcLd + inner.
+__host__ __device__ constexpr int GroupedTcVecOuter(int v) { return v / kGroupedTcRowVecs; }
+__host__ __device__ constexpr int GroupedTcVecInner(int v) {
+  return (v % kGroupedTcRowVecs) * kGroupedTcVec;
+}
+// wmma layouts that read element (r, k) of an operand tile at GroupedTcAt from the fragment's
+// pointer GroupedTcAt(k_major, r0, k0) with ldm kGroupedTcLd. matrix_a (m, k) row-major reads
+// ptr[m * ldm + k]; matrix_b (k, n) row-major reads ptr[k * ldm + n]; col-major the swap.
+__host__ __device__ constexpr bool GroupedTcARowMajor(bool k_major) { return k_major; }
+__host__ __device__ constexpr bool GroupedTcBRowMajor(bool k_major) { return !k_major; }
+// Warp w's output fragments (fragment row, fragment column), j < kGroupedTcFragsPerWarp.
+__host__ __device__ constexpr int GroupedTcWarpFragRow(int warp) {
+  return warp % kGroupedTcFragEdge;
+}
+__host__ __device__ constexpr int GroupedTcWarpFragCol(int warp, int j) {
+  return (warp / kGroupedTcFragEdge) * kGroupedTcFragsPerWarp + j;
+}
+static_assert(GroupedTcAt(true, 16, 16) % 16 == 0 && GroupedTcAt(false, 16, 16) % 16 == 0,
+              "wmma: fragment pointers 32-byte aligned (16 BF16 elements)");
+
 // ---- launchers (offsets [E + 1] on the device) ----------------------------------------
 
-// y [rows, N] (rows of expert e) = x [rows, K] (rows of e) W_e^T, w [E, N, K].
+// y [rows, N] (rows of expert e) = x [rows, K] (rows of e) W_e^T, w [E, N, K]. The uint16_t
+// (BF16) overloads run on tensor cores (grouped_gemm_bf16.cu), the float ones on CUDA cores.
 void GroupedGemmForward(const float* x, const float* w, float* y, const int32_t* offsets,
                         const GroupedGemmShape& shape, cudaStream_t stream);
 void GroupedGemmForward(const uint16_t* x, const uint16_t* w, float* y, const int32_t* offsets,

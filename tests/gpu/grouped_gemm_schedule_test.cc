@@ -3,12 +3,17 @@
 // has, which (expert, tile) each block of the launch grid gets, and which rows that covers.
 // The kernel calls the same GroupedTilesForRows / GroupedFindTile / GroupedTileRows on the
 // device; only its in-block scan differs from GroupedTilePrefix. Also checks the CPU
-// references against a whole-matrix formulation (no GPU needed).
+// references against a whole-matrix formulation, and replays the BF16 tensor-core kernel's
+// data movement (grouped_gemm_bf16.cu: tile loads into shared memory, wmma fragment pointers
+// and layouts, warp -> fragment map, output tile) on the CPU against them (no GPU needed).
 #include "kernels/cuda/grouped_gemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -230,6 +235,193 @@ TEST(GroupedGemmBlocks, ReplayMatchesReferences) {
     }
     for (int64_t e = 0; e < E; ++e)
       for (int64_t i = 0; i < N * K; ++i) ASSERT_EQ(dw_writes[e * N * K + i], counts[e] ? 1 : 0);
+  }
+}
+
+// ---- the BF16 tensor-core block (grouped_gemm_bf16.cu), replayed --------------------------
+
+// Grid-wide element counts of the tile geometry: every output fragment has one owner, and
+// the loader's 16-byte groups cover each tile row once, inside the shared row.
+TEST(GroupedGemmTcBlocks, GeometryCoversTheTile) {
+  std::vector<int> frag_owner(kGroupedTcFragEdge * kGroupedTcFragEdge, 0);
+  for (int w = 0; w < kGroupedTcWarps; ++w) {
+    for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
+      const int r = GroupedTcWarpFragRow(w), c = GroupedTcWarpFragCol(w, j);
+      ASSERT_GE(r, 0);
+      ASSERT_LT(r, kGroupedTcFragEdge);
+      ASSERT_GE(c, 0);
+      ASSERT_LT(c, kGroupedTcFragEdge);
+      ++frag_owner[r * kGroupedTcFragEdge + c];
+    }
+  }
+  for (int n : frag_owner) EXPECT_EQ(n, 1);
+  std::vector<int> slot(kGroupedTcTileElems, 0);
+  for (int v = 0; v < kGroupedTcTileVecs; ++v) {
+    const int outer = GroupedTcVecOuter(v), inner = GroupedTcVecInner(v);
+    ASSERT_LT(outer, kGroupedTileM);
+    ASSERT_EQ(inner % kGroupedTcVec, 0);
+    ASSERT_LE(inner + kGroupedTcVec, kGroupedTcTileK);
+    EXPECT_EQ((outer * kGroupedTcLd + inner) * 2 % 16, 0) << "16-byte shared store misaligned";
+    for (int i = 0; i < kGroupedTcVec; ++i) ++slot[outer * kGroupedTcLd + inner + i];
+  }
+  for (int i = 0; i < kGroupedTcTileElems; ++i)
+    EXPECT_EQ(slot[i], i % kGroupedTcLd < kGroupedTcTileK ? 1 : 0) << "slot " << i;
+  // Both storage orders put op(r, k) where the loader puts tile row `outer`, column `inner`.
+  for (int r = 0; r < kGroupedTileM; ++r) {
+    for (int k = 0; k < kGroupedTcTileK; ++k) {
+      EXPECT_EQ(GroupedTcAt(true, r, k), r * kGroupedTcLd + k);
+      EXPECT_EQ(GroupedTcAt(false, r, k), k * kGroupedTcLd + r);
+    }
+  }
+}
+
+// The kernel's LoadTcTile: op(r0 + r, k0 + k) -> s[GroupedTcVecOuter / Inner slot], zero outside
+// [0, r_lim) x [0, k_lim). s starts as NaN so that a fragment reading a slot no load wrote (the
+// padding, or a geometry error) poisons the result.
+void ReplayTcLoad(bool k_major, const std::vector<float>& p, int64_t offset, int64_t ld,
+                  int64_t r_lim, int64_t k_lim, int64_t r0, int64_t k0, std::vector<double>& s) {
+  s.assign(kGroupedTcTileElems, std::numeric_limits<double>::quiet_NaN());
+  const int64_t outer0 = k_major ? r0 : k0, outer_lim = k_major ? r_lim : k_lim;
+  const int64_t inner0 = k_major ? k0 : r0, inner_lim = k_major ? k_lim : r_lim;
+  for (int v = 0; v < kGroupedTcTileVecs; ++v) {
+    const int64_t outer = outer0 + GroupedTcVecOuter(v), inner = inner0 + GroupedTcVecInner(v);
+    for (int i = 0; i < kGroupedTcVec; ++i) {
+      const bool in = outer < outer_lim && inner + i < inner_lim;
+      s[GroupedTcVecOuter(v) * kGroupedTcLd + GroupedTcVecInner(v) + i] =
+          in ? p[offset + outer * ld + inner + i] : 0.0;
+    }
+  }
+}
+
+// wmma::load_matrix_sync's element (row, col) of a 16x16 fragment at s[off] with ldm ld:
+// row-major s[off + row * ld + col], col-major s[off + col * ld + row]. matrix_a is (m, k),
+// matrix_b (k, n).
+double FragAt(const std::vector<double>& s, int off, bool row_major, int row, int col) {
+  EXPECT_EQ(off % 16, 0) << "fragment pointer not 32-byte aligned";
+  const int i = off + (row_major ? row * kGroupedTcLd + col : col * kGroupedTcLd + row);
+  EXPECT_GE(i, 0);
+  EXPECT_LT(i, kGroupedTcTileElems);
+  return s[i];
+}
+
+void ReplayKindTc(GroupedGemmKind kind, const GroupedGemmShape& sh, const std::vector<int32_t>& off,
+                  const std::vector<float>& a, const std::vector<float>& b, std::vector<float>& c,
+                  std::vector<int>& writes) {
+  std::vector<int32_t> prefix(sh.experts + 1);
+  GroupedTilePrefix(off.data(), sh.experts, prefix.data());
+  const bool ak = GroupedAKMajor(kind), bk = GroupedBKMajor(kind);
+  const bool a_row = GroupedTcARowMajor(ak), b_row = GroupedTcBRowMajor(bk);
+  constexpr int F = kGroupedTcFrag;
+  int64_t grid[3];
+  GroupedGrid(kind, sh, grid);
+  std::vector<double> sa, sb;
+  for (int64_t bz = 0; bz < grid[2]; ++bz) {
+    for (int64_t by = 0; by < grid[1]; ++by) {
+      for (int64_t bx = 0; bx < grid[0]; ++bx) {
+        GroupedBlockGemm g;
+        if (!GroupedBlockFor(kind, sh, off.data(), prefix.data(), bx, by, bz, &g)) continue;
+        // acc[warp][j][row][col], summed over k in order as the references do.
+        std::vector<double> acc(kGroupedTcWarps * kGroupedTcFragsPerWarp * F * F, 0.0);
+        for (int64_t k0 = 0; k0 < g.depth; k0 += kGroupedTcTileK) {
+          ReplayTcLoad(ak, a, g.a_offset, g.lda, g.a_rows, g.depth, g.m0, k0, sa);
+          ReplayTcLoad(bk, b, g.b_offset, g.ldb, g.b_rows, g.depth, g.n0, k0, sb);
+          for (int kk = 0; kk < kGroupedTcTileK; kk += F) {
+            for (int w = 0; w < kGroupedTcWarps; ++w) {
+              const int fa = GroupedTcAt(ak, GroupedTcWarpFragRow(w) * F, kk);
+              for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
+                const int fb = GroupedTcAt(bk, GroupedTcWarpFragCol(w, j) * F, kk);
+                double* frag = &acc[(w * kGroupedTcFragsPerWarp + j) * F * F];
+                for (int i = 0; i < F; ++i)
+                  for (int jj = 0; jj < F; ++jj)
+                    for (int k = 0; k < F; ++k)
+                      frag[i * F + jj] +=
+                          FragAt(sa, fa, a_row, i, k) * FragAt(sb, fb, b_row, k, jj);
+              }
+            }
+          }
+        }
+        // store_matrix_sync (row-major) into the [64][kGroupedTcCLd] output tile.
+        std::vector<double> sc(kGroupedTileM * kGroupedTcCLd,
+                               std::numeric_limits<double>::quiet_NaN());
+        for (int w = 0; w < kGroupedTcWarps; ++w) {
+          for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
+            const int base =
+                GroupedTcWarpFragRow(w) * F * kGroupedTcCLd + GroupedTcWarpFragCol(w, j) * F;
+            ASSERT_EQ(base % 8, 0) << "output fragment pointer not 32-byte aligned";
+            for (int i = 0; i < F; ++i)
+              for (int jj = 0; jj < F; ++jj)
+                sc[base + i * kGroupedTcCLd + jj] =
+                    acc[(w * kGroupedTcFragsPerWarp + j) * F * F + i * F + jj];
+          }
+        }
+        for (int idx = 0; idx < kGroupedTileM * kGroupedTileN; ++idx) {
+          const int mm = idx / kGroupedTileN, nn = idx % kGroupedTileN;
+          const int64_t m = g.m0 + mm, n = g.n0 + nn;
+          if (m >= g.a_rows || n >= g.b_rows) continue;
+          const double v = sc[mm * kGroupedTcCLd + nn];
+          ASSERT_FALSE(std::isnan(v)) << "read a shared slot no load or fragment wrote";
+          const int64_t i = g.c_offset + m * g.ldc + n;
+          ASSERT_GE(i, 0);
+          ASSERT_LT(i, int64_t(c.size()));
+          c[i] = kind == GroupedGemmKind::kWeightGrad ? float(double(c[i]) + v) : float(v);
+          ++writes[i];
+        }
+      }
+    }
+  }
+}
+
+// Shapes that exercise every edge of the tensor-core block: N and K past a 64 multiple (and
+// K < 64, a single partial step), experts of 1, 63, 64, 65 rows and empty ones, spare rows.
+TEST(GroupedGemmTcBlocks, ReplayMatchesReferences) {
+  struct Case {
+    std::vector<int32_t> counts;
+    int64_t n, k;
+  };
+  for (const Case& cs : {Case{{70, 0, 1, 130, 64, 65, 0, 33}, 72, 100}, Case{{0, 3}, 24, 40},
+                         Case{{200}, 130, 64}, Case{{63, 1}, 64, 129}}) {
+    SCOPED_TRACE(::testing::PrintToString(cs.counts) + " N " + std::to_string(cs.n) + " K " +
+                 std::to_string(cs.k));
+    const auto off = OffsetsFromCounts(cs.counts);
+    GroupedGemmShape sh;
+    sh.experts = int64_t(cs.counts.size());
+    sh.rows = off.back() + 3;  // spare rows past offsets[E]
+    sh.n = cs.n;
+    sh.k = cs.k;
+    const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    auto random = [&](int64_t n) {
+      std::vector<float> v(n);
+      for (float& f : v) f = u(rng);
+      return v;
+    };
+    const auto x = random(R * K), w = random(E * N * K), dy = random(R * N);
+    const auto y0 = random(R * N), dx0 = random(R * K), dw0 = random(E * N * K);
+
+    auto y = y0, want_y = y0;
+    std::vector<int> y_writes(R * N, 0);
+    ReplayKindTc(GroupedGemmKind::kForward, sh, off, x, w, y, y_writes);
+    ref::GroupedGemmForward(x.data(), w.data(), want_y.data(), off.data(), sh);
+    auto dx = dx0, want_dx = dx0;
+    std::vector<int> dx_writes(R * K, 0);
+    ReplayKindTc(GroupedGemmKind::kDataGrad, sh, off, dy, w, dx, dx_writes);
+    ref::GroupedGemmDataGrad(dy.data(), w.data(), want_dx.data(), off.data(), sh);
+    auto dw = dw0, want_dw = dw0;
+    std::vector<int> dw_writes(E * N * K, 0);
+    ReplayKindTc(GroupedGemmKind::kWeightGrad, sh, off, dy, x, dw, dw_writes);
+    ref::GroupedGemmWeightGrad(dy.data(), x.data(), want_dw.data(), off.data(), sh);
+
+    EXPECT_EQ(y, want_y);
+    EXPECT_EQ(dx, want_dx);
+    EXPECT_EQ(dw, want_dw);
+    for (int64_t r = 0; r < R; ++r) {
+      const int want = r < off.back() ? 1 : 0;
+      for (int64_t n = 0; n < N; ++n) ASSERT_EQ(y_writes[r * N + n], want) << r << "," << n;
+      for (int64_t k = 0; k < K; ++k) ASSERT_EQ(dx_writes[r * K + k], want) << r << "," << k;
+    }
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t i = 0; i < N * K; ++i) ASSERT_EQ(dw_writes[e * N * K + i], cs.counts[e] ? 1 : 0);
   }
 }
 
