@@ -29,16 +29,27 @@ int ClassOf(const Param& p) {
 }
 }  // namespace
 
-DeviceParams::DeviceParams(Backend* backend, ParamStore* host) : be_(backend), host_(host) {
+DeviceParams::DeviceParams(Backend* backend, ParamStore* host, int shards, int shard)
+    : be_(backend), host_(host) {
+  MT_CHECK(shards >= 1 && shard >= 0 && shard < shards, "device model: shard ", shard, " of ",
+           shards);
   params_.resize(host->all().size());
   int64_t size[3] = {};
   for (const auto& p : host->all()) size[ClassOf(*p)] += p->value.numel();
-  for (int c = 0; c < 3; ++c) {
-    next_[c] = c == 0 ? 0 : end_[c - 1];
-    end_[c] = next_[c] + size[c];
-  }
+  end_[0] = size[0];
+  end_[1] = size[0] + size[1];
+  shard_size_ = (end_[1] + shards - 1) / shards;
+  padded_ = shard_size_ * shards;
+  shard_begin_ = shard_size_ * shard;
+  next_[0] = 0;
+  next_[1] = end_[0];
+  next_[2] = padded_;  // state after the padding: the all-gather writes [0, padded)
+  end_[2] = padded_ + size[2];
   values_ = be_->Empty({end_[2]});
-  for (Tensor* t : {&grads_, &m_, &v_}) *t = be_->Empty({end_[1]});
+  grads_ = be_->Empty({padded_});
+  grad_shard_ = shards == 1 ? grads_ : be_->Empty({shard_size_});
+  m_ = be_->Empty({shard_size_});
+  v_ = be_->Empty({shard_size_});
 }
 
 void DeviceParams::Place(DeviceParam* d, const Param& p, int64_t n) {
@@ -51,10 +62,7 @@ void DeviceParams::Place(DeviceParam* d, const Param& p, int64_t n) {
 void DeviceParams::Bind(DeviceParam* d, std::vector<int64_t> shape) const {
   const int64_t n = NumElements(shape);
   d->value = values_.Slice(d->offset, d->offset + n).View(shape);
-  if (!d->host->trainable) return;
-  d->grad = grads_.Slice(d->offset, d->offset + n).View(shape);
-  d->m = m_.Slice(d->offset, d->offset + n).View(shape);
-  d->v = v_.Slice(d->offset, d->offset + n).View(shape);
+  if (d->host->trainable) d->grad = grads_.Slice(d->offset, d->offset + n).View(shape);
 }
 
 DeviceParam* DeviceParams::Get(const std::string& name) {

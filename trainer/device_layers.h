@@ -25,27 +25,30 @@
 namespace mt {
 inline namespace MT_REAL_NS {
 
-// A host parameter's device copy: value and gradient, and AdamW's fp32 moments, each a view
-// of DeviceParams' flat buffers at `offset`.
+// A host parameter's device copy: value and gradient, views of DeviceParams' flat buffers
+// at `offset`.
 struct DeviceParam {
   Param* host = nullptr;
-  int64_t offset = 0;  // in DeviceParams::values() (and grads(), m(), v() when trainable)
+  int64_t offset = 0;  // in DeviceParams::values() (and grads(), when trainable)
   Tensor value, grad;  // expert weights: slices of their layer's [E, N, K] stacks
-  Tensor m, v;         // trainable parameters only
 };
 
 // Every parameter of a ParamStore on one backend. Values, gradients and AdamW's moments
 // each live in one flat buffer, so that zeroing the gradients, their norm, clipping and
 // AdamW are a launch or two over the whole model rather than a few per parameter (DeepSeek's
-// 2.5B benchmark model has ~700 parameters). The buffers are laid out by optimizer class:
-//   values [P]        = trainable with weight decay | trainable without | state (the
-//                       routers' e_score_correction_bias, which AdamW does not touch)
-//   grads, m, v [Pt]  = the first two classes, at the values' offsets
+// 2.5B benchmark model has ~700 parameters), and data parallelism is one reduce-scatter and
+// one all-gather (ZeRO-1, as trainer/zero_optimizer.h). The layout, by optimizer class:
+//   values [Pp + Ps] = trainable with weight decay | trainable without | padding | state
+//                      (the routers' e_score_correction_bias, which AdamW does not touch)
+//   grads [Pp]       = the trainable classes at the values' offsets, zero padding to Pp, a
+//                      multiple of the `shards` data-parallel ranks
+//   m, v, grad_shard [Pp / shards] = this rank's shard: elements [shard_begin, shard_end)
+//                      of the trainable classes (with one rank, grad_shard is grads itself)
 // An expert projection's E weights sit back to back, as the [E, N, K] stack the grouped
 // GEMMs read.
 class DeviceParams {
  public:
-  DeviceParams(Backend* backend, ParamStore* host);
+  DeviceParams(Backend* backend, ParamStore* host, int shards = 1, int shard = 0);
   Backend& backend() const { return *be_; }
   // The device copy of `name` (uploaded on first use).
   DeviceParam* Get(const std::string& name);
@@ -57,14 +60,17 @@ class DeviceParams {
   // Copies every value (and, with grads, gradient) back to the host parameters.
   void Download(bool grads) const;
 
-  // The flat buffers: values [P]; grads, m, v [Pt] (Pt = trainable()).
-  float* values() { return values_.data<float>(); }
-  float* grads() { return grads_.data<float>(); }
-  float* m() { return m_.data<float>(); }
-  float* v() { return v_.data<float>(); }
-  Tensor& grad_tensor() { return grads_; }
+  // The flat buffers (above).
+  Tensor& values() { return values_; }
+  Tensor& grads() { return grads_; }
+  Tensor& grad_shard() { return grad_shard_; }
+  Tensor& m() { return m_; }
+  Tensor& v() { return v_; }
   int64_t decayed() const { return end_[0]; }    // [0, decayed) take weight decay
   int64_t trainable() const { return end_[1]; }  // [decayed, trainable) do not
+  int64_t padded() const { return padded_; }     // Pp
+  int64_t shard_begin() const { return shard_begin_; }
+  int64_t shard_size() const { return shard_size_; }
 
  private:
   // The next `n` elements of `p`'s class; sets d->offset and the views of the flat buffers.
@@ -73,8 +79,9 @@ class DeviceParams {
 
   Backend* be_;
   ParamStore* host_;
-  Tensor values_, grads_, m_, v_;
+  Tensor values_, grads_, grad_shard_, m_, v_;
   int64_t next_[3] = {}, end_[3] = {};  // per class: the next free offset, the class's end
+  int64_t padded_ = 0, shard_begin_ = 0, shard_size_ = 0;
   std::vector<std::unique_ptr<DeviceParam>> params_;  // parallel to host_->all()
 };
 

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "kernels/status.h"
 #include "trainer/optimizer.h"
@@ -28,11 +30,11 @@ struct DeviceModel::Mtp {
 };
 
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
-                         Backend* backend)
+                         Backend* backend, int dp_size, int dp_rank)
     : m_(m),
       precision_(precision),
       be_(backend),
-      params_(std::make_unique<DeviceParams>(backend, params)) {
+      params_(std::make_unique<DeviceParams>(backend, params, dp_size, dp_rank)) {
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
@@ -259,7 +261,7 @@ Losses DeviceModel::Evaluate(const int32_t* tokens, int64_t B, int64_t S,
   return Run(tokens, B, S, w, 0.0, /*backward=*/false, nullptr);
 }
 
-void DeviceModel::ZeroGrads() { be_->Zero(&params_->grad_tensor()); }
+void DeviceModel::ZeroGrads() { be_->Zero(&params_->grads()); }
 
 double DeviceModel::GradNorm() {
   std::vector<DeviceParam*> trainable;
@@ -269,14 +271,22 @@ double DeviceModel::GradNorm() {
 }
 
 double DeviceModel::GradNorm(const std::vector<DeviceParam*>& order) {
+  MT_CHECK(params_->shard_size() == params_->padded(),
+           "GradNorm of one rank's gradients under data parallelism: use ShardSumSquares");
   std::vector<std::pair<int64_t, int64_t>> ranges;
   for (const DeviceParam* d : order) {
     MT_CHECK(d->host->trainable, "grad norm over ", d->host->name, ", which is not trainable");
     ranges.emplace_back(d->offset, d->value.numel());
   }
   Tensor sum = be_->Empty({1}, DType::kF64);
-  be_->SumSquaresRanges(params_->grads(), ranges, sum.data<double>());
+  be_->SumSquaresRanges(params_->grads().data<float>(), ranges, sum.data<double>());
   return std::sqrt(be_->ToHost(sum).data<double>()[0]);
+}
+
+double DeviceModel::ShardSumSquares() {
+  Tensor sum = be_->Empty({1}, DType::kF64);
+  be_->SumSquares(params_->grad_shard().data<float>(), params_->shard_size(), sum.data<double>());
+  return be_->ToHost(sum).data<double>()[0];
 }
 
 void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,
@@ -287,14 +297,20 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
   const AdamStepCoeffs dc{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
   // ClipScale's rule: scale by max_norm / (norm + 1e-6) only when norm exceeds max_norm.
   // Elementwise, so the flat buffers give AdamW::Step's values exactly: one launch for the
-  // clipping and one per decay class.
+  // clipping and one per decay class in the shard (padding, past trainable(), is skipped).
   DeviceParams& ps = *params_;
+  float* g = ps.grad_shard().data<float>();
   if (opt.grad_clip > 0 && norm > opt.grad_clip)
-    be_->Scale(ps.grads(), ps.trainable(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
-  const int64_t split = ps.decayed();
-  be_->AdamW(ps.values(), ps.grads(), ps.m(), ps.v(), split, /*decay=*/true, dc);
-  be_->AdamW(ps.values() + split, ps.grads() + split, ps.m() + split, ps.v() + split,
-             ps.trainable() - split, /*decay=*/false, dc);
+    be_->Scale(g, ps.shard_size(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
+  const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
+  for (const auto& [lo, hi, decay] : {std::tuple{begin, std::min(end, ps.decayed()), true},
+                                      std::tuple{std::max(begin, ps.decayed()),
+                                                 std::min(end, ps.trainable()), false}}) {
+    if (hi <= lo) continue;
+    const int64_t s = lo - begin;  // in the shard
+    be_->AdamW(ps.values().data<float>() + lo, g + s, ps.m().data<float>() + s,
+               ps.v().data<float>() + s, hi - lo, decay, dc);
+  }
   // UpdateExpertBiases (trainer/optimizer.cc) on the host copy of each [E] bias.
   if (gamma == 0) return;
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
@@ -314,6 +330,40 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
 }
 
 void DeviceModel::Download(bool grads) const { params_->Download(grads); }
+
+absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>& m,
+                                      const std::map<std::string, const Tensor*>& v) {
+  DeviceParams& ps = *params_;
+  const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
+  for (const auto& [from, to] : {std::pair{&m, &ps.m()}, std::pair{&v, &ps.v()}}) {
+    Tensor shard({ps.shard_size()}, DType::kF32);  // padding stays zero
+    for (const DeviceParam* d : ps.All()) {
+      const Param& p = *d->host;
+      if (!p.trainable) continue;
+      auto it = from->find(p.name);
+      if (it == from->end())
+        return absl::InvalidArgumentError("the optimizer state has no moment for " + p.name);
+      if (it->second->shape() != p.value.shape())
+        return absl::InvalidArgumentError("the optimizer state's moment for " + p.name +
+                                          " is shaped " + ShapeString(it->second->shape()) +
+                                          ", expected " + ShapeString(p.value.shape()));
+      // The parameter's elements [offset, offset + n) that fall in this rank's shard.
+      const int64_t lo = std::max(begin, d->offset);
+      const int64_t hi = std::min(end, d->offset + p.value.numel());
+      if (hi <= lo) continue;
+      const Tensor f32 = it->second->To(DType::kF32);
+      std::copy_n(f32.data<float>() + (lo - d->offset), hi - lo, shard.data<float>() + (lo - begin));
+    }
+    be_->CopyFromHost(shard.raw(), to->raw(), shard.nbytes());
+  }
+  be_->Synchronize();  // the host shards are about to go
+  return absl::OkStatus();
+}
+
+void DeviceModel::MomentShards(Tensor* m, Tensor* v) const {
+  *m = be_->ToHost(params_->m());
+  *v = be_->ToHost(params_->v());
+}
 
 }  // namespace MT_REAL_NS
 }  // namespace mt

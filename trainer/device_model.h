@@ -17,8 +17,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
+
+#include "absl/status/status.h"
 
 #include "kernels/backend.h"
 #include "trainer/device_layers.h"
@@ -30,18 +34,23 @@ inline namespace MT_REAL_NS {
 class DeviceModel {
  public:
   // The device copy of the whole model `m` whose parameters are `params` (a Model's, or a
-  // single-process ParallelModel's) at `precision`; `params` and `backend` must outlive
-  // this (Download writes into `params`).
-  DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params, Backend* backend);
+  // ParallelModel's without pipeline or expert parallelism) at `precision`; `params` and
+  // `backend` must outlive this (Download writes into `params`). With `dp_size` > 1 this is
+  // data-parallel rank `dp_rank`: it keeps and updates AdamW's moments for its shard of the
+  // flat trainable buffer only (ZeRO-1; DeviceParams), and the caller moves the gradients
+  // and parameters between the ranks (ReduceGradients, GatherParameters).
+  DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params, Backend* backend,
+              int dp_size = 1, int dp_rank = 0);
   DeviceModel(Model* model, Backend* backend)
       : DeviceModel(model->config(), model->precision().precision(), &model->params(), backend) {}
   ~DeviceModel();
 
   const ModelConfig& config() const { return m_; }
   Backend& backend() const { return *be_; }
-  // Every parameter with its gradient and AdamW moments (m, v: fp32), in the ParamStore's
-  // order: what a checkpoint saves and restores.
+  // Every parameter with its gradient, in the ParamStore's order.
   std::vector<DeviceParam*> params() const { return params_->All(); }
+  // The flat buffers and this rank's shard of them (DeviceParams).
+  DeviceParams& flat() const { return *params_; }
 
   // Model::ForwardBackward's contract: tokens [B, S+1] on the host; gradients of
   // grad_scale x the loss accumulate on the device; loads[moe layer][E] +=.
@@ -50,15 +59,26 @@ class DeviceModel {
   Losses Evaluate(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w);
 
   void ZeroGrads();
-  // sqrt(sum of squared gradients) over the trainable parameters (AdamW::GradNorm), or
-  // over `order`, whose parameters' sums are added in its order (ZeroAdamW's, for one that
-  // mirrors it).
+  // One rank: sqrt(sum of squared gradients) over the trainable parameters
+  // (AdamW::GradNorm), or over `order`, whose parameters' sums are added in its order
+  // (ZeroAdamW's, for one that mirrors it).
   double GradNorm();
   double GradNorm(const std::vector<DeviceParam*>& order);
-  // AdamW::ClipGradients, then AdamW::Step at learning rate lr (optimizer step `step`,
-  // 1-based), then UpdateExpertBiases with speed gamma from the step's loads.
+  // Data-parallel: the sum of squares of this rank's reduced gradient shard (the norm is
+  // the square root of its sum over the ranks).
+  double ShardSumSquares();
+  // On this rank's shard (every trainable element with one rank): AdamW::ClipGradients,
+  // then AdamW::Step at learning rate lr (optimizer step `step`, 1-based); then, on every
+  // rank, UpdateExpertBiases with speed gamma from the step's (global) loads.
   void OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,
                      const std::vector<std::vector<int64_t>>& loads, double gamma);
+
+  // AdamW's moments by parameter name, full host tensors (ZeroAdamW's checkpoint form):
+  // this rank's shard of them onto the device (a missing name: InvalidArgument naming it).
+  absl::Status LoadMoments(const std::map<std::string, const Tensor*>& m,
+                           const std::map<std::string, const Tensor*>& v);
+  // This rank's shard of the moments, host copies [shard_size] each.
+  void MomentShards(Tensor* m, Tensor* v) const;
 
   // Parameter values (and with grads, gradients) back into the Model's ParamStore.
   void Download(bool grads) const;

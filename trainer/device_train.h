@@ -9,6 +9,14 @@
 // update as the CPU path, so on CpuBackend (MOETRAIN_DEVICE_BACKEND=cpu) a run is bit for
 // bit the CPU path's (tests/trainer/device_train_test.sh). Before a checkpoint or
 // generation SyncToHost() copies parameters (and moments) back into the mirror.
+//
+// Data parallelism (parallel.dp > 1, one process per device, pipeline and expert
+// parallelism not yet on this path): every rank holds the whole device model and runs its
+// share of each global batch; the gradients are reduce-scattered over the DP group, each
+// rank updates its shard of the flat parameter buffer with its shard of AdamW's moments,
+// and the shards are all-gathered back (ZeRO-1, as ZeroAdamW). On the CPU backend the
+// collectives are the run's MPI communicators; on CUDA an NCCL communicator over the DP
+// group, on the compute stream.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "data/sampler.h"
 #include "kernels/backend.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 #include "trainer/device_model.h"
 #include "trainer/parallel_model.h"
@@ -53,33 +62,41 @@ class DeviceTrainer {
   // "cuda (NVIDIA H200)" or "the device path on the CPU backend": for the run's header.
   std::string Describe() const;
 
-  // ParallelModel::ForwardBackward's contract (one process): zeroes the gradients, runs the
-  // global batch's micro-batches, returns their mean losses and summed expert loads.
+  // ParallelModel::ForwardBackward's contract: zeroes the gradients, runs this rank's
+  // micro-batches of the global batch, returns the mean losses and summed expert loads of
+  // the whole batch (all ranks).
   absl::StatusOr<GlobalBatchResult> ForwardBackward(const data::TrainSampleSource& samples,
                                                     int64_t cursor, int64_t global_batch,
                                                     int64_t micro_batch, const ObjectiveWeights& w);
   // The global gradient norm, summed as ZeroAdamW::ReduceGradients sums it (dense
-  // parameters, then routed experts), so clipping scales by the same factor.
-  double GradNorm();
+  // parameters, then routed experts), so clipping scales by the same factor. With DP,
+  // first reduce-scatters the gradients (collective).
+  absl::StatusOr<double> GradNorm();
   // Fault injection (training.fault_inject_nan_step): a NaN in one gradient.
   void InjectNan();
   // Clipping, AdamW at lr and the bias update with speed gamma; advances r.opt's step
   // counter as ZeroAdamW::Step does, so checkpoints record the same optimizer_step.
-  void Step(double lr, double norm, const std::vector<std::vector<int64_t>>& loads, double gamma);
+  // With DP, then all-gathers the parameters (collective).
+  absl::Status Step(double lr, double norm, const std::vector<std::vector<int64_t>>& loads,
+                    double gamma);
   // Every MoE layer's router bias [E], in ParallelModel::moe_layers() order.
   std::vector<std::vector<float>> Biases() const;
-  // ParallelModel::Evaluate's mean losses over validation windows [0, windows).
-  Losses Evaluate(const data::ValidationSource& val, int64_t windows, int64_t micro_batch,
-                  const ObjectiveWeights& w);
+  // ParallelModel::Evaluate's mean losses over validation windows [0, windows) (collective).
+  absl::StatusOr<Losses> Evaluate(const data::ValidationSource& val, int64_t windows,
+                                  int64_t micro_batch, const ObjectiveWeights& w);
   // Parameters into the host mirror (r.model's ParamStore) and, with moments, the AdamW
-  // moments into r.opt: before Save() (with) and generation (without).
+  // moments into r.opt: before Save() (with; collective) and generation (without).
   absl::Status SyncToHost(bool moments);
 
  private:
   explicit DeviceTrainer(Run& r) : r_(r) {}
 
   Run& r_;
+  Communicator* world_ = nullptr;      // host scalars: losses, loads
+  Communicator* dp_ = nullptr;         // host buffers over the DP group: norms, moments
+  Communicator* dp_device_ = nullptr;  // the backend's buffers over the DP group
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> nccl_dp_;  // dp_device_ on CUDA: uses backend_'s stream
   std::string device_name_;
   std::unique_ptr<DeviceModel> model_;      // destroyed before backend_
   std::vector<DeviceParam*> norm_order_;    // trainable: dense, then routed experts

@@ -185,7 +185,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
     const double lr = cfg.optimizer.lr.Value(tokens_before);
     double gnorm = 0;
     if (dev) {
-      gnorm = dev->GradNorm();
+      ASSIGN_OR_RETURN(gnorm, dev->GradNorm());
     } else {
       ASSIGN_OR_RETURN(gnorm, r.opt->ReduceGradients());
     }
@@ -213,7 +213,7 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
       const double gamma = cfg.training.bias_update_speed.Value(tokens_before);
       std::vector<std::vector<float>> biases;  // [MoE layer][expert]; empty: another stage's
       if (dev) {
-        dev->Step(lr, gnorm, batch.loads, gamma);
+        RETURN_IF_ERROR(dev->Step(lr, gnorm, batch.loads, gamma));
         biases = dev->Biases();
       } else {
         RETURN_IF_ERROR(r.opt->Step(lr, gnorm, cfg.optimizer.grad_clip));
