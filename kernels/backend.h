@@ -277,6 +277,10 @@ class Backend {
   // AdamW with fp32 moments m, v [n] (trainer/optimizer.cc's update, in double).
   virtual void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
                      const AdamStepCoeffs& c) = 0;
+  // The same with the moments stored as BF16 bit patterns (optimizer.moment_dtype bf16,
+  // DeepSeek-V3's choice): read widened, updated in double, rounded to nearest even.
+  virtual void AdamWBf16Moments(float* w, const float* g, uint16_t* m, uint16_t* v, int64_t n,
+                                bool decay, const AdamStepCoeffs& c) = 0;
 };
 
 }  // namespace mt

@@ -267,19 +267,37 @@ void CpuBackend::SumSquares(const float* g, int64_t n, double* sum_sq) {
 void CpuBackend::Scale(float* g, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) g[i] *= scale;
 }
-void CpuBackend::AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
-                       const AdamStepCoeffs& c) {
+namespace {
+// Moment storage, read and written as trainer/optimizer.cc's AdamUpdate does.
+double LoadMoment(const float* p, int64_t i) { return p[i]; }
+double LoadMoment(const uint16_t* p, int64_t i) { return Bf16ToFloat(p[i]); }
+void StoreMoment(float* p, int64_t i, double x) { p[i] = static_cast<float>(x); }
+void StoreMoment(uint16_t* p, int64_t i, double x) { p[i] = FloatToBf16(static_cast<float>(x)); }
+
+template <typename M>
+void AdamWLoop(float* w, const float* g, M* m, M* v, int64_t n, bool decay,
+               const AdamStepCoeffs& c) {
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    const double mi = c.b1 * m[i] + (1 - c.b1) * g[i];
-    const double vi = c.b2 * v[i] + (1 - c.b2) * static_cast<double>(g[i]) * g[i];
-    m[i] = static_cast<float>(mi);
-    v[i] = static_cast<float>(vi);
+    const double mi = c.b1 * LoadMoment(m, i) + (1 - c.b1) * g[i];
+    const double vi = c.b2 * LoadMoment(v, i) + (1 - c.b2) * static_cast<double>(g[i]) * g[i];
+    StoreMoment(m, i, mi);
+    StoreMoment(v, i, vi);
     double p = w[i];
     if (decay) p *= 1 - c.lr * c.wd;  // decoupled (torch.optim.AdamW order)
     p -= c.lr * (mi / c.bc1) / (std::sqrt(vi / c.bc2) + c.eps);
     w[i] = static_cast<float>(p);
   }
+}
+}  // namespace
+
+void CpuBackend::AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
+                       const AdamStepCoeffs& c) {
+  AdamWLoop(w, g, m, v, n, decay, c);
+}
+void CpuBackend::AdamWBf16Moments(float* w, const float* g, uint16_t* m, uint16_t* v, int64_t n,
+                                  bool decay, const AdamStepCoeffs& c) {
+  AdamWLoop(w, g, m, v, n, decay, c);
 }
 
 }  // namespace mt

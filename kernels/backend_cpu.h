@@ -100,6 +100,8 @@ class CpuBackend : public Backend {
   void Scale(float* g, int64_t n, float scale) override;
   void AdamW(float* w, const float* g, float* m, float* v, int64_t n, bool decay,
              const AdamStepCoeffs& c) override;
+  void AdamWBf16Moments(float* w, const float* g, uint16_t* m, uint16_t* v, int64_t n, bool decay,
+                        const AdamStepCoeffs& c) override;
 };
 
 }  // namespace mt

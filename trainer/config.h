@@ -196,9 +196,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 absl::Status ValidateConfig(const Config& config);
 
 // What in `config` keeps a run off the device path (training.device cuda), one phrase each
-// ("parallel.ep is 2"): it trains the whole model on each data-parallel rank (pp = ep = 1)
-// with optimizer.moment_dtype fp32, in any training.precision. Empty when the config
-// allows it.
+// ("parallel.ep is 2"): it trains the whole model on each data-parallel rank (pp = ep = 1),
+// in any training.precision and optimizer.moment_dtype. Empty when the config allows it.
 std::vector<std::string> DevicePathBlockers(const Config& config);
 
 // Hugging Face config.json <-> ModelConfig. FromHfJson ignores keys HF defines but we do

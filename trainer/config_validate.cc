@@ -253,10 +253,9 @@ absl::Status ValidateTraining(const Checker& v, const Config& c) {
   RETURN_IF_ERROR(v.Require(
       t.device != "cuda" || blockers.empty(), "training.device",
       absl::StrCat("cuda, but ", absl::StrJoin(blockers, ", ")),
-      "parallel.pp = ep = 1 and optimizer.moment_dtype fp32 (the GPU step runs the whole "
-      "model on each data-parallel rank with FP32 moments, for now), or training.device auto "
-      "or cpu",
-      {"parallel.pp", "parallel.ep", "optimizer.moment_dtype"}));
+      "parallel.pp = ep = 1 (the GPU step runs the whole model on each data-parallel rank, "
+      "for now), or training.device auto or cpu",
+      {"parallel.pp", "parallel.ep"}));
   RETURN_IF_ERROR(v.CheckSchedule("training.mtp_lambda", t.mtp_lambda));
   RETURN_IF_ERROR(v.CheckSchedule("training.bias_update_speed", t.bias_update_speed));
   RETURN_IF_ERROR(v.NonNegative("training.balance_loss_alpha", t.balance_loss_alpha));
@@ -372,8 +371,6 @@ std::vector<std::string> DevicePathBlockers(const Config& c) {
   for (const auto& [key, value] :
        {std::pair{"parallel.pp", c.parallel.pp}, std::pair{"parallel.ep", c.parallel.ep}})
     if (value != 1) out.push_back(absl::StrCat(key, " is ", value));
-  if (c.optimizer.moment_dtype != "fp32")
-    out.push_back(absl::StrCat("optimizer.moment_dtype is ", c.optimizer.moment_dtype));
   return out;
 }
 

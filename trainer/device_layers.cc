@@ -29,10 +29,13 @@ int ClassOf(const Param& p) {
 }
 }  // namespace
 
-DeviceParams::DeviceParams(Backend* backend, ParamStore* host, int shards, int shard)
+DeviceParams::DeviceParams(Backend* backend, ParamStore* host, const DeviceOptimizerLayout& layout)
     : be_(backend), host_(host) {
+  const int shards = layout.dp_size, shard = layout.dp_rank;
   MT_CHECK(shards >= 1 && shard >= 0 && shard < shards, "device model: shard ", shard, " of ",
            shards);
+  MT_CHECK(layout.moments == DType::kF32 || layout.moments == DType::kBF16,
+           "device model: AdamW moments are fp32 or bf16, not ", DTypeName(layout.moments));
   params_.resize(host->all().size());
   int64_t size[3] = {};
   for (const auto& p : host->all()) size[ClassOf(*p)] += p->value.numel();
@@ -48,8 +51,8 @@ DeviceParams::DeviceParams(Backend* backend, ParamStore* host, int shards, int s
   values_ = be_->Empty({end_[2]});
   grads_ = be_->Empty({padded_});
   grad_shard_ = shards == 1 ? grads_ : be_->Empty({shard_size_});
-  m_ = be_->Empty({shard_size_});
-  v_ = be_->Empty({shard_size_});
+  m_ = be_->Empty({shard_size_}, layout.moments);
+  v_ = be_->Empty({shard_size_}, layout.moments);
 }
 
 void DeviceParams::Place(DeviceParam* d, const Param& p, int64_t n) {

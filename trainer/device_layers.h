@@ -33,6 +33,12 @@ struct DeviceParam {
   Tensor value, grad;  // expert weights: slices of their layer's [E, N, K] stacks
 };
 
+// How the device model keeps AdamW's state (ZeroAdamW's choices).
+struct DeviceOptimizerLayout {
+  int dp_size = 1, dp_rank = 0;    // ZeRO-1: the moments are split over dp_size ranks
+  DType moments = DType::kF32;     // optimizer.moment_dtype: kF32, or kBF16 bit patterns
+};
+
 // Every parameter of a ParamStore on one backend. Values, gradients and AdamW's moments
 // each live in one flat buffer, so that zeroing the gradients, their norm, clipping and
 // AdamW are a launch or two over the whole model rather than a few per parameter (DeepSeek's
@@ -42,13 +48,14 @@ struct DeviceParam {
 //                      (the routers' e_score_correction_bias, which AdamW does not touch)
 //   grads [Pp]       = the trainable classes at the values' offsets, zero padding to Pp, a
 //                      multiple of the `shards` data-parallel ranks
-//   m, v, grad_shard [Pp / shards] = this rank's shard: elements [shard_begin, shard_end)
-//                      of the trainable classes (with one rank, grad_shard is grads itself)
+//   grad_shard [Pp / shards] = this rank's shard of the reduced gradients: elements
+//                      [shard_begin, shard_end) (with one rank, grads itself)
+//   m, v [Pp / shards] = AdamW's moments of the same elements, FP32 or BF16 bits
 // An expert projection's E weights sit back to back, as the [E, N, K] stack the grouped
 // GEMMs read.
 class DeviceParams {
  public:
-  DeviceParams(Backend* backend, ParamStore* host, int shards = 1, int shard = 0);
+  DeviceParams(Backend* backend, ParamStore* host, const DeviceOptimizerLayout& layout = {});
   Backend& backend() const { return *be_; }
   // The device copy of `name` (uploaded on first use).
   DeviceParam* Get(const std::string& name);
@@ -71,6 +78,7 @@ class DeviceParams {
   int64_t padded() const { return padded_; }     // Pp
   int64_t shard_begin() const { return shard_begin_; }
   int64_t shard_size() const { return shard_size_; }
+  DType moment_dtype() const { return m_.dtype(); }
 
  private:
   // The next `n` elements of `p`'s class; sets d->offset and the views of the flat buffers.

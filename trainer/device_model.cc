@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 #include <utility>
 
@@ -30,11 +31,11 @@ struct DeviceModel::Mtp {
 };
 
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
-                         Backend* backend, int dp_size, int dp_rank)
+                         Backend* backend, const DeviceOptimizerLayout& opt)
     : m_(m),
       precision_(precision),
       be_(backend),
-      params_(std::make_unique<DeviceParams>(backend, params, dp_size, dp_rank)) {
+      params_(std::make_unique<DeviceParams>(backend, params, opt)) {
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
@@ -291,8 +292,9 @@ double DeviceModel::ShardSumSquares() {
 
 void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,
                                 const std::vector<std::vector<int64_t>>& loads, double gamma) {
-  MT_CHECK(opt.moment_dtype == "fp32", "the device model keeps fp32 AdamW moments, not ",
-           opt.moment_dtype);
+  const DType moments = params_->moment_dtype();
+  MT_CHECK((opt.moment_dtype == "bf16") == (moments == DType::kBF16), "the device model keeps ",
+           DTypeName(moments), " AdamW moments, not optimizer.moment_dtype ", opt.moment_dtype);
   const AdamCoeffs c = MakeAdamCoeffs(opt, lr, step);
   const AdamStepCoeffs dc{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
   // ClipScale's rule: scale by max_norm / (norm + 1e-6) only when norm exceeds max_norm.
@@ -308,8 +310,13 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
                                                  std::min(end, ps.trainable()), false}}) {
     if (hi <= lo) continue;
     const int64_t s = lo - begin;  // in the shard
-    be_->AdamW(ps.values().data<float>() + lo, g + s, ps.m().data<float>() + s,
-               ps.v().data<float>() + s, hi - lo, decay, dc);
+    float* w = ps.values().data<float>() + lo;
+    if (moments == DType::kBF16) {
+      be_->AdamWBf16Moments(w, g + s, static_cast<uint16_t*>(ps.m().raw()) + s,
+                            static_cast<uint16_t*>(ps.v().raw()) + s, hi - lo, decay, dc);
+    } else {
+      be_->AdamW(w, g + s, ps.m().data<float>() + s, ps.v().data<float>() + s, hi - lo, decay, dc);
+    }
   }
   // UpdateExpertBiases (trainer/optimizer.cc) on the host copy of each [E] bias.
   if (gamma == 0) return;
@@ -335,8 +342,10 @@ absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>
                                       const std::map<std::string, const Tensor*>& v) {
   DeviceParams& ps = *params_;
   const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
+  const DType dt = ps.moment_dtype();
+  const size_t es = DTypeSize(dt);
   for (const auto& [from, to] : {std::pair{&m, &ps.m()}, std::pair{&v, &ps.v()}}) {
-    Tensor shard({ps.shard_size()}, DType::kF32);  // padding stays zero
+    Tensor shard({ps.shard_size()}, dt);  // padding stays zero
     for (const DeviceParam* d : ps.All()) {
       const Param& p = *d->host;
       if (!p.trainable) continue;
@@ -351,8 +360,9 @@ absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>
       const int64_t lo = std::max(begin, d->offset);
       const int64_t hi = std::min(end, d->offset + p.value.numel());
       if (hi <= lo) continue;
-      const Tensor f32 = it->second->To(DType::kF32);
-      std::copy_n(f32.data<float>() + (lo - d->offset), hi - lo, shard.data<float>() + (lo - begin));
+      const Tensor t = it->second->To(dt);
+      std::memcpy(static_cast<char*>(shard.raw()) + (lo - begin) * es,
+                  static_cast<const char*>(t.raw()) + (lo - d->offset) * es, (hi - lo) * es);
     }
     be_->CopyFromHost(shard.raw(), to->raw(), shard.nbytes());
   }

@@ -6,14 +6,14 @@
 // (tests/trainer/device_model_test.cc checks them, on the CPU backend to the last bits).
 // Parameters are copied from a Model's ParamStore at construction and stay on the device;
 // Download() copies them (and the gradients) back, for checkpoints and comparisons. The
-// optimizer step (global-norm clipping, AdamW with fp32 moments, the aux-loss-free bias
-// update) runs on the device too, so a training step moves only tokens in and a few
+// optimizer step (global-norm clipping, AdamW with fp32 or bf16 moments, the aux-loss-free
+// bias update) runs on the device too, so a training step moves only tokens in and a few
 // scalars out.
 //
-// One process, every training.precision (fp32; bf16; fp8, DeepSeek-V3's recipe: E4M3 Linear
-// GEMMs with fine-grained scales; FP32 master weights and accumulation, as
-// trainer/precision.h), the whole model (no pipeline or expert parallelism yet). Float build
-// only.
+// Every training.precision (fp32; bf16; fp8, DeepSeek-V3's recipe: E4M3 Linear GEMMs with
+// fine-grained scales; FP32 master weights and accumulation, as trainer/precision.h), the
+// whole model on each rank: one process, or ZeRO-1 data parallelism (no pipeline or expert
+// parallelism yet). Float build only.
 #pragma once
 
 #include <cstdint>
@@ -35,12 +35,13 @@ class DeviceModel {
  public:
   // The device copy of the whole model `m` whose parameters are `params` (a Model's, or a
   // ParallelModel's without pipeline or expert parallelism) at `precision`; `params` and
-  // `backend` must outlive this (Download writes into `params`). With `dp_size` > 1 this is
-  // data-parallel rank `dp_rank`: it keeps and updates AdamW's moments for its shard of the
-  // flat trainable buffer only (ZeRO-1; DeviceParams), and the caller moves the gradients
-  // and parameters between the ranks (ReduceGradients, GatherParameters).
+  // `backend` must outlive this (Download writes into `params`). `opt` says how AdamW's
+  // moments are stored, and with dp_size > 1 that this is data-parallel rank dp_rank: it
+  // keeps and updates the moments of its shard of the flat trainable buffer only (ZeRO-1;
+  // DeviceParams), and the caller moves the gradients and parameters between the ranks
+  // (trainer/device_train.h).
   DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params, Backend* backend,
-              int dp_size = 1, int dp_rank = 0);
+              const DeviceOptimizerLayout& opt = {});
   DeviceModel(Model* model, Backend* backend)
       : DeviceModel(model->config(), model->precision().precision(), &model->params(), backend) {}
   ~DeviceModel();
@@ -77,7 +78,7 @@ class DeviceModel {
   // this rank's shard of them onto the device (a missing name: InvalidArgument naming it).
   absl::Status LoadMoments(const std::map<std::string, const Tensor*>& m,
                            const std::map<std::string, const Tensor*>& v);
-  // This rank's shard of the moments, host copies [shard_size] each.
+  // This rank's shard of the moments, host copies [shard_size] each (FP32 or BF16).
   void MomentShards(Tensor* m, Tensor* v) const;
 
   // Parameter values (and with grads, gradients) back into the Model's ParamStore.

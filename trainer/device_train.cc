@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <unordered_map>
@@ -78,9 +79,8 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
   if (device == "cuda")
     return absl::FailedPreconditionError(absl::StrCat(
         cfg.source, ": training.device is cuda, but ", absl::StrJoin(missing, ", "),
-        "; the GPU step needs a CUDA build, a visible GPU (and NCCL for parallel.dp > 1), "
-        "parallel.pp = ep = 1 and optimizer.moment_dtype fp32 (training.device auto falls "
-        "back to the CPU)"));
+        "; the GPU step needs a CUDA build, a visible GPU (and NCCL for parallel.dp > 1) and "
+        "parallel.pp = ep = 1 (training.device auto falls back to the CPU)"));
   choice.cpu_backend = false;
   choice.why = absl::StrJoin(missing, ", ");
   return choice;
@@ -115,8 +115,12 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   }
   const Config& c = r.cfg;
   ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(c.training.precision));
+  DeviceOptimizerLayout layout;
+  layout.dp_size = t->dp_->size();
+  layout.dp_rank = t->dp_->rank();
+  layout.moments = c.optimizer.moment_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   t->model_ = std::make_unique<DeviceModel>(c.model, precision, &r.model->params(),
-                                            t->backend_.get(), t->dp_->size(), t->dp_->rank());
+                                            t->backend_.get(), layout);
 
   // The restored (or zero) moments: ZeroAdamW's full tensors by name (collective).
   ASSIGN_OR_RETURN(auto state, r.opt->GatherState());
@@ -265,16 +269,17 @@ absl::Status DeviceTrainer::SyncToHost(bool moments) {
   const DeviceParams& flat = model_->flat();
   Tensor shard[2], full[2];
   model_->MomentShards(&shard[0], &shard[1]);
+  const DType dt = flat.moment_dtype();
+  const size_t es = DTypeSize(dt);
   for (int i = 0; i < 2; ++i) {
-    full[i] = Tensor({flat.padded()}, DType::kF32);
+    full[i] = Tensor({flat.padded()}, dt);
     RETURN_IF_ERROR(dp_->AllGather(shard[i], full[i]));
   }
   std::map<std::string, std::vector<NamedTensor>> files;
   for (const DeviceParam* d : norm_order_) {
-    const int64_t n = d->value.numel();
     for (int i = 0; i < 2; ++i) {
-      Tensor t(d->value.shape(), DType::kF32);
-      std::copy_n(full[i].data<float>() + d->offset, n, t.data<float>());
+      Tensor t(d->value.shape(), dt);
+      std::memcpy(t.raw(), static_cast<const char*>(full[i].raw()) + d->offset * es, t.nbytes());
       files[i == 0 ? kExpAvg : kExpAvgSq].push_back({d->host->name, std::move(t)});
     }
   }

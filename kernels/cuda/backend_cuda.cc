@@ -340,4 +340,10 @@ void CudaBackend::AdamW(float* w, const float* g, float* m, float* v, int64_t n,
   AdamWStep(w, g, m, v, n, decay, coeffs, stream());
 }
 
+void CudaBackend::AdamWBf16Moments(float* w, const float* g, uint16_t* m, uint16_t* v, int64_t n,
+                                   bool decay, const AdamStepCoeffs& c) {
+  const AdamWCoeffs coeffs{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
+  AdamWStepBf16Moments(w, g, m, v, n, decay, coeffs, stream());
+}
+
 }  // namespace mt::cuda

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/bf16.h"
 #include "tests/gpu/backend_table.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -356,9 +357,31 @@ Outs Optimizer(Backend& be) {
   c.bc2 = 1 - std::pow(c.b2, 7);
   be.AdamW(F(w), F(g), F(m), F(v), n / 2, /*decay=*/true, c);
   be.AdamW(F(w) + n / 2, F(g) + n / 2, F(m) + n / 2, F(v) + n / 2, n - n / 2, false, c);
+  // BF16 moments: the same step from the initial moments rounded to BF16.
+  auto bf16_of = [&](uint32_t seed, float scale, float offset) {
+    const Tensor f = be.ToHost(F32(be, {n}, seed, scale, offset));
+    Tensor bits({n}, DType::kBF16);
+    FloatsToBf16(f.data<float>(), static_cast<uint16_t*>(bits.raw()), n);
+    return be.ToDevice(bits);
+  };
+  Tensor w16 = F32(be, {n}, 151), m16 = bf16_of(152, 0.1f, 0.0f), v16 = bf16_of(153, 0.01f, 0.011f);
+  auto* m16p = static_cast<uint16_t*>(m16.raw());
+  auto* v16p = static_cast<uint16_t*>(v16.raw());
+  be.AdamWBf16Moments(F(w16), F(g), m16p, v16p, n / 2, /*decay=*/true, c);
+  be.AdamWBf16Moments(F(w16) + n / 2, F(g) + n / 2, m16p + n / 2, v16p + n / 2, n - n / 2, false,
+                      c);
+  // Widened to FP32 on the host: a GPU's double arithmetic (FMA) may round a moment to the
+  // neighbouring BF16 value, so they compare by normwise error, not bytes.
+  auto widened = [&](const char* name, const Tensor& bits) {
+    const Tensor h = be.ToHost(bits);
+    Tensor f({n}, DType::kF32);
+    Bf16ToFloats(static_cast<const uint16_t*>(h.raw()), f.data<float>(), n);
+    return BackendOutput{name, f, false, false, 1e-2};
+  };
   return {Out(be, "sum of squares (+=)", sum_sq),
           Out(be, "sum of squares over ranges (+=)", ranges_sq), Out(be, "adamw w", w),
-          Out(be, "adamw m", m), Out(be, "adamw v", v)};
+          Out(be, "adamw m", m), Out(be, "adamw v", v), Out(be, "adamw bf16-moments w", w16),
+          widened("adamw bf16-moments m", m16), widened("adamw bf16-moments v", v16)};
 }
 
 }  // namespace

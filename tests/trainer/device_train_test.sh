@@ -8,14 +8,16 @@
 # (MOETRAIN_DEVICE_BACKEND=cpu): every step's losses, every validation loss, the sample and
 # every tensor of both checkpoints (weights, biases, AdamW moments) must be identical. Then
 # the device path resumed from the step-10 checkpoint must equal the uninterrupted device
-# run the same way. The same pair in training.precision bf16 and fp8 (losses and checkpoints).
+# run the same way. The same pair in training.precision bf16 and fp8 (losses and checkpoints;
+# fp8 with DeepSeek-V3's BF16 AdamW moments, optimizer.moment_dtype bf16).
 # Also: training.device=cuda on a machine without a GPU (or a build
 # without CUDA) fails with one error naming the key and the reason, and a bad
 # MOETRAIN_DEVICE_BACKEND is refused.
 #
 # With a second argument `dp` (its own CTest, run beside this one): data parallelism on the
 # device path (ZeRO-1 over the flat buffers) under mpirun -n 2, parallel.dp=2, against the
-# CPU path's ZeroAdamW with the same layout, and resumed from its step-10 checkpoint.
+# CPU path's ZeroAdamW with the same layout, and resumed from its step-10 checkpoint; and
+# the same pair with BF16 moments.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -99,6 +101,14 @@ if [ "$MODE" = dp ]; then
   echo "dp=2: device path resumed at step 10 vs uninterrupted:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device_dp.jsonl" \
     "$W/device_dp/step-0000020" "$W/resumed_dp.jsonl" "$W/resumed_dp/step-0000020"
+  # BF16 moments, sharded: each rank's shard of BF16 bit patterns, gathered for checkpoints.
+  bf16=(--set optimizer.moment_dtype=bf16 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_dp16 --set training.device=cpu \
+    "${dp[@]}" "${bf16[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_dp16 "${dp[@]}" "${bf16[@]}"
+  echo "dp=2, bf16 moments: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 1e-6 "$W/cpu_dp16.jsonl" \
+    "$W/cpu_dp16/step-0000010" "$W/device_dp16.jsonl" "$W/device_dp16/step-0000010"
   echo "device path, dp=2: ok"
   exit 0
 fi
@@ -146,9 +156,12 @@ echo "device path resumed at step 10 vs uninterrupted:"
 
 # bf16 (BF16 GEMM operands on both paths) and fp8 (DeepSeek-V3's recipe): the same identity.
 for p in bf16 fp8; do
-  train cpu_$p --set training.device=cpu --set training.precision=$p --set training.steps=10
+  moments=fp32
+  [ $p = fp8 ] && moments=bf16
+  train cpu_$p --set training.device=cpu --set training.precision=$p --set training.steps=10 \
+    --set optimizer.moment_dtype=$moments
   MOETRAIN_DEVICE_BACKEND=cpu train device_$p --set training.precision=$p \
-    --set training.steps=10
+    --set training.steps=10 --set optimizer.moment_dtype=$moments
   expect_line device_$p "[moetrain] device: the device path on the CPU backend"
   echo "$p: device path (CPU backend) vs training.device=cpu, step-0000010:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_$p.jsonl" "$W/cpu_$p/step-0000010" \
