@@ -8,13 +8,16 @@
 // is exact in FP32 and the scales are powers of two), in another order. Fp8GemmTokenTiled,
 // the Wgrad GEMM with both operands tiled along the tokens (DeepGEMM's 1D1D scaling), has
 // no cuBLASLt mode and always takes the dequantised path: a grouped 1D1D kernel is the next
-// step for FP8 speed.
+// step for FP8 speed. The experts' Fprop and Dgrad run grouped_gemm_fp8.cu on the device
+// offsets (one launch each, no host synchronisation); their Wgrad keeps the interface's
+// per-expert loop (kernels/backend.cc), whose token tiles restart at each expert.
 #include <cstdio>
 
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/gemm_cublaslt.h"
+#include "kernels/cuda/grouped_gemm.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/status.h"
 
@@ -119,6 +122,67 @@ void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const Quantize
   DequantizeFp8(a, af.data<float>());
   DequantizeFp8(b, bf.data<float>());
   Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, bf.data<float>(), K, 0.0f, y, N);
+}
+
+CudaBackend::ExpertWeightsFp8 CudaBackend::QuantizeExpertWeightsFp8(const float* w, int64_t E,
+                                                                    int64_t N, int64_t K) {
+  const int64_t per_expert = WeightScaleCount(N, K);
+  CUDA_HOST_CHECK(per_expert == GroupedFp8WeightScalesPerExpert(N, K) &&
+                      WeightScaleLd(K) == GroupedFp8WeightScaleLd(K),
+                  "grouped_gemm.h and fp8_quant.h disagree on the weight-scale layout");
+  ExpertWeightsFp8 q;
+  q.codes = Uninitialized({E, N, K}, DType::kF8E4M3);
+  q.scales = Uninitialized({E * per_expert}, DType::kF32);
+  if (N % 128 == 0) {
+    // The experts' 128x128 grids tile the stacked [E * N, K] matrix: one launch, same bytes
+    // (scale rows of expert e are block rows e * N / 128 onwards).
+    cuda::QuantizeWeight(w, Codes(q.codes), q.scales.data<float>(), E * N, K, kRoundScales,
+                         stream());
+    return q;
+  }
+  // A block of the stacked matrix would straddle two experts: one launch per expert (queued
+  // on the stream, no synchronisation).
+  for (int64_t e = 0; e < E; ++e) {
+    cuda::QuantizeWeight(w + e * N * K, Codes(q.codes) + e * N * K,
+                         q.scales.data<float>() + e * per_expert, N, K, kRoundScales, stream());
+  }
+  return q;
+}
+
+namespace {
+GroupedGemmShape Fp8GroupedShape(int64_t rows, int64_t E, int64_t K, int64_t N) {
+  GroupedGemmShape g;
+  g.rows = rows;
+  g.experts = E;
+  g.n = N;
+  g.k = K;
+  return g;
+}
+}  // namespace
+
+void CudaBackend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
+                                    const int32_t* offsets, int64_t E, int64_t N) {
+  const int64_t rows = x.rows, K = x.cols;  // x [rows, K], scales [ceil(K/128), rows]
+  if (rows == 0) return;
+  const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
+  GroupedFp8GemmForward(Codes(x.data), x.scales.data<float>(), Codes(wq.codes),
+                        wq.scales.data<float>(), y, offsets, Fp8GroupedShape(rows, E, K, N),
+                        stream());
+}
+
+void CudaBackend::GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
+                                          const int32_t* offsets, int64_t rows, int64_t E,
+                                          int64_t K, int64_t N, bool accumulate) {
+  if (rows == 0) return;
+  // 1x128 tiles are per row, so quantising all rows at once gives each expert's rows the
+  // bytes their own QuantizeFp8 would (rows past offsets[E] are quantised and never read).
+  const QuantizedActivation qdy = QuantizeFp8(dy, rows, N);  // [rows, N]
+  const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
+  GroupedDataGradInto(dx, rows, K, accumulate, [&](float* out) {
+    GroupedFp8GemmDataGrad(Codes(qdy.data), qdy.scales.data<float>(), Codes(wq.codes),
+                           wq.scales.data<float>(), out, offsets, Fp8GroupedShape(rows, E, K, N),
+                           stream());
+  });
 }
 
 void CudaBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols) {

@@ -17,9 +17,12 @@
 // (64x64 output tiles, 32-deep K steps, 4x4 outputs per thread; grouped_gemm.cu). BF16 in
 // (uint16_t bits) with FP32 accumulation and FP32 or BF16 out: tensor cores (wmma
 // m16n16k16, sm_80+; grouped_gemm_bf16.cu) on the same 64x64 output tiles and the same
-// schedule, 64-deep K steps. TMA, cp.async pipelining and split-K for the weight gradient are
-// for the tuning pass on a GPU. Rows past offsets[E] (when offsets[E] < rows) are not written.
-// Offsets must be non-decreasing with offsets[0] >= 0 and offsets[E] <= rows.
+// schedule, 64-deep K steps. E4M3 in (forward and data grad) with DeepSeek-V3's block
+// scaling: the same tensor-core block on the codes widened to BF16, promoted per 128-wide
+// chunk with the chunk's scales (grouped_gemm_fp8.cu). TMA, cp.async pipelining and split-K
+// for the weight gradient are for the tuning pass on a GPU. Rows past offsets[E] (when
+// offsets[E] < rows) are not written. Offsets must be non-decreasing with offsets[0] >= 0
+// and offsets[E] <= rows (each kernel traps on offsets[0] or offsets[E] outside [0, rows]).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -251,6 +254,56 @@ __host__ __device__ constexpr int GroupedTcWarpFragCol(int warp, int j) {
 static_assert(GroupedTcAt(true, 16, 16) % 16 == 0 && GroupedTcAt(false, 16, 16) % 16 == 0,
               "wmma: fragment pointers 32-byte aligned (16 BF16 elements)");
 
+// ---- the FP8 variant (grouped_gemm_fp8.cu): DeepSeek-V3's block scaling --------------
+//
+// Forward and data grad with E4M3 operands: the same block, the codes widened to BF16 in
+// shared memory (every E4M3 value is exact in BF16), and FP32 promotion per 128-wide chunk
+// of the reduction as kernels/quantize.h Fp8Gemm does it: y = fma(sa * sw, chunk, y), chunk the
+// FP32 sum of the chunk's code products, sa the row's 1x128 activation scale, sw the 128x128
+// weight block's. A 64-wide output tile lies inside one 128-wide weight block, so sw is one
+// value per (block, chunk). After each chunk a warp stages its two fragments in shared memory
+// ([kGroupedTcFragsPerWarp][16][16] row-major) and lane l promotes the staged elements
+// l + 32 i, i < kGroupedTcStagePerLane, into its own FP32 registers.
+
+constexpr int kGroupedFp8Chunk = 128;  // kernels/quantize.h kQuantTile
+constexpr int kGroupedTcStage = kGroupedTcFragsPerWarp * kGroupedTcFrag * kGroupedTcFrag;
+constexpr int kGroupedTcStagePerLane = kGroupedTcStage / 32;
+static_assert(kGroupedTcStage % 32 == 0, "staged elements split evenly over a warp");
+static_assert(kGroupedFp8Chunk % kGroupedTcTileK == 0, "a chunk is whole K steps");
+static_assert(kGroupedFp8Chunk % kGroupedTileN == 0,
+              "an output tile's columns lie in one 128-wide weight block");
+
+// Tile row and column of staged element e (0 <= e < kGroupedTcStage) of warp `warp`.
+__host__ __device__ constexpr int GroupedTcStageRow(int warp, int e) {
+  return GroupedTcWarpFragRow(warp) * kGroupedTcFrag +
+         (e % (kGroupedTcFrag * kGroupedTcFrag)) / kGroupedTcFrag;
+}
+__host__ __device__ constexpr int GroupedTcStageCol(int warp, int e) {
+  return GroupedTcWarpFragCol(warp, e / (kGroupedTcFrag * kGroupedTcFrag)) * kGroupedTcFrag +
+         e % kGroupedTcFrag;
+}
+
+// Row stride of one expert's weight scales [ceil(N/128), WeightScaleLd(K)] (fp8_quant.h's
+// BLK128x128_32F layout, padded to 4 columns) and their count per expert.
+__host__ __device__ inline int64_t GroupedFp8WeightScaleLd(int64_t k) {
+  return ((k + kGroupedFp8Chunk - 1) / kGroupedFp8Chunk + 3) / 4 * 4;
+}
+__host__ __device__ inline int64_t GroupedFp8WeightScalesPerExpert(int64_t n, int64_t k) {
+  return (n + kGroupedFp8Chunk - 1) / kGroupedFp8Chunk * GroupedFp8WeightScaleLd(k);
+}
+// Index into w_scales [E, ceil(N/128), WeightScaleLd(K)] of the block that scales output
+// column `col` (N for the forward, K for the data grad) in reduction chunk t. Forward:
+// W_e's block (col / 128, t). Data grad: W_e^T's block (col / 128, t), which is W_e's
+// (t, col / 128): the transpose moves codes and scales exactly (fp8_quant.h TransposeWeight).
+__host__ __device__ inline int64_t GroupedFp8WeightScaleIndex(GroupedGemmKind kind,
+                                                              const GroupedGemmShape& s,
+                                                              int32_t expert, int64_t col,
+                                                              int64_t t) {
+  const int64_t ld = GroupedFp8WeightScaleLd(s.k), cb = col / kGroupedFp8Chunk;
+  const int64_t base = int64_t(expert) * GroupedFp8WeightScalesPerExpert(s.n, s.k);
+  return base + (kind == GroupedGemmKind::kForward ? cb * ld + t : t * ld + cb);
+}
+
 // ---- launchers (offsets [E + 1] on the device) ----------------------------------------
 
 // y [rows, N] (rows of expert e) = x [rows, K] (rows of e) W_e^T, w [E, N, K]. The uint16_t
@@ -277,6 +330,19 @@ void GroupedGemmWeightGrad(const float* dy, const float* x, float* dw, const int
                            const GroupedGemmShape& shape, cudaStream_t stream);
 void GroupedGemmWeightGrad(const uint16_t* dy, const uint16_t* x, float* dw, const int32_t* offsets,
                            const GroupedGemmShape& shape, cudaStream_t stream);
+
+// E4M3 expert GEMMs with DeepSeek-V3's block scaling (the FP8 variant above), offsets on the
+// device. a_scales [ceil(depth/128), rows] (VEC128_32F: 1x128 tiles of the rows along the
+// reduction), w [E, N, K] codes with w_scales [E, ceil(N/128), WeightScaleLd(K)] (each
+// expert's W_e quantised on its own 128x128 grid). Rows past offsets[E] are not written.
+//   forward:   y [rows, N]  = x [rows, K] (codes) W_e^T, x_scales [ceil(K/128), rows]
+//   data grad: dx [rows, K] = dy [rows, N] (codes) W_e, dy_scales [ceil(N/128), rows]
+void GroupedFp8GemmForward(const uint8_t* x, const float* x_scales, const uint8_t* w,
+                           const float* w_scales, float* y, const int32_t* offsets,
+                           const GroupedGemmShape& shape, cudaStream_t stream);
+void GroupedFp8GemmDataGrad(const uint8_t* dy, const float* dy_scales, const uint8_t* w,
+                            const float* w_scales, float* dx, const int32_t* offsets,
+                            const GroupedGemmShape& shape, cudaStream_t stream);
 
 namespace ref {
 // CPU references (host arrays, offsets on the host), double accumulation; BF16 callers

@@ -12,7 +12,9 @@
 // CublasLtGemm::Fp8Linear refuses other K). fp8_gemm, fp8_linear and fp8_experts keep K
 // and N (the Dgrad GEMM's K) multiples of 16 so that on sm_90+ they run on cuBLASLt
 // (backend_table_test.cc checks that none falls back); fp8_gemm_unaligned has K = 300 and
-// is the entry that covers the dequantise-and-FP32 fallback on every GPU.
+// is the entry that covers the dequantise-and-FP32 fallback on every GPU. The grouped Fprop
+// and Dgrad do not use cuBLASLt on the CUDA backend (grouped_gemm_fp8.cu), so
+// fp8_experts_odd and fp8_experts_n128 are free to pick K and N.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -195,6 +197,32 @@ Outs Fp8Experts(Backend& be) {
           Out(be, "grouped dw (+=, fp32 x)", dw_fp32)};
 }
 
+// The grouped Fprop and Dgrad (CUDA: grouped_gemm_fp8.cu on the device offsets) with two
+// spare rows past offsets[E] that neither backend may write, experts of 64 and 65 rows (one
+// and two row tiles) and an empty one. K and N multiples of 8 take the kernel's 8-code
+// loads, others its element-wise ones; N % 128 == 0 quantises the stacked experts' weights
+// in one launch, other N per expert.
+Outs Fp8ExpertsGrouped(Backend& be, int64_t K, int64_t N, uint32_t seed) {
+  const std::vector<int32_t> off = {0, 64, 129, 129, 198};
+  const int64_t E = int64_t(off.size()) - 1, rows = off.back() + 2;
+  Tensor offsets = be.ToDevice([&] {
+    Tensor h({E + 1}, DType::kI32);
+    std::copy(off.begin(), off.end(), h.data<int32_t>());
+    return h;
+  }());
+  const int32_t* o = offsets.data<int32_t>();
+  Tensor x = Spread(be, rows, K, seed, 1, /*zero_row=*/3);
+  Tensor w = Spread(be, E * N, K, seed + 1, kQuantTile), dy = Spread(be, rows, N, seed + 2, 1);
+  const QuantizedActivation qx = be.QuantizeFp8(F(x), rows, K);
+  Tensor y = F32(be, {rows, N}, seed + 3), dx = F32(be, {rows, K}, seed + 4);
+  Tensor dx_acc = F32(be, {rows, K}, seed + 5);
+  be.GroupedFp8Forward(qx, F(w), F(y), o, E, N);
+  be.GroupedFp8BackwardInput(F(dy), F(w), F(dx), o, rows, E, K, N, /*accumulate=*/false);
+  be.GroupedFp8BackwardInput(F(dy), F(w), F(dx_acc), o, rows, E, K, N, /*accumulate=*/true);
+  return {Out(be, "grouped y (spare rows kept)", y), Out(be, "grouped dx (spare rows kept)", dx),
+          Out(be, "grouped dx (+=)", dx_acc)};
+}
+
 }  // namespace
 
 std::vector<BackendOp> Fp8BackendOps() {
@@ -206,6 +234,8 @@ std::vector<BackendOp> Fp8BackendOps() {
       {"fp8_gemm_unaligned", [](Backend& be) { return Fp8Gemms(be, 200, 300, 260, 335); }},
       {"fp8_linear", Fp8Linear},
       {"fp8_experts", Fp8Experts},
+      {"fp8_experts_odd", [](Backend& be) { return Fp8ExpertsGrouped(be, 300, 130, 360); }},
+      {"fp8_experts_n128", [](Backend& be) { return Fp8ExpertsGrouped(be, 200, 256, 370); }},
   };
 }
 
