@@ -60,6 +60,19 @@ void Backend::GroupedLinearBackwardWeightBf16(const float* dy, const float* x, f
   GroupedLinearBackwardWeight(dyr.data<float>(), xr.data<float>(), dw, offsets, rows, E, K, N);
 }
 
+void Backend::AttentionForwardBf16(const float* q, const float* k, const float* v, float* out,
+                                   Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                   int64_t Dv, double scale) {
+  AttentionForward(q, k, v, out, saved, B, S, N, Dqk, Dv, scale);
+}
+
+void Backend::AttentionBackwardBf16(const float* dout, const float* q, const float* k,
+                                    const float* v, const float* out, const Tensor& saved,
+                                    float* dq, float* dk, float* dv, int64_t B, int64_t S,
+                                    int64_t N, int64_t Dqk, int64_t Dv, double scale) {
+  AttentionBackward(dout, q, k, v, out, saved, dq, dk, dv, B, S, N, Dqk, Dv, scale);
+}
+
 // ---- FP8: trainer/precision.cc's Fp8Forward / Fp8BackwardInput / Fp8BackwardWeight, step
 // for step, on the backend's primitives.
 

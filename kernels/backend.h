@@ -126,6 +126,18 @@ class Backend {
                                  const float* out, const Tensor& saved, float* dq, float* dk,
                                  float* dv, int64_t B, int64_t S, int64_t N, int64_t Dqk,
                                  int64_t Dv, double scale) = 0;
+  // The attention core as a BF16 operator (training.precision bf16/fp8): q, k, v (and
+  // dout) hold BF16-rounded values, and a backend may run it in BF16 (CUDA: cuDNN's fused
+  // SDPA where attention.h chose it, so out and the gradients come back BF16-rounded and
+  // *saved holds that path's state). Forward and backward must both be the BF16 variants.
+  // Default: the FP32 ops above, which is what the CPU backend runs (bit-identical).
+  virtual void AttentionForwardBf16(const float* q, const float* k, const float* v, float* out,
+                                    Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                    int64_t Dv, double scale);
+  virtual void AttentionBackwardBf16(const float* dout, const float* q, const float* k,
+                                     const float* v, const float* out, const Tensor& saved,
+                                     float* dq, float* dk, float* dv, int64_t B, int64_t S,
+                                     int64_t N, int64_t Dqk, int64_t Dv, double scale);
   virtual void EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,
                                 int64_t C) = 0;
   virtual void EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int64_t n,

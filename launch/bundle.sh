@@ -28,7 +28,8 @@ BUILD=$(cd "$BUILD" && pwd)
 binaries=()
 for b in moetrain tests/gpu/ops_gpu_test tests/gpu/runtime_test tests/gpu/device_allocator_test \
   tests/gpu/gemm_plan_cache_test tests/gpu/communicator_nccl_test tests/gpu/backend_table_test \
-  tests/gpu/device_model_gpu_test bench/gpu/gemm_bench bench/gpu/device_train_bench; do
+  tests/gpu/device_model_gpu_test tests/gpu/attention_choice_test bench/gpu/gemm_bench \
+  bench/gpu/device_train_bench; do
   [ -x "$BUILD/$b" ] && binaries+=("$BUILD/$b")
 done
 if [ ! -x "$BUILD/moetrain" ]; then

@@ -40,8 +40,15 @@ Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
     for (Tensor* t : {&s->q, &s->k, &s->v}) be.RoundBf16(t->data<float>(), t->data<float>(), t->numel());
   }
   s->o = be.Empty({T, N * dv});
-  be.AttentionForward(s->q.data<float>(), s->k.data<float>(), s->v.data<float>(),
-                      s->o.data<float>(), &s->attn, B, S, N, dqk, dv, scale);
+  // The BF16 variants let a GPU backend run the core in BF16 (cuDNN's fused SDPA); on the
+  // CPU they are the FP32 ops on the rounded operands.
+  if (b.round_bf16()) {
+    be.AttentionForwardBf16(s->q.data<float>(), s->k.data<float>(), s->v.data<float>(),
+                            s->o.data<float>(), &s->attn, B, S, N, dqk, dv, scale);
+  } else {
+    be.AttentionForward(s->q.data<float>(), s->k.data<float>(), s->v.data<float>(),
+                        s->o.data<float>(), &s->attn, B, S, N, dqk, dv, scale);
+  }
   return o.Forward(b, s->o);  // [T, H]
 }
 
@@ -60,9 +67,15 @@ Tensor DMla::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   o.BackwardWeight(b, dy, o_kept);
   if (b.round_bf16()) be.RoundBf16(d_o.data<float>(), d_o.data<float>(), d_o.numel());  // core
   Tensor dq = be.Empty({T, N * dqk}), dk = be.Empty({T, N, dqk}), dvt = be.Empty({T, N, dv});
-  be.AttentionBackward(d_o.data<float>(), s->q.data<float>(), s->k.data<float>(),
-                       s->v.data<float>(), s->o.data<float>(), s->attn, dq.data<float>(),
-                       dk.data<float>(), dvt.data<float>(), B, S, N, dqk, dv, scale);
+  if (b.round_bf16()) {
+    be.AttentionBackwardBf16(d_o.data<float>(), s->q.data<float>(), s->k.data<float>(),
+                             s->v.data<float>(), s->o.data<float>(), s->attn, dq.data<float>(),
+                             dk.data<float>(), dvt.data<float>(), B, S, N, dqk, dv, scale);
+  } else {
+    be.AttentionBackward(d_o.data<float>(), s->q.data<float>(), s->k.data<float>(),
+                         s->v.data<float>(), s->o.data<float>(), s->attn, dq.data<float>(),
+                         dk.data<float>(), dvt.data<float>(), B, S, N, dqk, dv, scale);
+  }
   be.RopeBackward(dq.data<float>(), B, S, N, dqk, dn, dr, b.cos, b.sin);
 
   // dK splits into each head's k_nope part (-> kv_b) and the shared rotary key, summed

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention_cudnn_check.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace mt::cuda {
@@ -18,11 +19,13 @@ constexpr AttentionDtype DtypeOf() {
   return std::is_same_v<T, float> ? AttentionDtype::kF32 : AttentionDtype::kBF16;
 }
 
-// Reached only if CudnnSdpaSupports accepted a shape, which it cannot until the backend
-// graph exists (kCudnnSdpaGraphImplemented); a Status rather than a silent fallback, so
-// the day the check is relaxed without the graph the caller hears of it.
-absl::Status CudnnPathMissing() {
-  return absl::UnimplementedError("attention: cuDNN SDPA chosen but its graph is not built");
+// The chooser hands a shape to cuDNN only in BF16 and only after CudnnSdpa prepared and
+// checked it; reaching cuDNN otherwise is a bug in the dispatch, reported rather than
+// silently rerouted, since forward and backward must agree on what `saved` holds.
+absl::Status CudnnPathMisused(AttentionDtype dtype) {
+  return absl::InternalError(absl::StrCat("attention: cuDNN SDPA chosen for ",
+                                          AttentionDtypeName(dtype),
+                                          " without a verified BF16 plan"));
 }
 
 }  // namespace
@@ -30,15 +33,18 @@ absl::Status CudnnPathMissing() {
 AttentionChoice ChooseAttentionPath(const AttentionShape& sh, AttentionDtype dtype,
                                     const CudnnSdpaCaps& caps) {
   const absl::Status s = CudnnSdpaSupports(sh, dtype, caps);
-  if (s.ok()) return {AttentionPath::kCudnnSdpa, ""};
-  return {AttentionPath::kUnfusedCublas, std::string(s.message())};
+  if (s.ok()) return {AttentionPath::kCudnnSdpa, "", ""};
+  return {AttentionPath::kUnfusedCublas, std::string(s.message()), ""};
 }
 
 std::string AttentionChoiceLine(const AttentionShape& sh, AttentionDtype dtype,
                                 const AttentionChoice& choice) {
   const std::string shape = absl::StrCat("[B=", sh.B, " S=", sh.S, " N=", sh.N, " Dqk=", sh.Dqk,
                                          " Dv=", sh.Dv, " ", AttentionDtypeName(dtype), "]");
-  if (choice.path == AttentionPath::kCudnnSdpa) return "attention: cuDNN SDPA " + shape;
+  if (choice.path == AttentionPath::kCudnnSdpa) {
+    return absl::StrCat("attention: cuDNN SDPA ", shape, choice.note.empty() ? "" : " ",
+                        choice.note);
+  }
   return absl::StrCat("attention: unfused cuBLAS (cuDNN: ", choice.cudnn_refusal, ") ", shape);
 }
 
@@ -46,14 +52,23 @@ void StderrLogSink(const std::string& line) {
   std::fprintf(stderr, "[moetrain] %s\n", line.c_str());
 }
 
-AttentionChooser::AttentionChooser(const CudnnSdpaCaps& caps, LogSink sink)
-    : caps_(caps), sink_(std::move(sink)) {}
+AttentionChooser::AttentionChooser(const CudnnSdpaCaps& caps, LogSink sink, CudnnVerifier verify)
+    : caps_(caps), sink_(std::move(sink)), verify_(std::move(verify)) {}
 
 const AttentionChoice& AttentionChooser::Choose(const AttentionShape& sh, AttentionDtype dtype) {
   const Key key{sh.B, sh.S, sh.N, sh.Dqk, sh.Dv, dtype};
   auto it = choices_.find(key);
   if (it != choices_.end()) return it->second;
-  it = choices_.emplace(key, ChooseAttentionPath(sh, dtype, caps_)).first;
+  AttentionChoice choice = ChooseAttentionPath(sh, dtype, caps_);
+  if (choice.path == AttentionPath::kCudnnSdpa && verify_) {
+    absl::StatusOr<std::string> verified = verify_(sh, dtype);
+    if (verified.ok()) {
+      choice.note = *verified;
+    } else {
+      choice = {AttentionPath::kUnfusedCublas, std::string(verified.status().message()), ""};
+    }
+  }
+  it = choices_.emplace(key, std::move(choice)).first;
   if (sink_) sink_(AttentionChoiceLine(sh, dtype, it->second));
   return it->second;
 }
@@ -66,21 +81,48 @@ absl::StatusOr<std::unique_ptr<Attention>> Attention::Create(int sm, LogSink sin
         absl::StrCat("attention: cublasCreate failed: ", cublasGetStatusString(st)));
   }
   return std::unique_ptr<Attention>(
-      new Attention(CudnnSdpaCapsOfBuild(sm), std::move(sink), handle));
+      new Attention(CudnnSdpaCapsOfRuntime(sm), std::move(sink), handle));
 }
 
 Attention::Attention(const CudnnSdpaCaps& caps, LogSink sink, cublasHandle_t handle)
-    : chooser_(caps, std::move(sink)), handle_(handle) {}
+    : handle_(handle),
+      chooser_(caps, std::move(sink),
+               [this](const AttentionShape& sh, AttentionDtype dtype) { return VerifyCudnn(sh); }) {
+  // Only a process whose capabilities can ever choose cuDNN needs the handle.
+  if (caps.built_with_cudnn && caps.cudnn_version >= kCudnnSdpaMinVersion && caps.sm >= 80) {
+    absl::StatusOr<std::unique_ptr<CudnnSdpa>> cudnn = CudnnSdpa::Create();
+    if (cudnn.ok()) {
+      cudnn_ = std::move(*cudnn);
+    } else {
+      cudnn_missing_ = std::string(cudnn.status().message());
+    }
+  }
+}
 
-Attention::~Attention() { cublasDestroy(handle_); }
+Attention::~Attention() {
+  cudnn_.reset();
+  cublasDestroy(handle_);
+}
+
+absl::StatusOr<std::string> Attention::VerifyCudnn(const AttentionShape& sh) {
+  if (cudnn_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("no cuDNN handle: ", cudnn_missing_));
+  }
+  if (absl::Status s = cudnn_->Prepare(sh); !s.ok()) return s;
+  return CudnnSdpaSelfCheck(*cudnn_, handle_, sh);
+}
 
 size_t Attention::WorkspaceBytes(const AttentionShape& sh, AttentionDtype dtype) {
-  if (chooser_.Choose(sh, dtype).path == AttentionPath::kCudnnSdpa) return 0;
+  if (chooser_.Choose(sh, dtype).path == AttentionPath::kCudnnSdpa) {
+    return cudnn_->WorkspaceBytes(sh);
+  }
   return UnfusedAttentionWorkspaceBytes(sh, dtype);
 }
 
 size_t Attention::SavedBytes(const AttentionShape& sh, AttentionDtype dtype) {
-  if (chooser_.Choose(sh, dtype).path == AttentionPath::kCudnnSdpa) return 0;
+  if (chooser_.Choose(sh, dtype).path == AttentionPath::kCudnnSdpa) {
+    return static_cast<size_t>(SdpaStatsBytes(sh));
+  }
   return size_t(UnfusedAttentionProbsCount(sh)) * AttentionElementBytes(dtype);
 }
 
@@ -89,7 +131,13 @@ absl::Status Attention::Forward(const AttentionShape& sh, const T* q, const T* k
                                 T* out, void* saved, void* workspace, size_t workspace_bytes,
                                 cudaStream_t stream) {
   if (chooser_.Choose(sh, DtypeOf<T>()).path == AttentionPath::kCudnnSdpa) {
-    return CudnnPathMissing();
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (cudnn_ != nullptr) {
+        return cudnn_->Forward(sh, q, k, v, out, static_cast<float*>(saved), workspace,
+                               workspace_bytes, stream);
+      }
+    }
+    return CudnnPathMisused(DtypeOf<T>());
   }
   UnfusedAttentionForward<T>(handle_, sh, q, k, v, out, static_cast<T*>(saved), workspace,
                              workspace_bytes, stream);
@@ -101,7 +149,13 @@ absl::Status Attention::Backward(const AttentionShape& sh, const T* dout, const 
                                  const T* v, const T* out, const void* saved, T* dq, T* dk, T* dv,
                                  void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (chooser_.Choose(sh, DtypeOf<T>()).path == AttentionPath::kCudnnSdpa) {
-    return CudnnPathMissing();
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (cudnn_ != nullptr) {
+        return cudnn_->Backward(sh, dout, q, k, v, out, static_cast<const float*>(saved), dq, dk,
+                                dv, workspace, workspace_bytes, stream);
+      }
+    }
+    return CudnnPathMisused(DtypeOf<T>());
   }
   (void)out;  // the unfused backward recomputes nothing from O: P is saved
   UnfusedAttentionBackward<T>(handle_, sh, dout, q, k, v, static_cast<const T*>(saved), dq, dk, dv,

@@ -1,54 +1,97 @@
-// kernels/cuda/attention_cudnn.h: cuDNN's fused scaled-dot-product attention (the cuDNN 9
-// backend API's CUDNN_BACKEND_OPERATION_SDPA_FWD/BWD_DESCRIPTOR), the fast path of
-// attention.h: what it accepts, as a host-only check on the device's capabilities.
+// kernels/cuda/attention_cudnn.h: cuDNN's fused scaled-dot-product attention, the fast path
+// of attention.h for causal BF16 attention with MLA's head dims (Dqk 192, Dv 128): what it
+// accepts (a host-only check on the device's capabilities) and CudnnSdpa, which builds,
+// caches per shape and runs the backend-API plans of attention_cudnn_graph.h.
 //
-// STATUS: the backend-API graph (tensor descriptors for Q/K/V/O/Stats in MLA's
-// [B, S, N, D] strides, the SDPA forward and backward operation descriptors, the
-// operation graph, engine heuristics, execution plans and variant packs) is NOT built
-// yet. CudnnSdpaSupports therefore ends in Unimplemented for every shape, with that
-// reason, and attention.h takes the unfused cuBLAS path (attention_unfused.h).
-// What the next step must settle: in cudnn_graph.h 9.19 the SDPA_FWD operation has no
-// causal attribute (Q/K/V/O/Stats/Scale, a block mask, page tables, sequence lengths) and
-// SDPA_BWD has no mask attribute at all, so causal training may need the pattern graph the
-// cudnn-frontend builds (matmul, pointwise, reduction and gen-index operations) instead of
-// the single SDPA operations; that is to be decided on a GPU, not guessed here. The checks
-// before that final refusal are the real constraints of cuDNN's SDPA support matrix
-// (cuDNN docs, "Attention", support matrix for backend 9.18), so the reason logged for a
-// shape cuDNN itself would refuse (FP32, Ampere with Dqk = 192, ...) is already the
-// precise one.
+// STATUS: built, host-compiled and linked, but UNVERIFIED ON A GPU. The graphs are the
+// matmul / pointwise / reduction / gen-index pattern that cudnn-frontend lowers causal SDPA
+// to (cuDNN 9.19's single SDPA_FWD/BWD operations have no causal mask), so the runtime
+// fusion engines decide on the device whether they take them. Nothing here is trusted
+// until it has run: attention.h builds both plans at the first use of each shape and
+// compares the fused path with the unfused one on a small problem of the same heads and
+// dims (attention_cudnn_check.h); any refusal or mismatch is logged and that shape takes
+// the unfused cuBLAS path (attention_unfused.h). libcudnn itself is loaded at run time
+// (attention_cudnn_backend.h LoadCudnn); without it every shape logs why and runs unfused.
 #pragma once
 
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
+#include <tuple>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/attention_cudnn_graph.h"
 #include "kernels/cuda/attention_unfused.h"
 
 namespace mt::cuda {
 
 // What the fused path depends on, gathered once per process (fake ones in tests).
 struct CudnnSdpaCaps {
-  bool built_with_cudnn = false;  // cudnn.h was found when this was compiled
-  int cudnn_version = 0;          // 10000 * major + 100 * minor + patch (CUDNN_VERSION)
+  bool built_with_cudnn = false;  // cudnn.h was found when this was built
+  int cudnn_version = 0;          // 10000 * major + 100 * minor + patch, of the loaded library
   int sm = 0;                     // 10 * major + minor of the device
+  std::string load_error;         // why libcudnn could not be loaded (empty when it was)
 };
 
-// The capabilities of this build on a device of compute capability `sm`. The cuDNN
-// version is the compiled headers' (CUDNN_VERSION): moetrain does not link libcudnn until
-// the graph above exists, so there is no runtime cudnnGetVersion() to ask yet.
-CudnnSdpaCaps CudnnSdpaCapsOfBuild(int sm);
+// The capabilities of this process on a device of compute capability `sm`: the cuDNN
+// version is cudnnGetVersion() of the library actually loaded (attention_cudnn_backend.h
+// LoadCudnn: whatever the machine's library path finds), not the headers'.
+CudnnSdpaCaps CudnnSdpaCapsOfRuntime(int sm);
 
-// The oldest cuDNN whose backend headers declare the SDPA forward/backward operation
-// descriptors that this path is written against (the headers moetrain is built with).
+// The oldest cuDNN this path is built and checked against (the headers moetrain is built
+// with); the pattern graphs are older, but nothing before 9.19 has been looked at.
 constexpr int kCudnnSdpaMinVersion = 91900;  // 9.19.0
 
-// Whether moetrain's cuDNN backend SDPA graph exists. False: see STATUS above.
-constexpr bool kCudnnSdpaGraphImplemented = false;
-
-// OK when the fused forward and backward take causal self-attention of this shape and
-// dtype; otherwise a Status whose message is the one-line reason attention.h logs
-// (FailedPrecondition: the build or device lacks something; InvalidArgument: cuDNN's
-// support matrix excludes the shape or dtype; Unimplemented: moetrain's side is missing).
+// OK when cuDNN's support matrix and moetrain's graph cover causal self-attention of this
+// shape and dtype; otherwise a Status whose message is the one-line reason attention.h logs
+// (FailedPrecondition: the build or device lacks something; InvalidArgument: the support
+// matrix excludes the shape or dtype). OK is necessary, not sufficient: the plans must
+// still build and pass the self-check on the device.
 absl::Status CudnnSdpaSupports(const AttentionShape& sh, AttentionDtype dtype,
                                const CudnnSdpaCaps& caps);
+
+// One cuDNN handle and the forward/backward plans of each shape it has prepared. BF16
+// only (uint16_t holds the bits). Not thread-safe: one per rank, like attention.h's.
+class CudnnSdpa {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudnnSdpa>> Create();
+  ~CudnnSdpa();
+  CudnnSdpa(const CudnnSdpa&) = delete;
+  CudnnSdpa& operator=(const CudnnSdpa&) = delete;
+
+  // Builds (once per B, S, N, Dqk, Dv; the scale is passed at execution) both plans.
+  absl::Status Prepare(const AttentionShape& sh);
+  // Device scratch of one Forward or Backward call of a prepared shape (cuDNN's workspace
+  // plus backward's FP32 row sums and dQ accumulator).
+  size_t WorkspaceBytes(const AttentionShape& sh) const;
+
+  // q, k [B, S, N, Dqk], v [B, S, N, Dv] -> out [B, S, N, Dv], stats [B, N, S] FP32.
+  absl::Status Forward(const AttentionShape& sh, const uint16_t* q, const uint16_t* k,
+                       const uint16_t* v, uint16_t* out, float* stats, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream);
+  // dout, out [B, S, N, Dv], forward's stats -> dq, dk [B, S, N, Dqk], dv [B, S, N, Dv].
+  absl::Status Backward(const AttentionShape& sh, const uint16_t* dout, const uint16_t* q,
+                        const uint16_t* k, const uint16_t* v, const uint16_t* out,
+                        const float* stats, uint16_t* dq, uint16_t* dk, uint16_t* dv,
+                        void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+ private:
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
+  struct Plans {
+    CudnnPlan forward, backward;
+  };
+  explicit CudnnSdpa(cudnnHandle_t handle) : handle_(handle) {}
+  static Key KeyOf(const AttentionShape& sh) { return {sh.B, sh.S, sh.N, sh.Dqk, sh.Dv}; }
+  absl::StatusOr<const Plans*> Find(const AttentionShape& sh, size_t workspace_bytes) const;
+
+  cudnnHandle_t handle_ = nullptr;
+  std::map<Key, Plans> plans_;
+};
 
 }  // namespace mt::cuda

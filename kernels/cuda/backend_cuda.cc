@@ -13,6 +13,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/fp8_quant.h"  // FloatToBf16 / Bf16ToFloat
 #include "kernels/cuda/gemm_cublaslt.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/status.h"
@@ -279,6 +280,64 @@ void CudaBackend::AttentionBackward(const float* dout, const float* q, const flo
   DieOnError(attention_->Backward<float>(sh, dout, q, k, v, out, saved.raw(), dq, dk, dv, ws.get(),
                                          ws_bytes, stream()),
              "attention backward");
+}
+
+void CudaBackend::AttentionForwardBf16(const float* q, const float* k, const float* v, float* out,
+                                       Tensor* saved, int64_t B, int64_t S, int64_t N,
+                                       int64_t Dqk, int64_t Dv, double scale) {
+  const AttentionShape sh{B, S, N, Dqk, Dv, scale};
+  const AttentionDtype dt = AttentionDtype::kBF16;
+  if (attention_->Choose(sh, dt).path != AttentionPath::kCudnnSdpa) {
+    AttentionForward(q, k, v, out, saved, B, S, N, Dqk, Dv, scale);
+    return;
+  }
+  const int64_t n_qk = B * S * N * Dqk, n_v = B * S * N * Dv;
+  const Block qb = Bf16Copy(q, n_qk), kb = Bf16Copy(k, n_qk), vb = Bf16Copy(v, n_v);
+  Block ob = Scratch(static_cast<size_t>(n_v) * sizeof(uint16_t));  // [B, S, N, Dv] BF16
+  *saved = Uninitialized({static_cast<int64_t>(attention_->SavedBytes(sh, dt))}, DType::kU8);
+  const size_t ws_bytes = attention_->WorkspaceBytes(sh, dt);
+  Block ws = Scratch(ws_bytes);
+  auto* o16 = static_cast<uint16_t*>(ob.get());
+  DieOnError(attention_->Forward<uint16_t>(sh, static_cast<const uint16_t*>(qb.get()),
+                                           static_cast<const uint16_t*>(kb.get()),
+                                           static_cast<const uint16_t*>(vb.get()), o16,
+                                           saved->raw(), ws.get(), ws_bytes, stream()),
+             "attention forward (bf16)");
+  cuda::Bf16ToFloat(o16, out, n_v, stream());
+}
+
+void CudaBackend::AttentionBackwardBf16(const float* dout, const float* q, const float* k,
+                                        const float* v, const float* out, const Tensor& saved,
+                                        float* dq, float* dk, float* dv, int64_t B, int64_t S,
+                                        int64_t N, int64_t Dqk, int64_t Dv, double scale) {
+  const AttentionShape sh{B, S, N, Dqk, Dv, scale};
+  const AttentionDtype dt = AttentionDtype::kBF16;
+  if (attention_->Choose(sh, dt).path != AttentionPath::kCudnnSdpa) {
+    AttentionBackward(dout, q, k, v, out, saved, dq, dk, dv, B, S, N, Dqk, Dv, scale);
+    return;
+  }
+  MT_CHECK(saved.nbytes() >= attention_->SavedBytes(sh, dt),
+           "attention backward (bf16): saved state smaller than this shape's forward saves");
+  const int64_t n_qk = B * S * N * Dqk, n_v = B * S * N * Dv;
+  // out is forward's BF16 output widened, so narrowing it again is exact.
+  const Block dob = Bf16Copy(dout, n_v), qb = Bf16Copy(q, n_qk), kb = Bf16Copy(k, n_qk),
+              vb = Bf16Copy(v, n_v), ob = Bf16Copy(out, n_v);
+  Block dqb = Scratch(static_cast<size_t>(n_qk) * sizeof(uint16_t));
+  Block dkb = Scratch(static_cast<size_t>(n_qk) * sizeof(uint16_t));
+  Block dvb = Scratch(static_cast<size_t>(n_v) * sizeof(uint16_t));
+  const size_t ws_bytes = attention_->WorkspaceBytes(sh, dt);
+  Block ws = Scratch(ws_bytes);
+  auto bits = [](const Block& b) { return static_cast<const uint16_t*>(b.get()); };
+  auto* dq16 = static_cast<uint16_t*>(dqb.get());
+  auto* dk16 = static_cast<uint16_t*>(dkb.get());
+  auto* dv16 = static_cast<uint16_t*>(dvb.get());
+  DieOnError(attention_->Backward<uint16_t>(sh, bits(dob), bits(qb), bits(kb), bits(vb), bits(ob),
+                                            saved.raw(), dq16, dk16, dv16, ws.get(), ws_bytes,
+                                            stream()),
+             "attention backward (bf16)");
+  cuda::Bf16ToFloat(dq16, dq, n_qk, stream());
+  cuda::Bf16ToFloat(dk16, dk, n_qk, stream());
+  cuda::Bf16ToFloat(dv16, dv, n_v, stream());
 }
 
 void CudaBackend::EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,

@@ -1,12 +1,20 @@
 // tests/gpu/attention_choice_test.cc: attention.h's choice between cuDNN SDPA and the
-// unfused cuBLAS path, and its once-per-shape log, on made-up capabilities (no GPU).
+// unfused cuBLAS path, and its once-per-shape log, on made-up capabilities and verifiers
+// (no GPU); on a GPU machine, also the real choice for MLA's shape (graph build and
+// self-check on the device).
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_cudnn.h"
+#include "kernels/cuda/attention_cudnn_backend.h"
+#include "kernels/cuda/attention_cudnn_check.h"
+#include "kernels/cuda/attention_cudnn_graph.h"
 #include "kernels/cuda/cuda_check.h"  // MT_HAVE_CUDNN, CUDNN_VERSION
+#include "kernels/cuda/runtime.h"
 
 namespace mt::cuda {
 namespace {
@@ -14,7 +22,7 @@ namespace {
 // DeepSeek-V3's MLA at the op table's small size.
 AttentionShape Mla() { return {2, 128, 4, 192, 128, 0.1}; }
 
-CudnnSdpaCaps Caps(int sm, int version = kCudnnSdpaMinVersion) { return {true, version, sm}; }
+CudnnSdpaCaps Caps(int sm, int version = kCudnnSdpaMinVersion) { return {true, version, sm, ""}; }
 
 bool Contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
@@ -22,7 +30,7 @@ bool Contains(const std::string& s, const std::string& part) {
 
 TEST(CudnnSdpaSupports, RefusesWhatTheBuildOrDeviceLacks) {
   const AttentionShape sh = Mla();
-  absl::Status s = CudnnSdpaSupports(sh, AttentionDtype::kBF16, {false, 0, 90});
+  absl::Status s = CudnnSdpaSupports(sh, AttentionDtype::kBF16, {false, 0, 90, ""});
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   EXPECT_TRUE(Contains(std::string(s.message()), "not built with cuDNN")) << s;
 
@@ -56,16 +64,27 @@ TEST(CudnnSdpaSupports, RefusesWhatTheSupportMatrixExcludes) {
   EXPECT_TRUE(Contains(std::string(s.message()), "exceed SDPA backward's 256 on sm_90")) << s;
 }
 
-// Hopper with BF16 MLA is inside cuDNN's support matrix; what refuses it is moetrain's
-// missing backend graph. When kCudnnSdpaGraphImplemented turns true this expects OK.
-TEST(CudnnSdpaSupports, HopperBf16MlaDependsOnlyOnTheGraph) {
-  const absl::Status s = CudnnSdpaSupports(Mla(), AttentionDtype::kBF16, Caps(90));
-  if (kCudnnSdpaGraphImplemented) {
-    EXPECT_TRUE(s.ok()) << s;
-  } else {
-    EXPECT_TRUE(absl::IsUnimplemented(s)) << s;
-    EXPECT_TRUE(Contains(std::string(s.message()), "not built yet")) << s;
-  }
+// Hopper with BF16 MLA is inside cuDNN's support matrix and moetrain's graph: the
+// capabilities accept it (the device still has to build and self-check it).
+TEST(CudnnSdpaSupports, HopperBf16MlaIsAccepted) {
+  EXPECT_TRUE(CudnnSdpaSupports(Mla(), AttentionDtype::kBF16, Caps(90)).ok());
+  EXPECT_TRUE(CudnnSdpaSupports(Mla(), AttentionDtype::kBF16, Caps(100)).ok());
+  AttentionShape sh = Mla();
+  sh.S = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(90))));
+}
+
+TEST(CudnnSdpaSelfCheck, RunsASmallProblemOfTheSameHeads) {
+  AttentionShape sh{8, 4096, 128, 192, 128, 0.07};
+  AttentionShape small = CudnnSdpaCheckShape(sh);
+  EXPECT_EQ(small.B, 1);
+  EXPECT_EQ(small.S, 128);
+  EXPECT_EQ(small.N, 128);
+  EXPECT_EQ(small.Dqk, 192);
+  EXPECT_EQ(small.Dv, 128);
+  EXPECT_EQ(small.scale, 0.07);
+  sh.S = 77;  // short sequences are checked whole
+  EXPECT_EQ(CudnnSdpaCheckShape(sh).S, 77);
 }
 
 TEST(ChooseAttentionPath, UnfusedCarriesCudnnsReason) {
@@ -77,7 +96,7 @@ TEST(ChooseAttentionPath, UnfusedCarriesCudnnsReason) {
 }
 
 TEST(ChooseAttentionPath, CudnnLine) {
-  const AttentionChoice c{AttentionPath::kCudnnSdpa, ""};
+  const AttentionChoice c{AttentionPath::kCudnnSdpa, "", ""};
   EXPECT_EQ(AttentionChoiceLine(Mla(), AttentionDtype::kBF16, c),
             "attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16]");
 }
@@ -98,15 +117,105 @@ TEST(AttentionChooser, LogsOncePerShapeAndDtype) {
   EXPECT_EQ(chooser.logged(), 3u);
 }
 
-TEST(CudnnSdpaCapsOfBuild, ReflectsTheHeaders) {
-  const CudnnSdpaCaps caps = CudnnSdpaCapsOfBuild(90);
+// Verifiers stand in for the device: they run once per shape the capabilities give to
+// cuDNN, never for the others, and their verdict decides the path and the log line.
+TEST(AttentionChooser, VerifierDecidesAndRunsOncePerShape) {
+  std::vector<std::string> lines;
+  int calls = 0;
+  AttentionChooser chooser(
+      Caps(90), [&](const std::string& l) { lines.push_back(l); },
+      [&](const AttentionShape& sh, AttentionDtype) -> absl::StatusOr<std::string> {
+        ++calls;
+        if (sh.S == 256) {
+          return absl::InternalError("self-check at B=1 S=128: dK differs from the unfused path");
+        }
+        return std::string("self-check at B=1 S=128: max err O 0.004");
+      });
+  AttentionShape sh = Mla();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(chooser.Choose(sh, AttentionDtype::kBF16).path, AttentionPath::kCudnnSdpa);
+  }
+  EXPECT_EQ(calls, 1);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0],
+            "attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16] self-check at B=1 "
+            "S=128: max err O 0.004");
+
+  EXPECT_EQ(chooser.Choose(sh, AttentionDtype::kF32).path, AttentionPath::kUnfusedCublas);
+  EXPECT_EQ(calls, 1);  // fp32 never reaches the verifier
+
+  sh.S = 256;
+  const AttentionChoice& refused = chooser.Choose(sh, AttentionDtype::kBF16);
+  EXPECT_EQ(refused.path, AttentionPath::kUnfusedCublas);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(lines.back(),
+            "attention: unfused cuBLAS (cuDNN: self-check at B=1 S=128: dK differs from the "
+            "unfused path) [B=2 S=256 N=4 Dqk=192 Dv=128 bf16]");
+  chooser.Choose(sh, AttentionDtype::kBF16);
+  EXPECT_EQ(calls, 2);  // a refusal is cached too
+}
+
+// Every tensor and operation descriptor of both graphs is finalized by cuDNN as it is
+// added, and that needs no device: this catches attribute types, missing attributes and
+// shapes cuDNN's operations reject, on the CPU. (Whether an engine takes the graph is
+// only known on a GPU: AttentionOnDevice below.)
+TEST(CudnnSdpaGraph, DescriptorsFinalizeWithoutADevice) {
+  for (const AttentionShape& sh : {Mla(), AttentionShape{1, 77, 3, 192, 128, 0.1}}) {
+    GraphBuilder fwd, bwd;
+    AddSdpaForwardGraph(&fwd, sh);
+    AddSdpaBackwardGraph(&bwd, sh);
+    EXPECT_TRUE(fwd.status().ok()) << fwd.status();
+    EXPECT_TRUE(bwd.status().ok()) << bwd.status();
+    EXPECT_EQ(fwd.operations(), 14);
+    EXPECT_EQ(bwd.operations(), 22);
+  }
+}
+
+TEST(CudnnSdpaSupports, RefusesWhenTheLibraryIsMissing) {
+  CudnnSdpaCaps caps = Caps(90);
+  caps.cudnn_version = 0;
+  caps.load_error = "libcudnn.so.9 not loadable (no such file)";
+  const absl::Status s = CudnnSdpaSupports(Mla(), AttentionDtype::kBF16, caps);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_EQ(s.message(), "libcudnn.so.9 not loadable (no such file)");
+}
+
+// This machine has cuDNN 9 (CI installs it with the toolkit), so the library loads.
+TEST(CudnnSdpaCapsOfRuntime, ReportsTheLoadedLibrary) {
+  const absl::StatusOr<const CudnnApi*> api = LoadCudnn();
+  ASSERT_TRUE(api.ok()) << api.status();
+  const CudnnSdpaCaps caps = CudnnSdpaCapsOfRuntime(90);
   EXPECT_EQ(caps.sm, 90);
-#ifdef MT_HAVE_CUDNN
   EXPECT_TRUE(caps.built_with_cudnn);
-  EXPECT_EQ(caps.cudnn_version, CUDNN_VERSION);
-#else
-  EXPECT_FALSE(caps.built_with_cudnn);
-#endif
+  EXPECT_TRUE(caps.load_error.empty()) << caps.load_error;
+  EXPECT_EQ(caps.cudnn_version, static_cast<int>((*api)->GetVersion()));
+  // dlopen took the major version the headers describe (the backend API's attribute
+  // numbering is only stable within one).
+  EXPECT_EQ(caps.cudnn_version / 10000, CUDNN_MAJOR);
+}
+
+// On a GPU: MLA's shape in BF16 goes through the real graph build and self-check. A
+// refusal is a finding for the GPU session, not a broken build: the log line says why,
+// and training still runs (unfused), so it fails only under MOETRAIN_REQUIRE_CUDNN_SDPA.
+TEST(AttentionOnDevice, MlaBf16TakesCudnnSdpa) {
+  if (DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: the real cuDNN choice is skipped";
+  absl::StatusOr<DeviceInfo> dev = SelectDevice(0);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  std::vector<std::string> lines;
+  absl::StatusOr<std::unique_ptr<Attention>> attention =
+      Attention::Create(dev->sm, [&](const std::string& l) {
+        lines.push_back(l);
+        StderrLogSink(l);
+      });
+  ASSERT_TRUE(attention.ok()) << attention.status();
+  for (const AttentionShape& sh : {Mla(), AttentionShape{1, 77, 3, 192, 128, 0.1},
+                                   AttentionShape{2, 512, 16, 192, 128, 0.07}}) {
+    const AttentionChoice& c = (*attention)->Choose(sh, AttentionDtype::kBF16);
+    std::printf("  %s\n", lines.back().c_str());
+    if (dev->sm >= 90 && std::getenv("MOETRAIN_REQUIRE_CUDNN_SDPA") != nullptr) {
+      EXPECT_EQ(c.path, AttentionPath::kCudnnSdpa) << lines.back();
+    }
+  }
 }
 
 }  // namespace

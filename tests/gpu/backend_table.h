@@ -19,9 +19,10 @@ namespace mt::test {
 
 struct BackendOutput {
   std::string name;
-  Tensor host;         // ToHost of the output
-  bool exact = false;  // bytes must match (integers always are)
-  bool zeros = false;  // all zeros is the expected answer (not a vacuous comparison)
+  Tensor host;           // ToHost of the output
+  bool exact = false;    // bytes must match (integers always are)
+  bool zeros = false;    // all zeros is the expected answer (not a vacuous comparison)
+  double tolerance = 0;  // normwise relative error allowed when > 0 (BF16 operators), else 1e-5
 };
 
 struct BackendOp {
@@ -32,5 +33,8 @@ struct BackendOp {
 const std::vector<BackendOp>& BackendOpTable();
 // The FP8 entries (backend_table_fp8.cc), appended to the table by BackendOpTable.
 std::vector<BackendOp> Fp8BackendOps();
+// The BF16 attention core (backend_table_attention.cc: cuDNN's fused SDPA where the CUDA
+// backend chooses it), a table of its own in backend_table_test.cc.
+std::vector<BackendOp> AttentionBf16BackendOps();
 
 }  // namespace mt::test

@@ -47,9 +47,10 @@ std::vector<T> Values(const Tensor& t) {
 }
 
 template <typename T>
-Check CompareAs(const std::string& what, const Tensor& got, const Tensor& want, bool exact) {
+Check CompareAs(const std::string& what, const Tensor& got, const Tensor& want, bool exact,
+                double tolerance) {
   if (exact) return cuda::test::Mismatches(what, Values<T>(got), Values<T>(want));
-  return cuda::test::RelError(what, Values<T>(got), Values<T>(want), kTolerance);
+  return cuda::test::RelError(what, Values<T>(got), Values<T>(want), tolerance);
 }
 
 Check Compare(const BackendOutput& got, const BackendOutput& want) {
@@ -58,19 +59,20 @@ Check Compare(const BackendOutput& got, const BackendOutput& want) {
   if (g.dtype() != w.dtype() || g.shape() != w.shape()) {
     return {want.name + " (dtype or shape differs)", INFINITY, 0};
   }
+  const double tol = want.tolerance > 0 ? want.tolerance : kTolerance;
   Check c;
   switch (w.dtype()) {
     case DType::kF32:
-      c = CompareAs<float>(want.name, g, w, want.exact);
+      c = CompareAs<float>(want.name, g, w, want.exact, tol);
       break;
     case DType::kF64:
-      c = CompareAs<double>(want.name, g, w, want.exact);
+      c = CompareAs<double>(want.name, g, w, want.exact, tol);
       break;
     case DType::kI32:
-      c = CompareAs<int32_t>(want.name, g, w, true);
+      c = CompareAs<int32_t>(want.name, g, w, true, tol);
       break;
     case DType::kI64:
-      c = CompareAs<int64_t>(want.name, g, w, true);
+      c = CompareAs<int64_t>(want.name, g, w, true, tol);
       break;
     default:
       return {want.name + " (dtype not compared)", INFINITY, 0};
@@ -113,6 +115,9 @@ TEST_P(BackendTableTest, CudaMatchesCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, BackendTableTest, ::testing::ValuesIn(BackendOpTable()),
+                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(AttentionBf16, BackendTableTest,
+                         ::testing::ValuesIn(AttentionBf16BackendOps()),
                          [](const auto& info) { return info.param.name; });
 
 // The default BF16 GEMM (rounded FP32 operands through the FP32 GEMM) would pass the

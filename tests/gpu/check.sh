@@ -4,7 +4,8 @@
 # or from a checkout with a CUDA build:                  bash tests/gpu/check.sh [BUILD_DIR]
 #
 # Prints: the device; every CUDA op against its CPU reference (the table-driven test,
-# tests/gpu/op_table.cc: error and tolerance per comparison); the runtime, allocator,
+# tests/gpu/op_table.cc: error and tolerance per comparison); the attention core's path per
+# shape (cuDNN SDPA's graphs built and self-checked on the device, or why not); the runtime, allocator,
 # GEMM-plan and NCCL tests; the whole model on the GPU against the CPU and 200 GPU training
 # steps (device_model_gpu_test); `moetrain train` of the default config on the GPU in fp32,
 # bf16 and fp8 (train_gpu.sh); the GEMM benchmark table (BF16 and FP8 TFLOPS at
@@ -65,6 +66,8 @@ else
 fi
 
 step "CUDA ops vs CPU reference (op table)" 150 ops_gpu_test
+step "attention: cuDNN SDPA graphs and first-use self-check on this device" 120 \
+  attention_choice_test
 step "CUDA backend vs CPU backend (every kernels/backend.h op)" 120 backend_table_test
 step "runtime: device, streams, events, pinned memory" 30 runtime_test
 step "caching allocator bookkeeping" 30 device_allocator_test
