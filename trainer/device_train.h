@@ -61,6 +61,8 @@ class DeviceTrainer {
   bool on_gpu() const;
   // "cuda (NVIDIA H200)" or "the device path on the CPU backend": for the run's header.
   std::string Describe() const;
+  // CUDA's name of the device ("NVIDIA H200"); empty on the CPU backend.
+  const std::string& device_name() const { return device_name_; }
 
   // ParallelModel::ForwardBackward's contract: zeroes the gradients, runs this rank's
   // micro-batches of the global batch, returns the mean losses and summed expert loads of

@@ -44,4 +44,22 @@ double MeasureCpuGemmFlops(double seconds) {
   return 2.0 * n * n * n * reps / elapsed;
 }
 
+double GpuDensePeakFlops(const std::string& device_name, const std::string& precision) {
+  struct Board {
+    const char* name;  // a substring of the CUDA device name; more specific ones first
+    double fp32, bf16, fp8;
+  };
+  static constexpr Board kBoards[] = {
+      {"H100 PCIe", 51.2e12, 756.5e12, 1513e12},
+      {"H100 NVL", 60.0e12, 835.5e12, 1671e12},
+      {"H100", 66.9e12, 989.4e12, 1978.9e12},
+      {"H800", 66.9e12, 989.4e12, 1978.9e12},
+      {"H200", 66.9e12, 989.4e12, 1978.9e12},
+  };
+  for (const Board& b : kBoards)
+    if (device_name.find(b.name) != std::string::npos)
+      return precision == "fp8" ? b.fp8 : precision == "bf16" ? b.bf16 : b.fp32;
+  return 0;
+}
+
 }  // namespace mt

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "trainer/config.h"
 
@@ -26,5 +27,11 @@ FlopsBreakdown TrainingFlopsPerToken(const ModelConfig& m, int64_t seq_len, bool
 // The CPU's measured single-precision GEMM rate (FLOP/s) over `seconds`: the MFU
 // denominator on a machine without a published peak.
 double MeasureCpuGemmFlops(double seconds = 0.5);
+
+// A GPU's dense peak FLOP/s for what the step's GEMMs run in at training.precision
+// `precision` (fp32: CUDA cores, no TF32; bf16 and fp8: tensor cores), from the device's
+// name as CUDA reports it ("NVIDIA H200"); 0 for a device whose peak is not tabled. Hopper
+// SXM boards (H100, H800, H200): 66.9, 989.4 and 1978.9 TFLOP/s; H100 PCIe and NVL lower.
+double GpuDensePeakFlops(const std::string& device_name, const std::string& precision);
 
 }  // namespace mt

@@ -118,9 +118,12 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   RETURN_IF_ERROR(r.log->LogRunStart(cfg, r.step));
 
   const double flops_per_token = TrainingFlopsPerToken(cfg.model, S, /*with_mtp=*/true).total();
-  // MFU needs the peak of what runs the step; a GPU's is not known here yet (0: no MFU).
+  // MFU needs the peak of what runs the step: a GPU's published dense peak at the run's
+  // precision (0 for a board not in the table: no MFU), else the CPU's measured sgemm rate.
   const bool gpu = dev && dev->on_gpu();
-  const double peak = gpu ? 0.0 : MeasureCpuGemmFlops() * topo.world_size();
+  const double peak =
+      (gpu ? GpuDensePeakFlops(dev->device_name(), cfg.training.precision) : MeasureCpuGemmFlops()) *
+      topo.world_size();
   // The figure comes from one forward of the host model on the CPU: cheap for the models a
   // CPU trains, too slow for the ones a GPU trains, so a GPU run does not measure it.
   const int64_t activation_bytes = gpu ? 0 : pm.MeasureActivationBytes(mb, S);
@@ -135,11 +138,17 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
         static_cast<long long>(cfg.model.num_experts_per_tok),
         static_cast<long long>(cfg.model.num_nextn_predict_layers),
         pm.params().NumElements() / 1e6);
-    if (gpu)
+    if (gpu && peak == 0)
       std::printf(
-          "[moetrain] MFU: not computed on the GPU yet (FLOPs/token, Megatron formula, causal, "
-          "with MTP: %.3f MFLOP; logged as 0)\n",
-          flops_per_token / 1e6);
+          "[moetrain] MFU: not computed, the dense peak of %s is not tabled (trainer/flops.h; "
+          "FLOPs/token, Megatron formula, causal, with MTP: %.3f MFLOP; logged as 0)\n",
+          dev->device_name().c_str(), flops_per_token / 1e6);
+    else if (gpu)
+      std::printf(
+          "[moetrain] MFU = FLOPs/token (Megatron formula, causal, with MTP: %.3f MFLOP) x "
+          "tokens/s over the dense %s peak of %s x ranks (%.1f TFLOP/s)\n",
+          flops_per_token / 1e6, cfg.training.precision.c_str(), dev->device_name().c_str(),
+          peak / 1e12);
     else
       std::printf(
           "[moetrain] MFU = FLOPs/token (Megatron formula, causal, with MTP: %.3f MFLOP) x "

@@ -27,15 +27,6 @@
 namespace mt {
 namespace {
 
-// Dense peak FLOP/s by device name and precision; 0 when unknown. Hopper SXM boards
-// (H100, H800, H200): FP32 on CUDA cores 67 TFLOP/s, BF16 tensor cores 989, FP8 1979.
-double DensePeak(const std::string& name, const std::string& precision) {
-  for (const char* hopper : {"H100", "H200", "H800"})
-    if (name.find(hopper) != std::string::npos)
-      return precision == "fp8" ? 1979e12 : precision == "bf16" ? 989e12 : 67e12;
-  return 0;
-}
-
 int Main(int argc, char** argv) {
   std::string config_path, name, precision = "fp32";
   int64_t steps = 10, warmup = 3;
@@ -96,7 +87,7 @@ int Main(int argc, char** argv) {
   const double tokens_per_s = static_cast<double>(steps * micro * mb * S) / seconds;
   const double flops = TrainingFlopsPerToken(m, S, /*with_mtp=*/true).total();
   const cuda::DeviceInfo& info = (*be)->info();
-  const double peak = DensePeak(info.name, precision);
+  const double peak = GpuDensePeakFlops(info.name, precision);
   nlohmann::json row = {
       {"name", name.empty() ? "moetrain " + precision + " (" + config_path + ")" : name},
       {"device", info.name},

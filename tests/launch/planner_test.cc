@@ -86,6 +86,16 @@ TEST(Planner, DeepSeekV3Parameters) {
   EXPECT_NEAR(p.mtp / 1e9, 11.6, 0.1);
 }
 
+// The MFU denominator of a GPU run: the board's dense peak at the run's precision, the more
+// specific name first (an "H100 PCIe" is not an SXM H100), 0 for a board not tabled.
+TEST(Planner, GpuDensePeakFlops) {
+  EXPECT_EQ(GpuDensePeakFlops("NVIDIA H200", "bf16"), 989.4e12);
+  EXPECT_EQ(GpuDensePeakFlops("NVIDIA H800", "fp8"), 1978.9e12);
+  EXPECT_EQ(GpuDensePeakFlops("NVIDIA H100 80GB HBM3", "fp32"), 66.9e12);
+  EXPECT_EQ(GpuDensePeakFlops("NVIDIA H100 PCIe", "bf16"), 756.5e12);
+  EXPECT_EQ(GpuDensePeakFlops("NVIDIA GeForce RTX 4090", "bf16"), 0.0);
+}
+
 TEST(Planner, DeepSeekV3FlopsPerToken) {
   const ModelConfig m = DeepSeekV3().model;
   const FlopsBreakdown with = TrainingFlopsPerToken(m, 4096, true);
