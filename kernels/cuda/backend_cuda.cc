@@ -80,9 +80,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int local_rank)
     cublasDestroy(cublas);
     return attention.status();
   }
-  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(info), std::move(pool),
-                                                      std::move(streams), cublas, *lt_workspace,
-                                                      std::move(*lt), std::move(*attention)));
+  std::unique_ptr<CudaBackend> be(new CudaBackend(std::move(info), std::move(pool),
+                                                  std::move(streams), cublas, *lt_workspace,
+                                                  std::move(*lt), std::move(*attention)));
+  // Without pinned memory uploads still work, from pageable memory (slower, not wrong).
+  absl::StatusOr<std::unique_ptr<UploadStaging>> staging = UploadStaging::Create();
+  if (staging.ok()) be->staging_ = std::move(*staging);
+  return be;
 }
 
 CudaBackend::CudaBackend(DeviceInfo info, std::shared_ptr<DevicePool> pool,
@@ -145,17 +149,21 @@ Tensor CudaBackend::Empty(std::vector<int64_t> shape, DType dtype) {
 Tensor CudaBackend::ToDevice(const Tensor& host) {
   Tensor t = Uninitialized(host.shape(), host.dtype());
   if (t.nbytes() == 0) return t;
-  // From pageable host memory the call returns once the bytes are staged, so the caller
-  // may free `host` right after; device to device stays in stream order.
-  const cudaMemcpyKind kind =
-      host.device() == Device::kCUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
-  CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), t.nbytes(), kind, stream()));
+  if (host.device() == Device::kCUDA) {
+    CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), t.nbytes(), cudaMemcpyDeviceToDevice,
+                               stream()));
+  } else {
+    CopyFromHost(host.raw(), t.raw(), t.nbytes());
+  }
   return t;
 }
 
 void CudaBackend::CopyFromHost(const void* src, void* dst, size_t bytes) {
   if (bytes == 0) return;
-  // As ToDevice: from pageable memory the call returns once the bytes are staged.
+  // Small copies (token ids) through pinned slots, queued without waiting for the stream;
+  // larger ones (parameters at start-up) from pageable memory, which returns once the
+  // bytes are staged. Either way the caller may reuse `src` at once.
+  if (staging_ && staging_->Upload(src, dst, bytes, stream())) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 

@@ -280,6 +280,7 @@ class CudaBackend : public Backend {
   void* lt_workspace_ = nullptr;  // 32 MiB from the pool, lt_'s (cuBLASLt's) workspace
   std::unique_ptr<CublasLtGemm> lt_;
   std::unique_ptr<Attention> attention_;
+  std::unique_ptr<UploadStaging> staging_;  // null when pinned memory was refused
   Cached plan_workspace_, plan_counts_, partials_;
   int64_t bf16_gemm_fallbacks_ = 0;
   int64_t fp8_gemm_fallbacks_ = 0;

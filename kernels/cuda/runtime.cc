@@ -1,6 +1,7 @@
 // kernels/cuda/runtime.cc: device selection, streams, events, pinned memory, cudaMalloc.
 #include "kernels/cuda/runtime.h"
 
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -121,6 +122,25 @@ absl::StatusOr<PinnedBuffer> PinnedBuffer::Create(size_t bytes) {
   }
   b.size_ = bytes;
   return b;
+}
+
+absl::StatusOr<std::unique_ptr<UploadStaging>> UploadStaging::Create() {
+  std::unique_ptr<UploadStaging> s(new UploadStaging());
+  ASSIGN_OR_RETURN(s->pinned_, PinnedBuffer::Create(kSlots * kSlotBytes));
+  return s;
+}
+
+bool UploadStaging::Upload(const void* src, void* dst, size_t bytes, cudaStream_t stream) {
+  if (bytes > kSlotBytes) return false;
+  if (bytes == 0) return true;
+  const int slot = next_;
+  next_ = (next_ + 1) % kSlots;
+  read_done_[slot].Synchronize();  // an event never recorded is complete
+  char* staged = static_cast<char*>(pinned_.data()) + slot * kSlotBytes;
+  std::memcpy(staged, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream));
+  read_done_[slot].Record(stream);
+  return true;
 }
 
 PinnedBuffer::~PinnedBuffer() {

@@ -13,6 +13,9 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
+#include <memory>
+
 #include <cstddef>
 #include <string>
 
@@ -107,6 +110,28 @@ class PinnedBuffer {
  private:
   void* data_ = nullptr;
   size_t size_ = 0;
+};
+
+// Host-to-device copies of small pageable buffers through a ring of pinned slots. From
+// pageable memory cudaMemcpyAsync first waits for the stream, so each micro-batch's token
+// ids (and the MTP modules' shifted ones, mid-forward) would stall the host until the GPU
+// drained its queue; through a slot the copy is queued like a kernel. A slot is written
+// again only after the copy that last read it has completed (its event).
+class UploadStaging {
+ public:
+  static constexpr int kSlots = 8;
+  static constexpr size_t kSlotBytes = size_t{1} << 20;
+  // ResourceExhausted when the host cannot lock the slots.
+  static absl::StatusOr<std::unique_ptr<UploadStaging>> Create();
+  // Copies src [bytes] to device dst in stream order; src may be reused at once. False,
+  // doing nothing, when bytes > kSlotBytes (the caller copies from pageable memory).
+  bool Upload(const void* src, void* dst, size_t bytes, cudaStream_t stream);
+
+ private:
+  UploadStaging() = default;
+  PinnedBuffer pinned_;                  // [kSlots * kSlotBytes]
+  std::array<Event, kSlots> read_done_;  // per slot: its last copy has completed
+  int next_ = 0;
 };
 
 }  // namespace mt::cuda

@@ -3,6 +3,7 @@
 #include "kernels/cuda/runtime.h"
 
 #include <cstring>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_check.h"
@@ -60,6 +61,41 @@ TEST(RuntimeGpu, StreamsEventsAndPinnedCopy) {
   EXPECT_EQ(std::memcmp(back->data(), pinned->data(), pinned->size()), 0);
   alloc.Free(dev);
   EXPECT_EQ(alloc.stats().current_bytes, 0u);
+}
+
+// Uploads through the pinned ring, more of them than it has slots, each from one host
+// buffer rewritten right after the call: every device copy must hold what the buffer held
+// at its call (a slot reused before its copy completed, or a copy that read the host
+// buffer late, would show the next value).
+TEST(RuntimeGpu, UploadStagingCopiesAreIndependentOfTheSource) {
+  if (DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: GPU runtime test skipped";
+  ASSERT_TRUE(SelectDevice(0).ok());
+  Streams streams;
+  auto staging = UploadStaging::Create();
+  ASSERT_TRUE(staging.ok()) << staging.status();
+  constexpr int kCopies = 3 * UploadStaging::kSlots + 1;
+  constexpr size_t kInts = 50000;  // 200 KB each
+  CudaRawAllocator raw;
+  CachingAllocator alloc(&raw);
+  std::vector<void*> dev(kCopies);
+  std::vector<int32_t> host(kInts);
+  for (int c = 0; c < kCopies; ++c) {
+    dev[c] = *alloc.Allocate(kInts * sizeof(int32_t));
+    for (size_t i = 0; i < kInts; ++i) host[i] = static_cast<int32_t>(c * 1000003 + i);
+    ASSERT_TRUE((*staging)->Upload(host.data(), dev[c], kInts * sizeof(int32_t),
+                                   streams.compute()));
+  }
+  EXPECT_FALSE((*staging)->Upload(host.data(), dev[0], UploadStaging::kSlotBytes + 1,
+                                  streams.compute()));  // too large: the caller's to copy
+  std::vector<int32_t> back(kInts);
+  for (int c = 0; c < kCopies; ++c) {
+    CUDA_CHECK(cudaMemcpyAsync(back.data(), dev[c], kInts * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost, streams.compute()));
+    streams.Synchronize();
+    for (size_t i = 0; i < kInts; i += 997)
+      ASSERT_EQ(back[i], static_cast<int32_t>(c * 1000003 + i)) << "copy " << c << " at " << i;
+    alloc.Free(dev[c]);
+  }
 }
 
 }  // namespace
