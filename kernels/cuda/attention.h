@@ -1,7 +1,7 @@
 // kernels/cuda/attention.h: MLA's causal attention core on the GPU, choosing per shape
 // between cuDNN's fused SDPA (attention_cudnn.h) and the unfused cuBLAS path
 // (attention_unfused.h), and saying which once per shape:
-//   attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16] self-check at B=1 S=128: ...
+//   attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16] self-check B=1 S=128 N=4: ...
 //   attention: unfused cuBLAS (cuDNN: <reason>) [B=2 S=128 N=4 Dqk=192 Dv=128 fp32]
 //
 // A shape takes cuDNN only if CudnnSdpaCaps and the support matrix allow it AND, at its

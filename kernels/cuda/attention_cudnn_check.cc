@@ -109,12 +109,10 @@ absl::StatusOr<double> RelativeError(const uint16_t* got_dev, const float* want_
   return max_err / std::max(max_ref, 1e-30);
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> CudnnSdpaSelfCheck(CudnnSdpa& sdpa, cublasHandle_t cublas,
-                                               const AttentionShape& real) {
-  const AttentionShape sh = CudnnSdpaCheckShape(real);
-  const std::string where = absl::StrCat("self-check at B=1 S=", sh.S);
+// One check problem: both paths, compared.
+absl::StatusOr<std::string> CheckOne(CudnnSdpa& sdpa, cublasHandle_t cublas,
+                                     const AttentionShape& sh) {
+  const std::string where = absl::StrCat("self-check B=", sh.B, " S=", sh.S, " N=", sh.N);
   if (absl::Status s = sdpa.Prepare(sh); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   }
@@ -188,7 +186,20 @@ absl::StatusOr<std::string> CudnnSdpaSelfCheck(CudnnSdpa& sdpa, cublasHandle_t c
     }
     absl::StrAppend(&summary, absl::StrFormat(" %s %.2g", out.name, *err));
   }
-  return summary + " of max |ref|";
+  return summary;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CudnnSdpaSelfCheck(CudnnSdpa& sdpa, cublasHandle_t cublas,
+                                               const AttentionShape& sh) {
+  std::string summary;
+  for (const AttentionShape& check : CudnnSdpaCheckShapes(sh)) {
+    absl::StatusOr<std::string> one = CheckOne(sdpa, cublas, check);
+    if (!one.ok()) return one.status();
+    absl::StrAppend(&summary, summary.empty() ? "" : "; ", *one);
+  }
+  return summary + " (of max |unfused|)";
 }
 
 }  // namespace mt::cuda

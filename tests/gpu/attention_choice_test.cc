@@ -74,17 +74,23 @@ TEST(CudnnSdpaSupports, HopperBf16MlaIsAccepted) {
   EXPECT_TRUE(absl::IsInvalidArgument(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(90))));
 }
 
-TEST(CudnnSdpaSelfCheck, RunsASmallProblemOfTheSameHeads) {
+TEST(CudnnSdpaSelfCheck, RunsAllHeadsShortAndFewHeadsLong) {
   AttentionShape sh{8, 4096, 128, 192, 128, 0.07};
-  AttentionShape small = CudnnSdpaCheckShape(sh);
-  EXPECT_EQ(small.B, 1);
-  EXPECT_EQ(small.S, 128);
-  EXPECT_EQ(small.N, 128);
-  EXPECT_EQ(small.Dqk, 192);
-  EXPECT_EQ(small.Dv, 128);
-  EXPECT_EQ(small.scale, 0.07);
-  sh.S = 77;  // short sequences are checked whole
-  EXPECT_EQ(CudnnSdpaCheckShape(sh).S, 77);
+  const std::vector<AttentionShape> checks = CudnnSdpaCheckShapes(sh);
+  ASSERT_EQ(checks.size(), 2u);
+  for (const AttentionShape& c : checks) {
+    EXPECT_EQ(c.B, 1);
+    EXPECT_EQ(c.Dqk, 192);
+    EXPECT_EQ(c.Dv, 128);
+    EXPECT_EQ(c.scale, 0.07);
+  }
+  EXPECT_EQ(checks[0].S, 128);
+  EXPECT_EQ(checks[0].N, 128);
+  EXPECT_EQ(checks[1].S, 4096);
+  EXPECT_EQ(checks[1].N, 4);
+  sh.S = 77;  // short sequences are checked whole, once
+  ASSERT_EQ(CudnnSdpaCheckShapes(sh).size(), 1u);
+  EXPECT_EQ(CudnnSdpaCheckShapes(sh)[0].S, 77);
 }
 
 TEST(ChooseAttentionPath, UnfusedCarriesCudnnsReason) {
@@ -127,9 +133,9 @@ TEST(AttentionChooser, VerifierDecidesAndRunsOncePerShape) {
       [&](const AttentionShape& sh, AttentionDtype) -> absl::StatusOr<std::string> {
         ++calls;
         if (sh.S == 256) {
-          return absl::InternalError("self-check at B=1 S=128: dK differs from the unfused path");
+          return absl::InternalError("self-check B=1 S=128 N=4: dK differs from the unfused path");
         }
-        return std::string("self-check at B=1 S=128: max err O 0.004");
+        return std::string("self-check B=1 S=128 N=4: max err O 0.004");
       });
   AttentionShape sh = Mla();
   for (int i = 0; i < 3; ++i) {
@@ -138,8 +144,8 @@ TEST(AttentionChooser, VerifierDecidesAndRunsOncePerShape) {
   EXPECT_EQ(calls, 1);
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0],
-            "attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16] self-check at B=1 "
-            "S=128: max err O 0.004");
+            "attention: cuDNN SDPA [B=2 S=128 N=4 Dqk=192 Dv=128 bf16] self-check B=1 S=128 "
+            "N=4: max err O 0.004");
 
   EXPECT_EQ(chooser.Choose(sh, AttentionDtype::kF32).path, AttentionPath::kUnfusedCublas);
   EXPECT_EQ(calls, 1);  // fp32 never reaches the verifier
@@ -149,7 +155,7 @@ TEST(AttentionChooser, VerifierDecidesAndRunsOncePerShape) {
   EXPECT_EQ(refused.path, AttentionPath::kUnfusedCublas);
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(lines.back(),
-            "attention: unfused cuBLAS (cuDNN: self-check at B=1 S=128: dK differs from the "
+            "attention: unfused cuBLAS (cuDNN: self-check B=1 S=128 N=4: dK differs from the "
             "unfused path) [B=2 S=256 N=4 Dqk=192 Dv=128 bf16]");
   chooser.Choose(sh, AttentionDtype::kBF16);
   EXPECT_EQ(calls, 2);  // a refusal is cached too
