@@ -203,6 +203,9 @@ class Backend {
                                  float* y) = 0;
   // y [cols, rows] = x [rows, cols]^T
   virtual void Transpose(const float* x, float* y, int64_t rows, int64_t cols) = 0;
+  // y [M, K] = x rounded to E5M6 with power-of-two 1x128 scales along K (RoundE5M6Tiles;
+  // the recipe's cache of the attention output). In place allowed.
+  virtual void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) = 0;
 
   // The FP8 Linear GEMMs, composed from the primitives in trainer/precision.cc's order
   // (backend.cc), so every backend runs the recipe's steps:

@@ -149,6 +149,9 @@ void CpuBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) y[c * rows + r] = x[r * cols + c];
 }
+void CpuBackend::RoundE5M6(const float* x, float* y, int64_t M, int64_t K) {
+  RoundE5M6Tiles(x, y, M, K);
+}
 void CpuBackend::Axpy(float a, const float* x, float* y, int64_t n) { ops::Axpy(a, x, y, n); }
 
 // ---- MoE (trainer/moe.cc's loops) -----------------------------------------------------

@@ -66,6 +66,7 @@ class CpuBackend : public Backend {
   void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
                          float* y) override;
   void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
+  void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/e5m6.h"
 #include "kernels/fp8.h"
 #include "kernels/ops.h"
 #include "kernels/status.h"
@@ -59,6 +60,19 @@ float Fp8Scale(float amax, bool pow2) {
   int e;
   const double m = std::frexp(s, &e);  // s = m * 2^e, m in [0.5, 1)
   return std::ldexp(1.0f, m == 0.5 ? e - 1 : e);
+}
+
+void RoundE5M6Tiles(const float* x, float* y, int64_t M, int64_t K) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k0 = 0; k0 < K; k0 += kQuantTile) {
+      const int64_t len = std::min<int64_t>(kQuantTile, K - k0);
+      const float* xr = x + m * K + k0;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(xr[i]));
+      const float s = E5M6Scale(amax);
+      // Dividing and multiplying by a power of two is exact: only RoundE5M6 rounds.
+      for (int64_t i = 0; i < len; ++i) y[m * K + k0 + i] = RoundE5M6(xr[i] / s) * s;
+    }
 }
 
 QuantizedActivation QuantizeActivation(const float* x, int64_t M, int64_t K,

@@ -79,6 +79,10 @@ struct QuantizedWeight {
   float scale(int64_t nb, int64_t kb) const { return scales.data<float>()[nb * scale_ld() + kb]; }
 };
 
+// y [M, K] = x rounded to E5M6 (kernels/e5m6.h) with a power-of-two scale per 1x128 tile
+// along K: the recipe's cache of the attention output (in place allowed).
+void RoundE5M6Tiles(const float* x, float* y, int64_t M, int64_t K);
+
 // x [M, K] -> 1x128-tiled E4M3.
 QuantizedActivation QuantizeActivation(const float* x, int64_t M, int64_t K,
                                        const QuantizeOptions& opts = {});

@@ -57,12 +57,13 @@ Tensor DMla::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   const int64_t T = b.T(), dqk = dn + dr, B = b.B, S = b.S;
   Tensor d_o;  // [T, N*dv]
   o.BackwardInput(b, dy, &d_o, false);
-  // o_proj's Wgrad input: the attention output as kept, BF16 in fp8 (the recipe's E5M6 is
-  // not implemented, trainer/precision.h), else the values (rounded by a BF16 GEMM).
+  // o_proj's Wgrad input: the attention output as kept, in fp8 the recipe's E5M6 with
+  // power-of-two 1x128 scales (trainer/precision.h), else the values (rounded by a BF16
+  // GEMM).
   DAct o_kept{s->o, {}};
   if (b.fp8()) {
     o_kept.values = be.Empty(s->o.shape());
-    be.RoundBf16(s->o.data<float>(), o_kept.values.data<float>(), s->o.numel());
+    be.RoundE5M6(s->o.data<float>(), o_kept.values.data<float>(), T, N * dv);
   }
   o.BackwardWeight(b, dy, o_kept);
   if (b.round_bf16()) be.RoundBf16(d_o.data<float>(), d_o.data<float>(), d_o.numel());  // core

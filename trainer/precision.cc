@@ -308,7 +308,11 @@ StoredActivation PrecisionPolicy::StoreLinearInput(const Tensor& x) const {
 }
 
 StoredActivation PrecisionPolicy::StoreAttentionOutput(const Tensor& x) const {
-  return StoreBf16Operand(x);
+  if (p_ != Precision::kFp8) return StoreBf16Operand(x);
+  // E5M6 with power-of-two 1x128 scales: exact in BF16, so BF16 storage keeps it unchanged.
+  Tensor r(x.shape(), DType::kF32);
+  RoundE5M6Tiles(x.data<float>(), r.data<float>(), x.numel() / x.shape().back(), x.shape().back());
+  return StoredActivation::Bf16(r);
 }
 
 StoredActivation PrecisionPolicy::StoreSwigluInput(const Tensor& x) const {

@@ -23,9 +23,11 @@
 //   * the input of every Linear, for its Wgrad: the Fprop's own E4M3 operand in fp8 (codes
 //     plus 1x128 scales, re-tiled to 128x1 for Wgrad), BF16 in bf16;
 //   * except the attention output (o_proj's input): the recipe keeps it in a custom E5M6
-//     format with power-of-two scales because its attention kernel's backward also reads it;
-//     we have no E5M6 codec, so fp8 caches it in BF16 (16 bits for E5M6's 12: more precise,
-//     no smaller). Its Fprop still quantises the FP32 values to E4M3;
+//     format with power-of-two 1x128 scales because its attention kernel's backward also
+//     reads it; fp8 rounds it so (kernels/e5m6.h) and holds the values in BF16 storage,
+//     where they are exact (16 bits for E5M6's 12: the values of E5M6, not its size). Its
+//     Fprop still quantises the FP32 values to E4M3, and its Wgrad re-quantises the E5M6
+//     values to E4M3 in 128x1 tiles;
 //   * the SwiGLU inputs (gate and up outputs) of every SwiGLU block, routed and shared
 //     experts as the recipe says and the dense MLP likewise: E4M3 in fp8, BF16 in bf16. The
 //     SwiGLU output (down_proj's input) is not kept: backward recomputes it from the cached
@@ -111,7 +113,7 @@ class PrecisionPolicy {
   // ---- What is kept for backward (see the header comment).
   // A Linear input for its Wgrad; in fp8 this is also the Fprop operand.
   StoredActivation StoreLinearInput(const Tensor& x) const;
-  // The attention output (o_proj's input): BF16 in bf16 and fp8.
+  // The attention output (o_proj's input): BF16 in bf16, E5M6 values (in BF16 storage) in fp8.
   StoredActivation StoreAttentionOutput(const Tensor& x) const;
   // A SwiGLU input (gate or up output).
   StoredActivation StoreSwigluInput(const Tensor& x) const;

@@ -171,6 +171,7 @@ class CudaBackend : public Backend {
                                int64_t rows, int64_t E, int64_t K, int64_t N,
                                bool accumulate) override;
   void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
+  void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 

@@ -189,4 +189,8 @@ void CudaBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols
   cuda::Transpose(x, y, rows, cols, stream());
 }
 
+void CudaBackend::RoundE5M6(const float* x, float* y, int64_t M, int64_t K) {
+  cuda::RoundE5M6Tiles(x, y, M, K, stream());
+}
+
 }  // namespace mt::cuda

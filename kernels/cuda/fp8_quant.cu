@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/e5m6.h"
 
 namespace mt::cuda {
 namespace {
@@ -44,6 +45,27 @@ __global__ void QuantizeActivationKernel(const float* x, uint8_t* codes, float* 
   for (int j = 0; j < kPerLane; ++j)
     v[j] = lane + 32 * j < len ? x[m * K + k0 + lane + 32 * j] : 0.0f;
   QuantizeWarpRun(v, len, pow2, codes + m * K + k0, scales + kt * M + m);
+}
+
+// One warp per (m, kt) tile: kernels/quantize.cc RoundE5M6Tiles, bit for bit.
+__global__ void RoundE5M6TilesKernel(const float* x, float* y, int64_t M, int64_t K,
+                                     int64_t tiles) {
+  const int64_t tile = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (tile >= M * tiles) return;
+  const int64_t m = tile / tiles, k0 = tile % tiles * kQuantTile;
+  const int len = int(MinI64(kQuantTile, K - k0));
+  const int lane = threadIdx.x % 32;
+  float v[kPerLane];
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    v[j] = lane + 32 * j < len ? x[m * K + k0 + lane + 32 * j] : 0.0f;
+    amax = MaxNoNan(amax, fabsf(v[j]));
+  }
+  const float s = E5M6Scale(WarpMax(amax));
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j)
+    if (lane + 32 * j < len) y[m * K + k0 + lane + 32 * j] = RoundE5M6(v[j] / s) * s;
 }
 
 __global__ void DequantizeActivationKernel(const uint8_t* codes, const float* scales, float* x,
@@ -189,6 +211,14 @@ unsigned WarpTileGrid(int64_t tiles) {
 }  // namespace
 
 // ---- kernel launchers -----------------------------------------------------------------
+
+void RoundE5M6Tiles(const float* x, float* y, int64_t M, int64_t K, cudaStream_t stream) {
+  CheckMatrix(M, K);
+  const int64_t tiles = CeilDiv(K, kQuantTile);
+  if (M * tiles == 0) return;
+  RoundE5M6TilesKernel<<<WarpTileGrid(M * tiles), kBlock, 0, stream>>>(x, y, M, K, tiles);
+  CUDA_CHECK_LAUNCH();
+}
 
 void QuantizeActivation(const float* x, uint8_t* codes, float* scales, int64_t M, int64_t K,
                         bool pow2_scales, cudaStream_t stream) {

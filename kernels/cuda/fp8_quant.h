@@ -21,6 +21,9 @@ inline int64_t ActScaleCount(int64_t M, int64_t K) { return (K + 127) / 128 * M;
 inline int64_t WeightScaleLd(int64_t K) { return ((K + 127) / 128 + 3) / 4 * 4; }
 inline int64_t WeightScaleCount(int64_t N, int64_t K) { return (N + 127) / 128 * WeightScaleLd(K); }
 
+// y [M, K] = x rounded to E5M6 with a power-of-two scale per 1x128 tile (kernels/e5m6.h;
+// the same bits as kernels/quantize.h RoundE5M6Tiles). In place allowed.
+void RoundE5M6Tiles(const float* x, float* y, int64_t M, int64_t K, cudaStream_t stream);
 // x [M, K] fp32 -> codes [M, K] E4M3, scales [ceil(K/128), M] (VEC128_32F).
 void QuantizeActivation(const float* x, uint8_t* codes, float* scales, int64_t M, int64_t K,
                         bool pow2_scales, cudaStream_t stream);

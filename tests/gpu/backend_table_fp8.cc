@@ -99,6 +99,16 @@ Outs Fp8Quantize(Backend& be) {
   return outs;
 }
 
+// The attention output's E5M6 cache: 1x128 tiles of [200, 300] spread over many binades
+// (one all-zero row), and in place on [3, 77]; the same bits on every backend.
+Outs RoundE5M6(Backend& be) {
+  Tensor x = Spread(be, 200, 300, 300, 1, /*zero_row=*/5), y = be.Empty({200, 300});
+  be.RoundE5M6(F(x), F(y), 200, 300);
+  Tensor small = Spread(be, 3, 77, 301, 1);
+  be.RoundE5M6(F(small), F(small), 3, 77);
+  return {Out(be, "e5m6 rounded", y, true), Out(be, "e5m6 rounded in place", small, true)};
+}
+
 // 128x128 blocks of w [260, 300] (3 x 3 blocks: one zero padding column per scale row) and
 // of [130, 600] (2 x 5 blocks: three), and of their transposes (exact code moves).
 Outs Fp8Weight(Backend& be) {
@@ -229,6 +239,7 @@ std::vector<BackendOp> Fp8BackendOps() {
   return {
       {"fp8_quantize", Fp8Quantize},
       {"fp8_weight", Fp8Weight},
+      {"round_e5m6", RoundE5M6},
       {"fp8_transpose_copy_to_host", TransposeCopyToHost},
       {"fp8_gemm", [](Backend& be) { return Fp8Gemms(be, 200, 304, 272, 330); }},
       {"fp8_gemm_unaligned", [](Backend& be) { return Fp8Gemms(be, 200, 300, 260, 335); }},

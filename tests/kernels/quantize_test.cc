@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/bf16.h"
+#include "kernels/e5m6.h"
 #include "kernels/fp8.h"
 
 namespace mt {
@@ -316,6 +318,91 @@ TEST(TransposeWeightTest, IsExact) {
   const QuantizedWeight back = TransposeWeight(t);
   ASSERT_EQ(0, std::memcmp(back.codes(), q.codes(), N * K));
   ASSERT_EQ(0, std::memcmp(back.scales.raw(), q.scales.raw(), q.scales.nbytes()));
+}
+
+// ---- E5M6 (kernels/e5m6.h) ----------------------------------------------------------
+
+// Every positive finite E5M6 value, ascending, with its 6-bit mantissa (for ties to even).
+std::vector<std::pair<double, int>> E5M6Values() {
+  std::vector<std::pair<double, int>> v;
+  for (int e = 0; e <= 30; ++e)
+    for (int m = 0; m < 64; ++m)
+      v.emplace_back(e == 0 ? std::ldexp(m, -20) : std::ldexp(1.0 + m / 64.0, e - 15), m);
+  return v;
+}
+
+// The nearest value by search over the whole table, ties to the even mantissa; past the
+// largest value, the largest (saturation).
+double NearestE5M6(double x, const std::vector<std::pair<double, int>>& table) {
+  auto hi = std::lower_bound(table.begin(), table.end(), std::make_pair(x, -1));
+  if (hi == table.end()) return table.back().first;
+  if (hi == table.begin() || hi->first == x) return hi->first;
+  const auto lo = hi - 1;
+  const double dl = x - lo->first, dh = hi->first - x;
+  if (dl != dh) return dl < dh ? lo->first : hi->first;
+  return lo->second % 2 == 0 ? lo->first : hi->first;
+}
+
+TEST(E5M6, RoundsToTheNearestValueTiesToEven) {
+  const auto table = E5M6Values();
+  ASSERT_EQ(table.back().first, kE5M6Max);
+  std::vector<float> xs = {0.0f, 65500.0f, 70000.0f, 1e-9f, 0x1p-21f, 0x1p-14f};
+  for (size_t i = 0; i + 1 < table.size(); ++i) {  // each value, and the midpoints around it
+    xs.push_back(static_cast<float>(table[i].first));
+    xs.push_back(static_cast<float>((table[i].first + table[i + 1].first) / 2));
+    xs.push_back(std::nextafter(static_cast<float>((table[i].first + table[i + 1].first) / 2), 0.f));
+  }
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> log2x(-24.0, 16.0);
+  for (int i = 0; i < 200000; ++i) xs.push_back(static_cast<float>(std::exp2(log2x(rng))));
+  for (float x : xs) {
+    const double want = NearestE5M6(x, table);
+    ASSERT_EQ(RoundE5M6(x), want) << "x = " << x;
+    ASSERT_EQ(RoundE5M6(-x), -want) << "x = " << -x;
+  }
+  EXPECT_EQ(RoundE5M6(65500.0f), kE5M6Max) << "saturates";
+  EXPECT_TRUE(std::isnan(RoundE5M6(NAN)));
+  EXPECT_EQ(RoundE5M6(INFINITY), INFINITY);
+}
+
+TEST(E5M6, ScaleIsTheSmallestPowerOfTwoThatFits) {
+  for (float amax : {1e-30f, 1e-6f, 0.3f, 1.0f, 65024.0f, 65025.0f, 3e5f, 1e30f}) {
+    const float s = E5M6Scale(amax);
+    int e;
+    ASSERT_EQ(std::frexp(s, &e), 0.5f) << amax;  // a power of two
+    EXPECT_LE(amax / s, kE5M6Max) << amax;
+    if (s > 0x1p-126f) EXPECT_GT(amax / (s / 2), kE5M6Max) << amax;
+  }
+  EXPECT_EQ(E5M6Scale(0.0f), 1.0f);
+}
+
+// The attention output's cache: each 1x128 tile rounded at its own power-of-two scale, the
+// result exact in BF16 (the storage trainer/precision.cc keeps it in), within E5M6's half
+// step of the input, and untouched where it was representable.
+TEST(E5M6, TilesRoundWithinHalfAStepAndAreExactInBf16) {
+  const int64_t M = 3, K = 300;  // tiles of 128, 128 and 44
+  std::vector<float> x(M * K), y(M * K);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (int64_t i = 0; i < M * K; ++i) x[i] = n(rng) * (i % K < 128 ? 1e-3f : i % K < 256 ? 5.0f : 9e4f);
+  RoundE5M6Tiles(x.data(), y.data(), M, K);
+  const auto table = E5M6Values();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k0 = 0; k0 < K; k0 += 128) {
+      const int64_t len = std::min<int64_t>(128, K - k0);
+      float amax = 0;
+      for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[m * K + k0 + i]));
+      const float s = E5M6Scale(amax);
+      for (int64_t i = 0; i < len; ++i) {
+        const float xi = x[m * K + k0 + i], yi = y[m * K + k0 + i];
+        ASSERT_EQ(yi, std::copysign(NearestE5M6(std::fabs(xi) / s, table), xi) * s);
+        ASSERT_EQ(Bf16ToFloat(FloatToBf16(yi)), yi) << "not exact in BF16";
+        ASSERT_LE(std::fabs(yi - xi), std::ldexp(std::fabs(xi), -7) + std::ldexp(s, -21));
+      }
+    }
+  std::vector<float> again(M * K);
+  RoundE5M6Tiles(y.data(), again.data(), M, K);
+  EXPECT_EQ(again, y) << "rounding E5M6 values again must change nothing";
 }
 
 }  // namespace
