@@ -18,6 +18,16 @@ Tensor Rounded(Backend& be, const float* x, int64_t n) {
 }
 }  // namespace
 
+void Backend::Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                          int64_t stride, int64_t repeats, int64_t rows, int64_t cols) {
+  for (int64_t h = 0; h < repeats; ++h) Copy2D(src, src_ld, dst + h * stride, dst_ld, rows, cols);
+}
+
+void Backend::SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats,
+                           float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
+  for (int64_t h = 0; h < repeats; ++h) Add2D(src + h * stride, src_ld, dst, dst_ld, rows, cols);
+}
+
 void Backend::SumSquaresRanges(const float* g,
                                const std::vector<std::pair<int64_t, int64_t>>& ranges,
                                double* sum_sq) {

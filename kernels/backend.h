@@ -78,6 +78,16 @@ class Backend {
   // The same with dst += src.
   virtual void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                      int64_t cols) = 0;
+  // Copy2D of one block to `repeats` places `stride` apart: dst + h * stride for h < repeats
+  // (MLA's shared rotary key into every head). The default is that loop of Copy2D; a GPU
+  // backend does it in one launch.
+  virtual void Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                           int64_t stride, int64_t repeats, int64_t rows, int64_t cols);
+  // Add2D from `repeats` blocks `stride` apart into one, h = 0, 1, ... in order (the rotary
+  // key's gradient summed over the heads): the same float additions as that loop of Add2D,
+  // which is the default.
+  virtual void SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats,
+                            float* dst, int64_t dst_ld, int64_t rows, int64_t cols);
   virtual void Synchronize() = 0;
   // Memory bookkeeping for the run's log: from now on allocations that reach the device
   // (cudaMalloc) are counted (the step should not need any after the first); a one-line

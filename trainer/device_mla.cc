@@ -32,8 +32,7 @@ Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
   s->k = be.Empty({T, N, dqk});
   s->v = be.Empty({T, N, dv});
   be.Copy2D(kv.data<float>(), dn + dv, s->k.data<float>(), dqk, T * N, dn);
-  for (int64_t h = 0; h < N; ++h)
-    be.Copy2D(k_rope.data<float>(), dr, s->k.data<float>() + h * dqk + dn, N * dqk, T, dr);
+  be.Broadcast2D(k_rope.data<float>(), dr, s->k.data<float>() + dn, N * dqk, dqk, N, T, dr);
   be.Copy2D(kv.data<float>() + dn, dn + dv, s->v.data<float>(), dv, T * N, dv);
 
   if (b.round_bf16()) {  // the attention core is a BF16 operator: its operands are rounded
@@ -85,8 +84,7 @@ Tensor DMla::Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const {
   be.Copy2D(dk.data<float>(), dqk, d_kv.data<float>(), dn + dv, T * N, dn);
   be.Copy2D(dvt.data<float>(), dv, d_kv.data<float>() + dn, dn + dv, T * N, dv);
   Tensor dk_rope = be.Empty({T, dr});
-  for (int64_t h = 0; h < N; ++h)
-    be.Add2D(dk.data<float>() + h * dqk + dn, N * dqk, dk_rope.data<float>(), dr, T, dr);
+  be.SumRepeats2D(dk.data<float>() + dn, N * dqk, dqk, N, dk_rope.data<float>(), dr, T, dr);
   be.RopeBackward(dk_rope.data<float>(), B, S, 1, dr, 0, dr, b.cos, b.sin);
 
   Tensor d_latent_n;  // [T, rkv]

@@ -206,6 +206,16 @@ void CudaBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t ds
   cuda::Add2D(src, src_ld, dst, dst_ld, rows, cols, stream());
 }
 
+void CudaBackend::Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                              int64_t stride, int64_t repeats, int64_t rows, int64_t cols) {
+  cuda::Broadcast2D(src, src_ld, dst, dst_ld, stride, repeats, rows, cols, stream());
+}
+
+void CudaBackend::SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats,
+                               float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
+  cuda::SumRepeats2D(src, src_ld, stride, repeats, dst, dst_ld, rows, cols, stream());
+}
+
 std::string CudaBackend::MemorySummary() const {
   const CachingAllocator::Stats st = pool_->cache.stats();
   constexpr double kGiB = 1 << 30;

@@ -107,6 +107,10 @@ class CudaBackend : public Backend {
               int64_t cols) override;
   void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
              int64_t cols) override;
+  void Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t stride,
+                   int64_t repeats, int64_t rows, int64_t cols) override;
+  void SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats, float* dst,
+                    int64_t dst_ld, int64_t rows, int64_t cols) override;
   void Synchronize() override;
   void MarkWarmupDone() override { pool_->cache.MarkWarmupDone(); }
   // "device memory: peak 12.3 GiB in use, 14.0 GiB reserved; 0 cudaMalloc calls after

@@ -136,6 +136,26 @@ __global__ void Add2DKernel(const float* src, int64_t src_ld, float* dst, int64_
   }
 }
 
+__global__ void Broadcast2DKernel(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
+                                  int64_t stride, int64_t repeats, int64_t cols, int64_t n) {
+  MT_GRID_STRIDE(i, n) {  // i over [rows, cols]: one read, `repeats` writes
+    const int64_t r = i / cols, c = i % cols;
+    const float v = src[r * src_ld + c];
+    for (int64_t h = 0; h < repeats; ++h) dst[r * dst_ld + h * stride + c] = v;
+  }
+}
+
+__global__ void SumRepeats2DKernel(const float* src, int64_t src_ld, int64_t stride,
+                                   int64_t repeats, float* dst, int64_t dst_ld, int64_t cols,
+                                   int64_t n) {
+  MT_GRID_STRIDE(i, n) {
+    const int64_t r = i / cols, c = i % cols;
+    float acc = dst[r * dst_ld + c];
+    for (int64_t h = 0; h < repeats; ++h) acc += src[r * src_ld + h * stride + c];
+    dst[r * dst_ld + c] = acc;
+  }
+}
+
 // One thread per element; reads along a row, writes strided (a tiled shared-memory
 // transpose is the tuning pass's: the FP8 Wgrad path is the only user so far).
 __global__ void TransposeKernel(const float* x, float* y, int64_t rows, int64_t cols, int64_t n) {
@@ -243,6 +263,30 @@ void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t
   const int64_t n = rows * cols;
   if (n == 0) return;
   Add2DKernel<<<GridFor(n), kBlock, 0, stream>>>(src, src_ld, dst, dst_ld, cols, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t stride,
+                 int64_t repeats, int64_t rows, int64_t cols, cudaStream_t stream) {
+  CUDA_HOST_CHECK(rows >= 0 && cols >= 0 && repeats >= 0, "Broadcast2D: negative shape");
+  CUDA_HOST_CHECK(rows <= 1 || (src_ld >= cols && dst_ld >= cols),
+                  "Broadcast2D: leading dimension smaller than the row");
+  const int64_t n = rows * cols;
+  if (n == 0 || repeats == 0) return;
+  Broadcast2DKernel<<<GridFor(n), kBlock, 0, stream>>>(src, src_ld, dst, dst_ld, stride, repeats,
+                                                       cols, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats, float* dst,
+                  int64_t dst_ld, int64_t rows, int64_t cols, cudaStream_t stream) {
+  CUDA_HOST_CHECK(rows >= 0 && cols >= 0 && repeats >= 0, "SumRepeats2D: negative shape");
+  CUDA_HOST_CHECK(rows <= 1 || (src_ld >= cols && dst_ld >= cols),
+                  "SumRepeats2D: leading dimension smaller than the row");
+  const int64_t n = rows * cols;
+  if (n == 0 || repeats == 0) return;
+  SumRepeats2DKernel<<<GridFor(n), kBlock, 0, stream>>>(src, src_ld, stride, repeats, dst, dst_ld,
+                                                        cols, n);
   CUDA_CHECK_LAUNCH();
 }
 

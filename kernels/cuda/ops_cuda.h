@@ -49,9 +49,16 @@ void Add(const float* x, float* y, int64_t n, cudaStream_t stream);            /
 void Axpy(float a, const float* x, float* y, int64_t n, cudaStream_t stream);  // y += a x
 // dst[r * dst_ld + c] += src[r * src_ld + c] for r < rows, c < cols (a column block of a
 // row-major matrix, e.g. one head's slice).
-// y [cols, rows] = x [rows, cols]^T
-void Transpose(const float* x, float* y, int64_t rows, int64_t cols, cudaStream_t stream);
 void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
            cudaStream_t stream);
+// For h < repeats: dst [rows, cols] at dst + h * stride (leading dimension dst_ld) = src.
+void Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t stride,
+                 int64_t repeats, int64_t rows, int64_t cols, cudaStream_t stream);
+// dst [rows, cols] += the blocks at src + h * stride, h = 0, 1, ... in order: each element
+// the same float additions as `repeats` Add2D calls.
+void SumRepeats2D(const float* src, int64_t src_ld, int64_t stride, int64_t repeats, float* dst,
+                  int64_t dst_ld, int64_t rows, int64_t cols, cudaStream_t stream);
+// y [cols, rows] = x [rows, cols]^T
+void Transpose(const float* x, float* y, int64_t rows, int64_t cols, cudaStream_t stream);
 
 }  // namespace mt::cuda

@@ -81,8 +81,16 @@ Outs Memory(Backend& be) {
   for (size_t i = 0; i < host.size(); ++i) host[i] = 0.25f * static_cast<float>(i) - 3.0f;
   Tensor uploaded = be.Empty({48});  // 40 host floats into the middle of a zeroed buffer
   be.CopyFromHost(host.data(), F(uploaded) + 5, host.size() * sizeof(float));
+  // MLA's shared rotary key into 6 heads of [T=5, 6, 9] (columns 4..8 of each head), and
+  // those heads' rotary gradients summed back in head order onto a non-zero block.
+  Tensor heads = F32(be, {5, 6, 9}, 6), rope = F32(be, {5, 5}, 7), rope_sum = F32(be, {5, 5}, 8);
+  be.Broadcast2D(F(rope), 5, F(heads) + 4, 6 * 9, 9, 6, 5, 5);
+  Tensor grads = F32(be, {5, 6, 9}, 9);
+  be.SumRepeats2D(F(grads) + 4, 6 * 9, 9, 6, F(rope_sum), 5, 5, 5);
   Outs outs{Out(be, "copy2d", dst, true),
             Out(be, "copy from host", uploaded, true),
+            Out(be, "broadcast2d", heads, true),
+            Out(be, "sum repeats2d (the per-head adds, same bits)", rope_sum, true),
             Out(be, "add2d", acc),
             Out(be, "copy", flat, true),
             Out(be, "zero", zeroed, true),
