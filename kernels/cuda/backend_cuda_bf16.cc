@@ -28,15 +28,6 @@ constexpr uintptr_t kLtAlignment = 256;
 // may be a column slice that ends where its buffer does).
 int64_t Span(int64_t rows, int64_t cols, int64_t ld) { return (rows - 1) * ld + cols; }
 
-GroupedGemmShape GroupedShapeOf(int64_t rows, int64_t E, int64_t K, int64_t N) {
-  GroupedGemmShape g;
-  g.rows = rows;
-  g.experts = E;
-  g.n = N;
-  g.k = K;
-  return g;
-}
-
 const uint16_t* Bits(const void* p) { return static_cast<const uint16_t*>(p); }
 
 }  // namespace

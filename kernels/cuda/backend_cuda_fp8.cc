@@ -149,24 +149,13 @@ CudaBackend::ExpertWeightsFp8 CudaBackend::QuantizeExpertWeightsFp8(const float*
   return q;
 }
 
-namespace {
-GroupedGemmShape Fp8GroupedShape(int64_t rows, int64_t E, int64_t K, int64_t N) {
-  GroupedGemmShape g;
-  g.rows = rows;
-  g.experts = E;
-  g.n = N;
-  g.k = K;
-  return g;
-}
-}  // namespace
-
 void CudaBackend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
                                     const int32_t* offsets, int64_t E, int64_t N) {
   const int64_t rows = x.rows, K = x.cols;  // x [rows, K], scales [ceil(K/128), rows]
   if (rows == 0) return;
   const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
   GroupedFp8GemmForward(Codes(x.data), x.scales.data<float>(), Codes(wq.codes),
-                        wq.scales.data<float>(), y, offsets, Fp8GroupedShape(rows, E, K, N),
+                        wq.scales.data<float>(), y, offsets, GroupedShapeOf(rows, E, K, N),
                         stream());
 }
 
@@ -180,7 +169,7 @@ void CudaBackend::GroupedFp8BackwardInput(const float* dy, const float* w, float
   const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
   GroupedDataGradInto(dx, rows, K, accumulate, [&](float* out) {
     GroupedFp8GemmDataGrad(Codes(qdy.data), qdy.scales.data<float>(), Codes(wq.codes),
-                           wq.scales.data<float>(), out, offsets, Fp8GroupedShape(rows, E, K, N),
+                           wq.scales.data<float>(), out, offsets, GroupedShapeOf(rows, E, K, N),
                            stream());
   });
 }

@@ -34,15 +34,6 @@ int64_t SequencesOf(const RouteShape& s) {
   return s.tokens / s.seq_len;
 }
 
-GroupedGemmShape GroupedShapeOf(int64_t rows, int64_t E, int64_t K, int64_t N) {
-  GroupedGemmShape g;
-  g.rows = rows;
-  g.experts = E;
-  g.n = N;
-  g.k = K;
-  return g;
-}
-
 }  // namespace
 
 void CudaBackend::RouterForward(const float* logits, const float* bias, float* scores,

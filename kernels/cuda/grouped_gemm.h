@@ -52,6 +52,16 @@ struct GroupedGemmShape {
   int64_t k = 0;        // K: W_e's columns (X's columns)
 };
 
+// The shape of E experts' GEMMs over `rows` permuted rows, in the backend's argument order.
+inline GroupedGemmShape GroupedShapeOf(int64_t rows, int64_t E, int64_t K, int64_t N) {
+  GroupedGemmShape g;
+  g.rows = rows;
+  g.experts = E;
+  g.n = N;
+  g.k = K;
+  return g;
+}
+
 // ---- the tile schedule (host and device share it; tests/gpu host-tests it) -----------
 
 // Row tiles of an expert with `rows` rows (0 for an empty expert).
