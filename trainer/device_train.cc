@@ -174,19 +174,7 @@ absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
                                              S, w, scale, &out.loads);
     AddLosses(l, scale, &out.losses);
   }
-  if (world_->size() > 1) {
-    std::vector<double> sums = {out.losses.main, out.losses.balance};
-    sums.insert(sums.end(), out.losses.mtp.begin(), out.losses.mtp.end());
-    RETURN_IF_ERROR(world_->AllReduce(sums, ReduceOp::kSum));
-    out.losses.main = sums[0];
-    out.losses.balance = sums[1];
-    for (size_t k = 0; k < out.losses.mtp.size(); ++k) out.losses.mtp[k] = sums[2 + k];
-    std::vector<int64_t> flat;
-    for (const auto& l : out.loads) flat.insert(flat.end(), l.begin(), l.end());
-    RETURN_IF_ERROR(world_->AllReduce(flat, ReduceOp::kSum));
-    for (size_t i = 0; i < out.loads.size(); ++i)
-      std::copy_n(flat.begin() + i * E, E, out.loads[i].begin());
-  }
+  if (world_->size() > 1) RETURN_IF_ERROR(SumOverRanks(*world_, &out));
   return out;
 }
 

@@ -184,20 +184,27 @@ absl::StatusOr<GlobalBatchResult> ParallelModel::ForwardBackward(
   RETURN_IF_ERROR(SumReplicatedGradients());
 
   // Global figures: every rank adds what its stages computed for its samples.
-  if (topo_.world_size() > 1) {
-    std::vector<double> sums = {out.losses.main, out.losses.balance};
-    sums.insert(sums.end(), out.losses.mtp.begin(), out.losses.mtp.end());
-    RETURN_IF_ERROR(groups_->world->AllReduce(sums, ReduceOp::kSum));
-    out.losses.main = sums[0];
-    out.losses.balance = sums[1];
-    for (size_t k = 0; k < out.losses.mtp.size(); ++k) out.losses.mtp[k] = sums[2 + k];
-    std::vector<int64_t> flat;
-    for (const auto& l : out.loads) flat.insert(flat.end(), l.begin(), l.end());
-    RETURN_IF_ERROR(groups_->world->AllReduce(flat, ReduceOp::kSum));
-    for (size_t i = 0; i < out.loads.size(); ++i)
-      std::copy_n(flat.begin() + i * E, E, out.loads[i].begin());
-  }
+  if (topo_.world_size() > 1) RETURN_IF_ERROR(SumOverRanks(*groups_->world, &out));
   return out;
+}
+
+absl::Status SumOverRanks(Communicator& world, GlobalBatchResult* out) {
+  Losses& l = out->losses;
+  std::vector<double> sums = {l.main, l.balance};
+  sums.insert(sums.end(), l.mtp.begin(), l.mtp.end());
+  RETURN_IF_ERROR(world.AllReduce(sums, ReduceOp::kSum));
+  l.main = sums[0];
+  l.balance = sums[1];
+  for (size_t k = 0; k < l.mtp.size(); ++k) l.mtp[k] = sums[2 + k];
+  std::vector<int64_t> flat;
+  for (const auto& load : out->loads) flat.insert(flat.end(), load.begin(), load.end());
+  RETURN_IF_ERROR(world.AllReduce(flat, ReduceOp::kSum));
+  auto it = flat.begin();
+  for (auto& load : out->loads) {
+    std::copy_n(it, load.size(), load.begin());
+    it += static_cast<std::ptrdiff_t>(load.size());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Losses> ParallelModel::Evaluate(const data::ValidationSource& val, int64_t windows,

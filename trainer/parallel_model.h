@@ -41,10 +41,14 @@ LayoutSpec LayoutOf(const Config& cfg, int64_t global_batch);
 
 // The tokens [n, S + 1] of DP rank `dp_rank`'s share (n samples) of global samples
 // [cursor, cursor + global_batch): what ParallelModel::ForwardBackward trains on, and the
-// device step (trainer/device_train.h) with dp = 1.
+// device step (trainer/device_train.h).
 absl::StatusOr<std::vector<int32_t>> LocalBatchTokens(const data::TrainSampleSource& samples,
                                                       int64_t cursor, int64_t global_batch, int dp,
                                                       int dp_rank);
+
+// The step's global figures from each rank's part (collective over `world`): the losses and
+// expert loads every rank added for its samples, summed.
+absl::Status SumOverRanks(Communicator& world, GlobalBatchResult* out);
 
 class ParallelModel {
  public:
