@@ -6,7 +6,10 @@
 // orchestration (reshapes, routing, permutation, MTP, gradient flow) trustworthy in CI.
 #include "trainer/device_model.h"
 
+#include <cmath>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -183,6 +186,116 @@ TEST(DeviceModelTest, OptimizerStepsMatchAdamW) { CheckOptimizerSteps(Precision:
 TEST(DeviceModelTest, OptimizerStepsMatchAdamWInBf16) { CheckOptimizerSteps(Precision::kBf16); }
 
 TEST(DeviceModelTest, OptimizerStepsMatchAdamWInFp8) { CheckOptimizerSteps(Precision::kFp8); }
+
+// ZeRO-1 over the flat buffers without MPI: three ranks' device models on the CPU backend,
+// the collectives done by hand. Each rank updates only its shard (three shards, so they end
+// inside parameters, one straddles the decay classes' boundary and the last holds padding);
+// gathered, three clipped steps equal AdamW's, in fp32 and bf16 moments.
+void CheckZeroShards(const std::string& moment_dtype) {
+  constexpr int kRanks = 3;
+  const ModelConfig m = TinyConfig();
+  const int64_t B = 2, S = 8;
+  Model ref(m, 5, Precision::kFp32);
+  std::vector<std::unique_ptr<Model>> mirrors;
+  std::vector<std::unique_ptr<DeviceModel>> devs;
+  CpuBackend cpu;
+  DeviceOptimizerLayout layout;
+  layout.dp_size = kRanks;
+  layout.moments = moment_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  for (int r = 0; r < kRanks; ++r) {
+    mirrors.push_back(std::make_unique<Model>(m, 5, Precision::kFp32));
+    layout.dp_rank = r;
+    devs.push_back(std::make_unique<DeviceModel>(m, Precision::kFp32, &mirrors[r]->params(), &cpu,
+                                                 layout));
+  }
+  DeviceParams& f0 = devs[0]->flat();
+  ASSERT_GT(f0.padded(), f0.trainable()) << "want padding in the last shard";
+  ASSERT_NE(f0.decayed() % f0.shard_size(), 0) << "want a shard across the decay boundary";
+  OptimizerConfig opt;
+  opt.weight_decay = 0.1;
+  opt.grad_clip = 0.5;
+  opt.moment_dtype = moment_dtype;
+  AdamW adam(ref.params(), opt);
+  const ObjectiveWeights w{0.3, 0.001};
+  for (int64_t step = 1; step <= 3; ++step) {
+    const std::vector<int32_t> tokens = RandomTokens(B * (S + 1), m.vocab_size, 60 + step);
+    ref.params().ZeroGrads();
+    std::vector<std::vector<int64_t>> ref_loads, dev_loads;
+    ref.ForwardBackward(tokens.data(), B, S, w, 1.0, &ref_loads);
+    const double norm = adam.GradNorm();
+    adam.ClipGradients(norm, opt.grad_clip);
+    adam.Step(1e-2);
+    UpdateExpertBiases(ref.moe_layers(), ref_loads, 1e-3);
+    // Rank 0 computes the gradient; the "reduce-scatter" hands each rank its shard of it.
+    devs[0]->ZeroGrads();
+    devs[0]->ForwardBackward(tokens.data(), B, S, w, 1.0, &dev_loads);
+    double shard_sq = 0;
+    for (int r = 0; r < kRanks; ++r) {
+      DeviceParams& f = devs[r]->flat();
+      std::memcpy(f.grad_shard().raw(), f0.grads().data<float>() + f.shard_begin(),
+                  f.shard_size() * sizeof(float));
+      shard_sq += devs[r]->ShardSumSquares();
+    }
+    EXPECT_NEAR(std::sqrt(shard_sq), norm, 1e-12 * norm);
+    // The norm AdamW used, so that clipping scales by the same float on every rank.
+    for (int r = 0; r < kRanks; ++r) devs[r]->OptimizerStep(opt, 1e-2, step, norm, dev_loads, 1e-3);
+    // The "all-gather": every rank's updated shard into every rank's values.
+    for (int r = 0; r < kRanks; ++r) {
+      DeviceParams& src = devs[r]->flat();
+      for (int q = 0; q < kRanks; ++q)
+        if (q != r)
+          std::memcpy(devs[q]->flat().values().data<float>() + src.shard_begin(),
+                      src.values().data<float>() + src.shard_begin(),
+                      src.shard_size() * sizeof(float));
+    }
+  }
+  for (int r = 0; r < kRanks; ++r) {
+    devs[r]->Download(/*grads=*/false);
+    ExpectSameParams(ref, *mirrors[r], /*grads=*/false);
+  }
+  // The moments: the three shards, concatenated, cut at each parameter's offset, load back
+  // into fresh ranks and come out as the same shards.
+  std::vector<Tensor> m_shards(kRanks), v_shards(kRanks);
+  for (int r = 0; r < kRanks; ++r) devs[r]->MomentShards(&m_shards[r], &v_shards[r]);
+  const size_t es = DTypeSize(layout.moments);
+  std::vector<Tensor> m_full, v_full;  // per trainable parameter
+  std::map<std::string, const Tensor*> m_by_name, v_by_name;
+  for (const DeviceParam* d : devs[0]->params()) {
+    if (!d->host->trainable) continue;
+    Tensor mt(d->value.shape(), layout.moments), vt(d->value.shape(), layout.moments);
+    for (int64_t i = 0; i < d->value.numel(); ++i) {
+      const int64_t x = d->offset + i, r = x / f0.shard_size(), o = x % f0.shard_size();
+      std::memcpy(static_cast<char*>(mt.raw()) + i * es,
+                  static_cast<const char*>(m_shards[r].raw()) + o * es, es);
+      std::memcpy(static_cast<char*>(vt.raw()) + i * es,
+                  static_cast<const char*>(v_shards[r].raw()) + o * es, es);
+    }
+    m_full.push_back(std::move(mt));
+    v_full.push_back(std::move(vt));
+  }
+  size_t i = 0;
+  for (const DeviceParam* d : devs[0]->params()) {
+    if (!d->host->trainable) continue;
+    m_by_name[d->host->name] = &m_full[i];
+    v_by_name[d->host->name] = &v_full[i];
+    ++i;
+  }
+  for (int r = 0; r < kRanks; ++r) {
+    Model fresh_host(m, 5, Precision::kFp32);
+    layout.dp_rank = r;
+    DeviceModel fresh(m, Precision::kFp32, &fresh_host.params(), &cpu, layout);
+    ASSERT_TRUE(fresh.LoadMoments(m_by_name, v_by_name).ok());
+    Tensor m2, v2;
+    fresh.MomentShards(&m2, &v2);
+    EXPECT_EQ(std::memcmp(m2.raw(), m_shards[r].raw(), m2.nbytes()), 0) << "rank " << r;
+    EXPECT_EQ(std::memcmp(v2.raw(), v_shards[r].raw(), v2.nbytes()), 0) << "rank " << r;
+  }
+}
+
+TEST(DeviceModelTest, ZeroShardsOverThreeRanksMatchAdamW) { CheckZeroShards("fp32"); }
+TEST(DeviceModelTest, ZeroShardsOverThreeRanksMatchAdamWWithBf16Moments) {
+  CheckZeroShards("bf16");
+}
 
 }  // namespace
 }  // namespace mt
