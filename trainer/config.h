@@ -111,8 +111,8 @@ struct TrainingConfig {
   int64_t global_batch_size = 8;  // sequences per optimizer step
   std::string precision = "fp32";  // fp32 | bf16 | fp8
   // Where the step runs: cpu (the module model, any layout), cuda (the whole model on each
-  // data-parallel rank's GPU, trainer/device_train.h), auto (cuda when DevicePathBlockers is empty and a GPU is
-  // visible, else cpu).
+  // data-parallel rank's GPU, trainer/device_train.h), auto (cuda when DevicePathBlockers is empty
+  // and a GPU is visible, else cpu).
   std::string device = "auto";
   Schedule mtp_lambda = Schedule::Constant(0.3);
   Schedule bias_update_speed = Schedule::Constant(0.001);  // gamma

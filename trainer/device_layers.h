@@ -35,8 +35,8 @@ struct DeviceParam {
 
 // How the device model keeps AdamW's state (ZeroAdamW's choices).
 struct DeviceOptimizerLayout {
-  int dp_size = 1, dp_rank = 0;    // ZeRO-1: the moments are split over dp_size ranks
-  DType moments = DType::kF32;     // optimizer.moment_dtype: kF32, or kBF16 bit patterns
+  int dp_size = 1, dp_rank = 0;  // ZeRO-1: the moments are split over dp_size ranks
+  DType moments = DType::kF32;   // optimizer.moment_dtype: kF32, or kBF16 bit patterns
 };
 
 // Every parameter of a ParamStore on one backend. Values, gradients and AdamW's moments

@@ -305,9 +305,9 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
   if (opt.grad_clip > 0 && norm > opt.grad_clip)
     be_->Scale(g, ps.shard_size(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
   const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
-  for (const auto& [lo, hi, decay] : {std::tuple{begin, std::min(end, ps.decayed()), true},
-                                      std::tuple{std::max(begin, ps.decayed()),
-                                                 std::min(end, ps.trainable()), false}}) {
+  for (const auto& [lo, hi, decay] :
+       {std::tuple{begin, std::min(end, ps.decayed()), true},
+        std::tuple{std::max(begin, ps.decayed()), std::min(end, ps.trainable()), false}}) {
     if (hi <= lo) continue;
     const int64_t s = lo - begin;  // in the shard
     float* w = ps.values().data<float>() + lo;

@@ -63,8 +63,8 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
   }
   std::vector<std::string> missing = DevicePathBlockers(cfg);
   if (missing.empty() && world_size != cfg.parallel.dp)
-    missing.push_back(absl::StrCat("the run has ", world_size, " processes for parallel.dp ",
-                                   cfg.parallel.dp));
+    missing.push_back(
+        absl::StrCat("the run has ", world_size, " processes for parallel.dp ", cfg.parallel.dp));
   choice.cpu_backend = forced == "cpu";
   if (!choice.cpu_backend) {
     const std::string cuda = CudaUnavailable(cfg.parallel.dp);
@@ -221,9 +221,8 @@ std::vector<std::vector<float>> DeviceTrainer::Biases() const {
   return out;
 }
 
-absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val,
-                                               int64_t windows, int64_t micro_batch,
-                                               const ObjectiveWeights& w) {
+absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val, int64_t windows,
+                                               int64_t micro_batch, const ObjectiveWeights& w) {
   // ParallelModel::Evaluate without pipeline stages: batch r x dp + dp_rank on each rank,
   // the same sums and means (no all-to-all, so a rank with no batch left simply stops).
   const int64_t S = val.seq_len(), D = model_->config().num_nextn_predict_layers;

@@ -50,10 +50,8 @@ double GpuDensePeakFlops(const std::string& device_name, const std::string& prec
     double fp32, bf16, fp8;
   };
   static constexpr Board kBoards[] = {
-      {"H100 PCIe", 51.2e12, 756.5e12, 1513e12},
-      {"H100 NVL", 60.0e12, 835.5e12, 1671e12},
-      {"H100", 66.9e12, 989.4e12, 1978.9e12},
-      {"H800", 66.9e12, 989.4e12, 1978.9e12},
+      {"H100 PCIe", 51.2e12, 756.5e12, 1513e12}, {"H100 NVL", 60.0e12, 835.5e12, 1671e12},
+      {"H100", 66.9e12, 989.4e12, 1978.9e12},    {"H800", 66.9e12, 989.4e12, 1978.9e12},
       {"H200", 66.9e12, 989.4e12, 1978.9e12},
   };
   for (const Board& b : kBoards)

@@ -121,9 +121,9 @@ absl::StatusOr<TrainOutcome> Train(const Config& cfg, const Topology& topo, Proc
   // MFU needs the peak of what runs the step: a GPU's published dense peak at the run's
   // precision (0 for a board not in the table: no MFU), else the CPU's measured sgemm rate.
   const bool gpu = dev && dev->on_gpu();
-  const double peak =
-      (gpu ? GpuDensePeakFlops(dev->device_name(), cfg.training.precision) : MeasureCpuGemmFlops()) *
-      topo.world_size();
+  const double peak = (gpu ? GpuDensePeakFlops(dev->device_name(), cfg.training.precision)
+                           : MeasureCpuGemmFlops()) *
+                      topo.world_size();
   // The figure comes from one forward of the host model on the CPU: cheap for the models a
   // CPU trains, too slow for the ones a GPU trains, so a GPU run does not measure it.
   const int64_t activation_bytes = gpu ? 0 : pm.MeasureActivationBytes(mb, S);

@@ -150,8 +150,8 @@ Tensor CudaBackend::ToDevice(const Tensor& host) {
   Tensor t = Uninitialized(host.shape(), host.dtype());
   if (t.nbytes() == 0) return t;
   if (host.device() == Device::kCUDA) {
-    CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), t.nbytes(), cudaMemcpyDeviceToDevice,
-                               stream()));
+    CUDA_CHECK(
+        cudaMemcpyAsync(t.raw(), host.raw(), t.nbytes(), cudaMemcpyDeviceToDevice, stream()));
   } else {
     CopyFromHost(host.raw(), t.raw(), t.nbytes());
   }
@@ -301,8 +301,8 @@ void CudaBackend::AttentionBackward(const float* dout, const float* q, const flo
 }
 
 void CudaBackend::AttentionForwardBf16(const float* q, const float* k, const float* v, float* out,
-                                       Tensor* saved, int64_t B, int64_t S, int64_t N,
-                                       int64_t Dqk, int64_t Dv, double scale) {
+                                       Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
+                                       int64_t Dv, double scale) {
   const AttentionShape sh{B, S, N, Dqk, Dv, scale};
   const AttentionDtype dt = AttentionDtype::kBF16;
   if (attention_->Choose(sh, dt).path != AttentionPath::kCudnnSdpa) {
@@ -349,10 +349,10 @@ void CudaBackend::AttentionBackwardBf16(const float* dout, const float* q, const
   auto* dq16 = static_cast<uint16_t*>(dqb.get());
   auto* dk16 = static_cast<uint16_t*>(dkb.get());
   auto* dv16 = static_cast<uint16_t*>(dvb.get());
-  DieOnError(attention_->Backward<uint16_t>(sh, bits(dob), bits(qb), bits(kb), bits(vb), bits(ob),
-                                            saved.raw(), dq16, dk16, dv16, ws.get(), ws_bytes,
-                                            stream()),
-             "attention backward (bf16)");
+  DieOnError(
+      attention_->Backward<uint16_t>(sh, bits(dob), bits(qb), bits(kb), bits(vb), bits(ob),
+                                     saved.raw(), dq16, dk16, dv16, ws.get(), ws_bytes, stream()),
+      "attention backward (bf16)");
   cuda::Bf16ToFloat(dq16, dq, n_qk, stream());
   cuda::Bf16ToFloat(dk16, dk, n_qk, stream());
   cuda::Bf16ToFloat(dv16, dv, n_v, stream());

@@ -143,11 +143,11 @@ class CudaBackend : public Backend {
   // BF16 operands through cuDNN's fused SDPA when attention.h chose it for the shape (saved:
   // the softmax Stats; out and the gradients BF16-rounded), else the FP32 ops above.
   void AttentionForwardBf16(const float* q, const float* k, const float* v, float* out,
-                            Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk,
-                            int64_t Dv, double scale) override;
+                            Tensor* saved, int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
+                            double scale) override;
   void AttentionBackwardBf16(const float* dout, const float* q, const float* k, const float* v,
-                             const float* out, const Tensor& saved, float* dq, float* dk,
-                             float* dv, int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
+                             const float* out, const Tensor& saved, float* dq, float* dk, float* dv,
+                             int64_t B, int64_t S, int64_t N, int64_t Dqk, int64_t Dv,
                              double scale) override;
   void EmbeddingForward(const int32_t* ids, const float* table, float* out, int64_t n,
                         int64_t C) override;

@@ -387,9 +387,13 @@ Outs Optimizer(Backend& be) {
     return BackendOutput{name, f, false, false, 1e-2};
   };
   return {Out(be, "sum of squares (+=)", sum_sq),
-          Out(be, "sum of squares over ranges (+=)", ranges_sq), Out(be, "adamw w", w),
-          Out(be, "adamw m", m), Out(be, "adamw v", v), Out(be, "adamw bf16-moments w", w16),
-          widened("adamw bf16-moments m", m16), widened("adamw bf16-moments v", v16)};
+          Out(be, "sum of squares over ranges (+=)", ranges_sq),
+          Out(be, "adamw w", w),
+          Out(be, "adamw m", m),
+          Out(be, "adamw v", v),
+          Out(be, "adamw bf16-moments w", w16),
+          widened("adamw bf16-moments m", m16),
+          widened("adamw bf16-moments v", v16)};
 }
 
 }  // namespace

@@ -82,15 +82,15 @@ TEST(RuntimeGpu, UploadStagingCopiesAreIndependentOfTheSource) {
   for (int c = 0; c < kCopies; ++c) {
     dev[c] = *alloc.Allocate(kInts * sizeof(int32_t));
     for (size_t i = 0; i < kInts; ++i) host[i] = static_cast<int32_t>(c * 1000003 + i);
-    ASSERT_TRUE((*staging)->Upload(host.data(), dev[c], kInts * sizeof(int32_t),
-                                   streams.compute()));
+    ASSERT_TRUE(
+        (*staging)->Upload(host.data(), dev[c], kInts * sizeof(int32_t), streams.compute()));
   }
   EXPECT_FALSE((*staging)->Upload(host.data(), dev[0], UploadStaging::kSlotBytes + 1,
                                   streams.compute()));  // too large: the caller's to copy
   std::vector<int32_t> back(kInts);
   for (int c = 0; c < kCopies; ++c) {
-    CUDA_CHECK(cudaMemcpyAsync(back.data(), dev[c], kInts * sizeof(int32_t),
-                               cudaMemcpyDeviceToHost, streams.compute()));
+    CUDA_CHECK(cudaMemcpyAsync(back.data(), dev[c], kInts * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               streams.compute()));
     streams.Synchronize();
     for (size_t i = 0; i < kInts; i += 997)
       ASSERT_EQ(back[i], static_cast<int32_t>(c * 1000003 + i)) << "copy " << c << " at " << i;

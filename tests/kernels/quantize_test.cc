@@ -350,7 +350,8 @@ TEST(E5M6, RoundsToTheNearestValueTiesToEven) {
   for (size_t i = 0; i + 1 < table.size(); ++i) {  // each value, and the midpoints around it
     xs.push_back(static_cast<float>(table[i].first));
     xs.push_back(static_cast<float>((table[i].first + table[i + 1].first) / 2));
-    xs.push_back(std::nextafter(static_cast<float>((table[i].first + table[i + 1].first) / 2), 0.f));
+    xs.push_back(
+        std::nextafter(static_cast<float>((table[i].first + table[i + 1].first) / 2), 0.f));
   }
   std::mt19937 rng(5);
   std::uniform_real_distribution<double> log2x(-24.0, 16.0);
@@ -384,7 +385,8 @@ TEST(E5M6, TilesRoundWithinHalfAStepAndAreExactInBf16) {
   std::vector<float> x(M * K), y(M * K);
   std::mt19937 rng(9);
   std::normal_distribution<float> n(0.0f, 1.0f);
-  for (int64_t i = 0; i < M * K; ++i) x[i] = n(rng) * (i % K < 128 ? 1e-3f : i % K < 256 ? 5.0f : 9e4f);
+  for (int64_t i = 0; i < M * K; ++i)
+    x[i] = n(rng) * (i % K < 128 ? 1e-3f : i % K < 256 ? 5.0f : 9e4f);
   RoundE5M6Tiles(x.data(), y.data(), M, K);
   const auto table = E5M6Values();
   for (int64_t m = 0; m < M; ++m)

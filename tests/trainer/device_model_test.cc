@@ -205,8 +205,8 @@ void CheckZeroShards(const std::string& moment_dtype) {
   for (int r = 0; r < kRanks; ++r) {
     mirrors.push_back(std::make_unique<Model>(m, 5, Precision::kFp32));
     layout.dp_rank = r;
-    devs.push_back(std::make_unique<DeviceModel>(m, Precision::kFp32, &mirrors[r]->params(), &cpu,
-                                                 layout));
+    devs.push_back(
+        std::make_unique<DeviceModel>(m, Precision::kFp32, &mirrors[r]->params(), &cpu, layout));
   }
   DeviceParams& f0 = devs[0]->flat();
   ASSERT_GT(f0.padded(), f0.trainable()) << "want padding in the last shard";
