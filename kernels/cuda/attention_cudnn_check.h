@@ -7,7 +7,6 @@
 //   the full S with min(N, 4) heads (the long-sequence tiling, at a few heads' cost: the
 //   FP32 reference's P is N * S^2 floats).
 #pragma once
-#pragma once
 
 #include <cublas_v2.h>
 
