@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/grouped_gemm.cuh"
 #include "kernels/cuda/grouped_gemm.h"
+#include "kernels/cuda/grouped_gemm_tc.cuh"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "grouped_gemm_bf16.cu: BF16 wmma fragments need sm_80 or newer"
@@ -101,10 +102,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
   constexpr bool kRowGrouped = kKind != GroupedGemmKind::kWeightGrad;
   constexpr bool kAKMajor = GroupedAKMajor(kKind), kBKMajor = GroupedBKMajor(kKind);
   static_assert(kRowGrouped || std::is_same<TOut, float>::value, "dW is FP32");
-  using ALayout =
-      std::conditional_t<GroupedTcARowMajor(kAKMajor), wmma::row_major, wmma::col_major>;
-  using BLayout =
-      std::conditional_t<GroupedTcBRowMajor(kBKMajor), wmma::row_major, wmma::col_major>;
+  using Tc = GroupedTc<kAKMajor, kBKMajor>;
   __shared__ int32_t prefix[kRowGrouped ? kGroupedMaxExperts + 1 : 1];  // [E + 1] tile prefix
   __shared__ __align__(128) unsigned char smem[kSmemBytes];
   GroupedCheckOffsets(offsets, shape);
@@ -127,7 +125,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
 
   const int warp = int(threadIdx.x) / 32;
   const int frag_row = GroupedTcWarpFragRow(warp);
-  wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kGroupedTcFragsPerWarp];
+  typename Tc::Acc acc[kGroupedTcFragsPerWarp];
 #pragma unroll
   for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) wmma::fill_fragment(acc[j], 0.0f);
 
@@ -135,20 +133,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
     LoadTcTile<kAKMajor>(a_blk, g.lda, g.a_rows, g.depth, g.m0, k0, a_vec, sa);
     LoadTcTile<kBKMajor>(b_blk, g.ldb, g.b_rows, g.depth, g.n0, k0, b_vec, sb);
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kGroupedTcTileK; kk += kFrag) {
-      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, __nv_bfloat16, ALayout> fa;
-      wmma::load_matrix_sync(fa, fa_base + GroupedTcAt(kAKMajor, frag_row * kFrag, kk),
-                             kGroupedTcLd);
-#pragma unroll
-      for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
-        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, __nv_bfloat16, BLayout> fb;
-        wmma::load_matrix_sync(
-            fb, fb_base + GroupedTcAt(kBKMajor, GroupedTcWarpFragCol(warp, j) * kFrag, kk),
-            kGroupedTcLd);
-        wmma::mma_sync(acc[j], fa, fb, acc[j]);
-      }
-    }
+    Tc::MmaStep(fa_base, fb_base, warp, acc);
     __syncthreads();  // the next step (or the output tile) overwrites sa / sb
   }
 

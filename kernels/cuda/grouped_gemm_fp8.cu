@@ -22,6 +22,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/grouped_gemm.cuh"
 #include "kernels/cuda/grouped_gemm.h"
+#include "kernels/cuda/grouped_gemm_tc.cuh"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "grouped_gemm_fp8.cu: BF16 wmma fragments need sm_80 or newer"
@@ -98,10 +99,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
                          GroupedGemmShape shape) {
   static_assert(kKind != GroupedGemmKind::kWeightGrad, "Wgrad scales along the tokens");
   constexpr bool kAKMajor = GroupedAKMajor(kKind), kBKMajor = GroupedBKMajor(kKind);
-  using ALayout =
-      std::conditional_t<GroupedTcARowMajor(kAKMajor), wmma::row_major, wmma::col_major>;
-  using BLayout =
-      std::conditional_t<GroupedTcBRowMajor(kBKMajor), wmma::row_major, wmma::col_major>;
+  using Tc = GroupedTc<kAKMajor, kBKMajor>;
   __shared__ int32_t prefix[kGroupedMaxExperts + 1];  // [E + 1] tile prefix
   // [2][kGroupedTileM][kGroupedTcLd] BF16 operand tiles, then [warps][kGroupedTcStage] FP32
   // staging.
@@ -132,8 +130,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
   const bool b_vec =
       g.ldb % kGroupedTcVec == 0 && reinterpret_cast<uintptr_t>(b_blk) % sizeof(uint2) == 0;
 
-  const int frag_row = GroupedTcWarpFragRow(warp);
-  wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kGroupedTcFragsPerWarp];
+  typename Tc::Acc acc[kGroupedTcFragsPerWarp];
 #pragma unroll
   for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) wmma::fill_fragment(acc[j], 0.0f);
   float total[kGroupedTcStagePerLane] = {};  // the promoted sums of this lane's elements
@@ -142,20 +139,7 @@ __global__ void __launch_bounds__(kGroupedThreads)
     LoadFp8Tile<kAKMajor>(a_blk, g.lda, g.a_rows, g.depth, g.m0, k0, a_vec, sa);
     LoadFp8Tile<kBKMajor>(b_blk, g.ldb, g.b_rows, g.depth, g.n0, k0, b_vec, sb);
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kGroupedTcTileK; kk += kFrag) {
-      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, __nv_bfloat16, ALayout> fa;
-      wmma::load_matrix_sync(fa, fa_base + GroupedTcAt(kAKMajor, frag_row * kFrag, kk),
-                             kGroupedTcLd);
-#pragma unroll
-      for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
-        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, __nv_bfloat16, BLayout> fb;
-        wmma::load_matrix_sync(
-            fb, fb_base + GroupedTcAt(kBKMajor, GroupedTcWarpFragCol(warp, j) * kFrag, kk),
-            kGroupedTcLd);
-        wmma::mma_sync(acc[j], fa, fb, acc[j]);
-      }
-    }
+    Tc::MmaStep(fa_base, fb_base, warp, acc);
     __syncthreads();  // the next step overwrites sa / sb
     const int64_t k_next = k0 + kGroupedTcTileK;
     if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
