@@ -141,6 +141,13 @@ QuantizedActivation SliceRows(Backend& be, const QuantizedActivation& q, int64_t
 
 }  // namespace
 
+QuantizedActivation Backend::RmsNormQuantizeFp8(const float* x, const float* w, float* rstd,
+                                                int64_t rows, int64_t C, double eps) {
+  Tensor y = Empty({rows, C});  // [rows, C]
+  RmsNormForward(x, w, y.data<float>(), rstd, rows, C, eps);
+  return QuantizeFp8(y.data<float>(), rows, C);
+}
+
 void Backend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
                                 const int32_t* offsets, int64_t E, int64_t N) {
   const int64_t K = x.cols;

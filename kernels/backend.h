@@ -216,6 +216,11 @@ class Backend {
   // y [M, K] = x rounded to E5M6 with power-of-two 1x128 scales along K (RoundE5M6Tiles;
   // the recipe's cache of the attention output). In place allowed.
   virtual void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) = 0;
+  // The norm before an FP8 GEMM: QuantizeFp8 of RmsNormForward's y [rows, C] (same codes
+  // and scales), with its rstd [rows]. The default runs the two; CUDA fuses them and never
+  // writes y to memory.
+  virtual QuantizedActivation RmsNormQuantizeFp8(const float* x, const float* w, float* rstd,
+                                                 int64_t rows, int64_t C, double eps);
 
   // The FP8 Linear GEMMs, composed from the primitives in trainer/precision.cc's order
   // (backend.cc), so every backend runs the recipe's steps:

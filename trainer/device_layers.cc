@@ -187,6 +187,16 @@ Tensor DNorm::Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const
   return y;
 }
 
+DAct DNorm::Store(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const {
+  if (!b.fp8()) return DAct{Forward(b, x, rstd), {}};
+  const int64_t T = x.numel() / dim;
+  *rstd = b.be->Empty({T});
+  DAct a;
+  a.q = b.be->RmsNormQuantizeFp8(x.data<float>(), p->value.data<float>(), rstd->data<float>(), T,
+                                 dim, eps);
+  return a;
+}
+
 Tensor DNorm::Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
                        const Tensor& rstd) const {
   const int64_t T = x.numel() / dim;
@@ -240,8 +250,8 @@ Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const Swi
   return dg;
 }
 
-Tensor DMlp::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
-  s->x = gate.Store(b, x);
+Tensor DMlp::Forward(const DeviceBatch& b, const DAct& x, Saved* s) const {
+  s->x = x;
   const Tensor g = gate.Forward(b, s->x);  // [T, F]
   const Tensor u = up.Forward(b, s->x);    // [T, F]
   const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
@@ -267,10 +277,13 @@ Tensor DLayer::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Sav
                        int64_t* load, double* balance) const {
   Backend& be = *b.be;
   s->x = x;
-  s->x1 = attn.Forward(b, input_norm.Forward(b, x, &s->a_rstd), &s->attn);
+  s->x1 = attn.Forward(b, input_norm.Store(b, x, &s->a_rstd), &s->attn);
   be.Add(x.data<float>(), s->x1.data<float>(), x.numel());  // residual
-  const Tensor n = post_norm.Forward(b, s->x1, &s->b_rstd);
-  Tensor y = moe ? moe->Forward(b, n, valid, &s->moe, load, balance) : mlp->Forward(b, n, &s->mlp);
+  // The router reads the MoE's input in FP32 (a BF16 GEMM), so only the dense MLP takes it
+  // quantised.
+  Tensor y = moe ? moe->Forward(b, post_norm.Forward(b, s->x1, &s->b_rstd), valid, &s->moe, load,
+                                balance)
+                 : mlp->Forward(b, post_norm.Store(b, s->x1, &s->b_rstd), &s->mlp);
   be.Add(s->x1.data<float>(), y.data<float>(), y.numel());  // residual
   return y;
 }

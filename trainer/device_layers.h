@@ -142,6 +142,10 @@ struct DNorm {
   int64_t dim = 0;
   double eps = 1e-6;
   Tensor Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const;  // [T,dim]
+  // The output as the Linear it feeds keeps it (DLinear::Store): in fp8 the E4M3 operand
+  // straight from the fused norm-and-quantise (Backend::RmsNormQuantizeFp8), since nothing
+  // else reads the FP32 output there.
+  DAct Store(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const;
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, const Tensor& x,
                   const Tensor& rstd) const;  // dx [T,dim]; dw +=
 };
@@ -161,7 +165,10 @@ struct DMlp {
     Tensor h;     // [T,F] fp32: down's input; bf16 and fp8 recompute it in backward instead
   };
   DLinear gate, up, down;
-  Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
+  Tensor Forward(const DeviceBatch& b, const DAct& x, Saved* s) const;  // x [T,H] -> [T,H]
+  Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
+    return Forward(b, gate.Store(b, x), s);
+  }
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const;  // -> dx [T,H]
 };
 
@@ -178,7 +185,7 @@ struct DMla {
   double scale = 0;
   DLinear q_a, q_b, q, kv_a, kv_b, o;
   DNorm q_a_norm, kv_a_norm;
-  Tensor Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const;
+  Tensor Forward(const DeviceBatch& b, const DAct& x, Saved* s) const;  // x [T,H] -> [T,H]
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const;
 };
 

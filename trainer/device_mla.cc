@@ -5,14 +5,14 @@
 namespace mt {
 inline namespace MT_REAL_NS {
 
-Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
+Tensor DMla::Forward(const DeviceBatch& b, const DAct& x, Saved* s) const {
   Backend& be = *b.be;
   const int64_t T = b.T(), dqk = dn + dr, B = b.B, S = b.S;
-  s->x = kv_a.Store(b, x);  // [T, H]: one copy serves q_a (or q) and kv_a
+  s->x = x;  // [T, H]: one copy serves q_a (or q) and kv_a
   // Queries [T, N*dqk], per head [nope | rope].
   if (rq > 0) {
     s->qa = q_a.Forward(b, s->x);                                           // [T, rq]
-    s->qa_n = q_b.Store(b, q_a_norm.Forward(b, s->qa, &s->qa_rstd));  // [T, rq]
+    s->qa_n = q_a_norm.Store(b, s->qa, &s->qa_rstd);                   // [T, rq]
     s->q = q_b.Forward(b, s->qa_n);
   } else {
     s->q = q.Forward(b, s->x);
@@ -26,7 +26,7 @@ Tensor DMla::Forward(const DeviceBatch& b, const Tensor& x, Saved* s) const {
   be.Copy2D(ckv.data<float>(), rkv + dr, s->latent.data<float>(), rkv, T, rkv);
   be.Copy2D(ckv.data<float>() + rkv, rkv + dr, k_rope.data<float>(), dr, T, dr);
   be.RopeForward(k_rope.data<float>(), B, S, 1, dr, 0, dr, b.cos, b.sin);
-  s->latent_n = kv_b.Store(b, kv_a_norm.Forward(b, s->latent, &s->latent_rstd));
+  s->latent_n = kv_a_norm.Store(b, s->latent, &s->latent_rstd);  // [T, rkv]
   const Tensor kv = kv_b.Forward(b, s->latent_n);  // [T*N, dn + dv], per head [k_nope | v]
 
   s->k = be.Empty({T, N, dqk});

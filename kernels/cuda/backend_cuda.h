@@ -176,6 +176,8 @@ class CudaBackend : public Backend {
                                bool accumulate) override;
   void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
   void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) override;
+  QuantizedActivation RmsNormQuantizeFp8(const float* x, const float* w, float* rstd, int64_t rows,
+                                         int64_t C, double eps) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
 

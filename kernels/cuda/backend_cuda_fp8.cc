@@ -182,4 +182,16 @@ void CudaBackend::RoundE5M6(const float* x, float* y, int64_t M, int64_t K) {
   cuda::RoundE5M6Tiles(x, y, M, K, stream());
 }
 
+QuantizedActivation CudaBackend::RmsNormQuantizeFp8(const float* x, const float* w, float* rstd,
+                                                    int64_t rows, int64_t C, double eps) {
+  QuantizedActivation q;
+  q.rows = rows;
+  q.cols = C;
+  q.data = Uninitialized({rows, C}, DType::kF8E4M3);
+  q.scales = Uninitialized({Tiles(C), rows}, DType::kF32);  // VEC128_32F
+  cuda::RmsNormQuantize(x, w, Codes(q.data), q.scales.data<float>(), rstd, rows, C, eps,
+                        kRoundScales, stream());
+  return q;
+}
+
 }  // namespace mt::cuda

@@ -109,6 +109,40 @@ Outs RoundE5M6(Backend& be) {
   return {Out(be, "e5m6 rounded", y, true), Out(be, "e5m6 rounded in place", small, true)};
 }
 
+// The norm before an FP8 GEMM (RmsNormQuantizeFp8; fused on CUDA) on rows of [200, 300]
+// spread over many binades. Against the CPU: rstd and the dequantised values by relative
+// error, since the GPU's sum of squares runs in another order (a last-bit change of rstd can
+// move a code). Against the same backend's unfused norm then QuantizeFp8: codes and scales
+// that differ, counted on the device's own host copies, must be none.
+Outs RmsNormFp8(Backend& be) {
+  constexpr int64_t R = 200, C = 300;
+  Tensor x = Spread(be, R, C, 330, 1, /*zero_row=*/5), w = F32(be, {C}, 331);
+  Tensor rstd = be.Empty({R}), y = be.Empty({R, C}), rstd_unfused = be.Empty({R});
+  const QuantizedActivation q = be.RmsNormQuantizeFp8(F(x), F(w), F(rstd), R, C, 1e-6);
+  be.RmsNormForward(F(x), F(w), F(y), F(rstd_unfused), R, C, 1e-6);
+  const QuantizedActivation u = be.QuantizeFp8(F(y), R, C);
+  Tensor deq = be.Empty({R, C});
+  be.DequantizeFp8(q, F(deq));
+  const auto differing = [&](const Tensor& a, const Tensor& b) {
+    const Tensor ha = be.ToHost(a), hb = be.ToHost(b);
+    const size_t bytes = ha.nbytes();
+    const auto* pa = static_cast<const uint8_t*>(ha.raw());
+    const auto* pb = static_cast<const uint8_t*>(hb.raw());
+    int32_t n = 0;
+    for (size_t i = 0; i < bytes; ++i) n += pa[i] != pb[i];
+    return n;
+  };
+  Tensor mismatches({3}, DType::kI32);
+  mismatches.data<int32_t>()[0] = differing(q.data, u.data);
+  mismatches.data<int32_t>()[1] = differing(q.scales, u.scales);
+  mismatches.data<int32_t>()[2] = differing(rstd, rstd_unfused);
+  BackendOutput none{"fused vs unfused: differing code, scale and rstd bytes", mismatches, true};
+  none.zeros = true;
+  BackendOutput values = Out(be, "dequantised", deq);
+  values.tolerance = 1e-3;  // a moved code is one E4M3 step (1/16) of one element
+  return {Out(be, "rstd", rstd), std::move(values), std::move(none)};
+}
+
 // 128x128 blocks of w [260, 300] (3 x 3 blocks: one zero padding column per scale row) and
 // of [130, 600] (2 x 5 blocks: three), and of their transposes (exact code moves).
 Outs Fp8Weight(Backend& be) {
@@ -240,6 +274,7 @@ std::vector<BackendOp> Fp8BackendOps() {
       {"fp8_quantize", Fp8Quantize},
       {"fp8_weight", Fp8Weight},
       {"round_e5m6", RoundE5M6},
+      {"rmsnorm_fp8", RmsNormFp8},
       {"fp8_transpose_copy_to_host", TransposeCopyToHost},
       {"fp8_gemm", [](Backend& be) { return Fp8Gemms(be, 200, 304, 272, 330); }},
       {"fp8_gemm_unaligned", [](Backend& be) { return Fp8Gemms(be, 200, 300, 260, 335); }},
