@@ -236,17 +236,17 @@ class Backend {
   // The same per expert over the permuted rows: rows [offsets[e], offsets[e+1]) of x (xq)
   // and dy with W_e of w [E, N, K]. Tiles along tokens restart at each expert's first row,
   // as each expert's own GEMM has them. The defaults read the offsets back to the host (one
-  // synchronisation per call) and loop over the experts; a backend may override Fprop and
-  // Dgrad with grouped kernels on the device offsets (CUDA: grouped_gemm_fp8.cu). Wgrad,
-  // whose token tiles restart at each expert, keeps the host loop everywhere.
+  // synchronisation per call) and loop over the experts; a backend may override them with
+  // grouped kernels on the device offsets (CUDA: grouped_gemm_fp8.cu, whose Wgrad re-tiles
+  // its operands along each expert's tokens first).
   virtual void GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
                                  const int32_t* offsets, int64_t E, int64_t N);
   virtual void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
                                        const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
                                        int64_t N, bool accumulate);
-  void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
-                                float* dw, const int32_t* offsets, int64_t rows, int64_t E,
-                                int64_t K, int64_t N);
+  virtual void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq,
+                                        const float* x, float* dw, const int32_t* offsets,
+                                        int64_t rows, int64_t E, int64_t K, int64_t N);
 
   // ---- MoE ------------------------------------------------------------------------------
   // logits [T,E] -> scores [T,E] = sigmoid(logits) (in place allowed), topk [T,K] chosen on

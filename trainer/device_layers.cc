@@ -281,9 +281,9 @@ Tensor DLayer::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Sav
   be.Add(x.data<float>(), s->x1.data<float>(), x.numel());  // residual
   // The router reads the MoE's input in FP32 (a BF16 GEMM), so only the dense MLP takes it
   // quantised.
-  Tensor y = moe ? moe->Forward(b, post_norm.Forward(b, s->x1, &s->b_rstd), valid, &s->moe, load,
-                                balance)
-                 : mlp->Forward(b, post_norm.Store(b, s->x1, &s->b_rstd), &s->mlp);
+  Tensor y =
+      moe ? moe->Forward(b, post_norm.Forward(b, s->x1, &s->b_rstd), valid, &s->moe, load, balance)
+          : mlp->Forward(b, post_norm.Store(b, s->x1, &s->b_rstd), &s->mlp);
   be.Add(s->x1.data<float>(), y.data<float>(), y.numel());  // residual
   return y;
 }

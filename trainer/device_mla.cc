@@ -12,7 +12,7 @@ Tensor DMla::Forward(const DeviceBatch& b, const DAct& x, Saved* s) const {
   // Queries [T, N*dqk], per head [nope | rope].
   if (rq > 0) {
     s->qa = q_a.Forward(b, s->x);                                           // [T, rq]
-    s->qa_n = q_a_norm.Store(b, s->qa, &s->qa_rstd);                   // [T, rq]
+    s->qa_n = q_a_norm.Store(b, s->qa, &s->qa_rstd);                        // [T, rq]
     s->q = q_b.Forward(b, s->qa_n);
   } else {
     s->q = q.Forward(b, s->x);

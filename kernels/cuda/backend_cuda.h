@@ -174,6 +174,9 @@ class CudaBackend : public Backend {
   void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx, const int32_t* offsets,
                                int64_t rows, int64_t E, int64_t K, int64_t N,
                                bool accumulate) override;
+  void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
+                                float* dw, const int32_t* offsets, int64_t rows, int64_t E,
+                                int64_t K, int64_t N) override;
   void Transpose(const float* x, float* y, int64_t rows, int64_t cols) override;
   void RoundE5M6(const float* x, float* y, int64_t M, int64_t K) override;
   QuantizedActivation RmsNormQuantizeFp8(const float* x, const float* w, float* rstd, int64_t rows,

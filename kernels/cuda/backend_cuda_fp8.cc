@@ -174,6 +174,32 @@ void CudaBackend::GroupedFp8BackwardInput(const float* dy, const float* w, float
   });
 }
 
+void CudaBackend::GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq,
+                                           const float* x, float* dw, const int32_t* offsets,
+                                           int64_t rows, int64_t E, int64_t K, int64_t N) {
+  if (rows == 0) return;
+  // Both operands re-tiled 128x1 along each expert's tokens into the chunk layout
+  // (grouped_gemm.h): the same runs the default's per-expert Transpose + QuantizeFp8 (or
+  // RetileTransposedFp8 of the cached operand) quantises, without reading the offsets here.
+  const GroupedGemmShape shape = GroupedShapeOf(rows, E, K, N);
+  const int64_t chunks = GroupedFp8Chunks(rows, E), ld = chunks * kGroupedFp8Chunk;
+  Tensor dy_t = Uninitialized({N, ld}, DType::kF8E4M3);  // dY^T chunks
+  Tensor dy_scales = Uninitialized({chunks, N}, DType::kF32);
+  Tensor x_t = Uninitialized({K, ld}, DType::kF8E4M3);  // X^T chunks
+  Tensor x_scales = Uninitialized({chunks, K}, DType::kF32);
+  GroupedFp8QuantizeChunks(dy, nullptr, nullptr, Codes(dy_t), dy_scales.data<float>(), ld, offsets,
+                           shape, N, kRoundScales, stream());
+  if (xq != nullptr) {
+    GroupedFp8QuantizeChunks(nullptr, Codes(xq->data), xq->scales.data<float>(), Codes(x_t),
+                             x_scales.data<float>(), ld, offsets, shape, K, kRoundScales, stream());
+  } else {
+    GroupedFp8QuantizeChunks(x, nullptr, nullptr, Codes(x_t), x_scales.data<float>(), ld, offsets,
+                             shape, K, kRoundScales, stream());
+  }
+  GroupedFp8GemmWeightGrad(Codes(dy_t), dy_scales.data<float>(), Codes(x_t), x_scales.data<float>(),
+                           ld, dw, offsets, shape, stream());
+}
+
 void CudaBackend::Transpose(const float* x, float* y, int64_t rows, int64_t cols) {
   cuda::Transpose(x, y, rows, cols, stream());
 }

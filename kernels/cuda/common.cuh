@@ -104,4 +104,24 @@ __device__ __forceinline__ float Fp8Scale(float amax, bool pow2) {
   return ldexpf(1.0f, m == 0.5 ? e - 1 : e);
 }
 
+// A 1x128 run held by one warp: lane l holds elements l, l + 32, l + 64, l + 96.
+constexpr int kQuantPerLane = kQuantTile / 32;
+
+// Quantises one run held by a warp (v[j] = element lane + 32 j, `len` real elements) as
+// kernels/quantize.cc does a 1x128 tile, and stores its codes at out[lane + 32 j] and its
+// scale at *scale (lane 0). Every lane of the warp must call it.
+__device__ __forceinline__ void QuantizeWarpRun(const float (&v)[kQuantPerLane], int len, bool pow2,
+                                                uint8_t* out, float* scale) {
+  const int lane = threadIdx.x % 32;
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kQuantPerLane; ++j)
+    if (lane + 32 * j < len) amax = MaxNoNan(amax, fabsf(v[j]));
+  const float s = Fp8Scale(WarpMax(amax), pow2);
+#pragma unroll
+  for (int j = 0; j < kQuantPerLane; ++j)
+    if (lane + 32 * j < len) out[lane + 32 * j] = FloatToE4M3(v[j] / s);
+  if (lane == 0) *scale = s;
+}
+
 }  // namespace mt::cuda

@@ -12,25 +12,9 @@
 namespace mt::cuda {
 namespace {
 
-constexpr int kPerLane = kQuantTile / 32;
+constexpr int kPerLane = kQuantPerLane;
 
 // ---- CUDA kernels ---------------------------------------------------------------------
-
-// Quantises one 1x128 run held by a warp (v[j] = element lane + 32 j, `len` real elements)
-// and stores its codes at out[lane + 32 j] and its scale at *scale (lane 0).
-__device__ __forceinline__ void QuantizeWarpRun(const float (&v)[kPerLane], int len, bool pow2,
-                                                uint8_t* out, float* scale) {
-  const int lane = threadIdx.x % 32;
-  float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j)
-    if (lane + 32 * j < len) amax = MaxNoNan(amax, fabsf(v[j]));
-  const float s = Fp8Scale(WarpMax(amax), pow2);
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j)
-    if (lane + 32 * j < len) out[lane + 32 * j] = FloatToE4M3(v[j] / s);
-  if (lane == 0) *scale = s;
-}
 
 // One warp per (m, kt) tile.
 __global__ void QuantizeActivationKernel(const float* x, uint8_t* codes, float* scales, int64_t M,

@@ -17,12 +17,13 @@
 // (64x64 output tiles, 32-deep K steps, 4x4 outputs per thread; grouped_gemm.cu). BF16 in
 // (uint16_t bits) with FP32 accumulation and FP32 or BF16 out: tensor cores (wmma
 // m16n16k16, sm_80+; grouped_gemm_bf16.cu) on the same 64x64 output tiles and the same
-// schedule, 64-deep K steps. E4M3 in (forward and data grad) with DeepSeek-V3's block
-// scaling: the same tensor-core block on the codes widened to BF16, promoted per 128-wide
-// chunk with the chunk's scales (grouped_gemm_fp8.cu). TMA, cp.async pipelining and split-K
-// for the weight gradient are for the tuning pass on a GPU. Rows past offsets[E] (when
-// offsets[E] < rows) are not written. Offsets must be non-decreasing with offsets[0] >= 0
-// and offsets[E] <= rows (each kernel traps on offsets[0] or offsets[E] outside [0, rows]).
+// schedule, 64-deep K steps. E4M3 in with DeepSeek-V3's block scaling: the same tensor-core
+// block on the codes widened to BF16, promoted per 128-wide chunk with the chunk's scales
+// (grouped_gemm_fp8.cu; the weight gradient on operands re-tiled along the tokens). TMA,
+// cp.async pipelining and split-K for the weight gradient are for the tuning pass on a GPU.
+// Rows past offsets[E] (when offsets[E] < rows) are not written. Offsets must be non-decreasing
+// with offsets[0] >= 0 and offsets[E] <= rows (each kernel traps on offsets[0] or offsets[E]
+// outside [0, rows]).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -314,6 +315,70 @@ __host__ __device__ inline int64_t GroupedFp8WeightScaleIndex(GroupedGemmKind ki
   return base + (kind == GroupedGemmKind::kForward ? cb * ld + t : t * ld + cb);
 }
 
+// ---- the FP8 weight gradient: token chunks ---------------------------------------------
+//
+// dW_e += Q(dY_e^T) Q(X_e^T) reduces over the expert's tokens, and the recipe tiles both
+// operands 128x1 along them, restarting at the expert's first row (kernels/backend.cc's
+// per-expert Fp8LinearBackwardWeight). So the operands are re-quantised per (expert, 128-row
+// chunk, column), transposed: "chunk layout" [C, ld] codes with scales [chunks, C], where
+// expert e's local row r sits at column GroupedFp8ChunkBase(e) * 128 + r, and its chunk t
+// has id GroupedFp8ChunkBase(e) + t. The bases need no scan:
+//   base(e) = offsets[e] / 128 + e
+// is strictly increasing and leaves room for ceil(M_e / 128) chunks before base(e + 1)
+// (floor(a / 128) + ceil(M / 128) <= floor((a + M) / 128) + 1), and the last id is below
+// rows / 128 + E: GroupedFp8Chunks. Each expert's first column is 128-aligned, so the GEMM
+// takes both operands K-major with 8-code loads; unused columns are never read (the
+// reduction stops at M_e, and the loader zero-fills past it).
+__host__ __device__ inline int64_t GroupedFp8ChunkBase(const int32_t* offsets, int64_t e) {
+  return int64_t(offsets[e]) / kGroupedFp8Chunk + e;
+}
+inline int64_t GroupedFp8Chunks(int64_t rows, int64_t experts) {
+  return rows / kGroupedFp8Chunk + experts;
+}
+// Chunk id -> (expert, chunk of that expert); false for an id no expert uses.
+__host__ __device__ inline bool GroupedFp8ChunkOf(const int32_t* offsets, int64_t experts,
+                                                  int64_t id, int32_t* expert, int32_t* chunk) {
+  if (id < 0 || experts <= 0 || id < GroupedFp8ChunkBase(offsets, 0)) return false;
+  int64_t lo = 0, hi = experts - 1;  // the largest e with base(e) <= id
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (GroupedFp8ChunkBase(offsets, mid) <= id) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const int64_t t = id - GroupedFp8ChunkBase(offsets, lo);
+  if (t * kGroupedFp8Chunk >= int64_t(offsets[lo + 1]) - offsets[lo]) return false;
+  *expert = int32_t(lo);
+  *chunk = int32_t(t);
+  return true;
+}
+
+// Block (bx, by, bz = expert) of the FP8 weight gradient over operands in chunk layout with
+// row stride ld: A = dY^T chunks (m: N, k: token) and B = X^T chunks (n: K, k: token), both
+// K-major; the grid is GroupedGrid's kWeightGrad grid. False for an empty expert.
+__host__ __device__ inline bool GroupedFp8WgradBlockFor(const GroupedGemmShape& s,
+                                                        const int32_t* offsets, int64_t ld,
+                                                        int64_t bx, int64_t by, int64_t bz,
+                                                        GroupedBlockGemm* g) {
+  const int64_t rows = int64_t(offsets[bz + 1]) - offsets[bz];
+  if (rows <= 0) return false;
+  const int64_t col = GroupedFp8ChunkBase(offsets, bz) * kGroupedFp8Chunk;
+  g->a_offset = col;  // dY_e^T [N, M_e] at column col of [N, ld]
+  g->lda = ld;
+  g->a_rows = s.n;
+  g->m0 = by * kGroupedTileM;
+  g->b_offset = col;  // X_e^T [K, M_e]
+  g->ldb = ld;
+  g->b_rows = s.k;
+  g->n0 = bx * kGroupedTileN;
+  g->depth = rows;
+  g->c_offset = bz * s.n * s.k;  // dW_e [N, K]
+  g->ldc = s.k;
+  return true;
+}
+
 // ---- launchers (offsets [E + 1] on the device) ----------------------------------------
 
 // y [rows, N] (rows of expert e) = x [rows, K] (rows of e) W_e^T, w [E, N, K]. The uint16_t
@@ -353,6 +418,23 @@ void GroupedFp8GemmForward(const uint8_t* x, const float* x_scales, const uint8_
 void GroupedFp8GemmDataGrad(const uint8_t* dy, const float* dy_scales, const uint8_t* w,
                             const float* w_scales, float* dx, const int32_t* offsets,
                             const GroupedGemmShape& shape, cudaStream_t stream);
+
+// The FP8 weight gradient's operands: src [rows, C] (rows of expert e at offsets[e]) ->
+// chunk layout codes_t [C, ld] and scales_t [GroupedFp8Chunks(rows, E), C], each (expert,
+// chunk, column) run quantised as kernels/quantize.h QuantizeActivation quantises a row of
+// the expert's transposed rows. The source is FP32 values (src_scales null) or E4M3 codes
+// with 1x128 scales along C, src_scales [ceil(C/128), rows], dequantised first as
+// RetileTransposed does. ld >= GroupedFp8Chunks(rows, E) * 128.
+void GroupedFp8QuantizeChunks(const float* src, const uint8_t* src_codes, const float* src_scales,
+                              uint8_t* codes_t, float* scales_t, int64_t ld, const int32_t* offsets,
+                              const GroupedGemmShape& shape, int64_t C, bool pow2_scales,
+                              cudaStream_t stream);
+// dw [E, N, K] += per expert dY_e^T X_e from the chunk layouts: dy_t [N, ld] with dy_scales
+// [chunks, N], x_t [K, ld] with x_scales [chunks, K]; promoted per chunk as
+// kernels/quantize.h Fp8GemmTokenTiled does, y = fma(sa * sb, chunk, y), then added to dw.
+void GroupedFp8GemmWeightGrad(const uint8_t* dy_t, const float* dy_scales, const uint8_t* x_t,
+                              const float* x_scales, int64_t ld, float* dw, const int32_t* offsets,
+                              const GroupedGemmShape& shape, cudaStream_t stream);
 
 namespace ref {
 // CPU references (host arrays, offsets on the host), double accumulation; BF16 callers

@@ -1,5 +1,6 @@
-// kernels/cuda/grouped_gemm_fp8.cu: the E4M3 grouped expert GEMMs (forward and data grad) of
-// grouped_gemm.h with DeepSeek-V3's block scaling, offsets read on the device only.
+// kernels/cuda/grouped_gemm_fp8.cu: the E4M3 grouped expert GEMMs (forward, data grad and
+// weight grad) of grouped_gemm.h with DeepSeek-V3's block scaling, offsets read on the device
+// only, and the re-tiling of the weight gradient's operands along each expert's tokens.
 //
 // The block is grouped_gemm_bf16.cu's (same schedule, tile geometry, wmma m16n16k16 with
 // FP32 accumulators, zero-filled edges) with two differences: the operand tiles are E4M3 codes
@@ -12,6 +13,9 @@
 //
 //   forward      A = X_e codes  (r: row, k: K)  K-major   B = W_e codes (r: n, k: K)      K-major
 //   data grad    A = dY_e codes (r: row, k: N)  K-major   B = W_e codes (r: k_out, k: N)  not
+//   weight grad  A = dY_e^T chunks (r: n, k: token) K-major  B = X_e^T chunks (r: k, k: token)
+//                K-major; both scales per (chunk, r), so the promotion multiplies two scales
+//                (grouped_gemm.h "the FP8 weight gradient: token chunks")
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -91,30 +95,75 @@ __device__ __forceinline__ void LoadFp8Tile(const uint8_t* __restrict__ p, int64
   }
 }
 
+// One warp per (chunk id, column) of GroupedFp8QuantizeChunks: consecutive warps take
+// consecutive columns of one chunk, so their reads of a source row share cache lines. Ids no
+// expert uses exit (warp-uniform).
+__global__ void QuantizeChunksKernel(const float* __restrict__ src,
+                                     const uint8_t* __restrict__ src_codes,
+                                     const float* __restrict__ src_scales,
+                                     uint8_t* __restrict__ codes_t, float* __restrict__ scales_t,
+                                     int64_t ld, const int32_t* __restrict__ offsets,
+                                     GroupedGemmShape shape, int64_t C, int64_t chunks, bool pow2) {
+  GroupedCheckOffsets(offsets, shape);
+  const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (item >= chunks * C) return;
+  const int64_t id = item / C, col = item % C;
+  int32_t expert = 0, chunk = 0;
+  if (!GroupedFp8ChunkOf(offsets, shape.experts, id, &expert, &chunk)) return;
+  const int64_t r0 = int64_t(offsets[expert]) + int64_t(chunk) * kGroupedFp8Chunk;
+  const int len = int(MinI64(kGroupedFp8Chunk, int64_t(offsets[expert + 1]) - r0));
+  const int lane = threadIdx.x % 32;
+  const int64_t scale_row = (col / kQuantTile) * shape.rows;  // src_scales [C/128, rows]
+  float v[kQuantPerLane];
+#pragma unroll
+  for (int j = 0; j < kQuantPerLane; ++j) {
+    const int64_t r = r0 + lane + 32 * j;
+    v[j] = lane + 32 * j >= len ? 0.0f
+           : src                ? src[r * C + col]
+                                : E4M3ToFloat(src_codes[r * C + col]) * src_scales[scale_row + r];
+  }
+  QuantizeWarpRun(v, len, pow2, codes_t + col * ld + id * kGroupedFp8Chunk,
+                  scales_t + id * C + col);
+}
+
+// b_scales: the weight's block scales (forward, data grad) or X^T's chunk scales (weight
+// grad); ld: the chunk layout's row stride (weight grad only).
 template <GroupedGemmKind kKind>
 __global__ void __launch_bounds__(kGroupedThreads)
     GroupedFp8GemmKernel(const uint8_t* __restrict__ a, const float* __restrict__ a_scales,
-                         const uint8_t* __restrict__ b, const float* __restrict__ w_scales,
+                         const uint8_t* __restrict__ b, const float* __restrict__ b_scales,
                          float* __restrict__ c, const int32_t* __restrict__ offsets,
-                         GroupedGemmShape shape) {
-  static_assert(kKind != GroupedGemmKind::kWeightGrad, "Wgrad scales along the tokens");
-  constexpr bool kAKMajor = GroupedAKMajor(kKind), kBKMajor = GroupedBKMajor(kKind);
+                         GroupedGemmShape shape, int64_t ld) {
+  constexpr bool kWgrad = kKind == GroupedGemmKind::kWeightGrad;
+  constexpr bool kAKMajor = kWgrad || GroupedAKMajor(kKind);
+  constexpr bool kBKMajor = kWgrad || GroupedBKMajor(kKind);
   using Tc = GroupedTc<kAKMajor, kBKMajor>;
-  __shared__ int32_t prefix[kGroupedMaxExperts + 1];  // [E + 1] tile prefix
   // [2][kGroupedTileM][kGroupedTcLd] BF16 operand tiles, then [warps][kGroupedTcStage] FP32
   // staging.
   __shared__ __align__(128) unsigned char
       smem[kOperandElems * sizeof(uint16_t) + kGroupedTcWarps * kGroupedTcStage * sizeof(float)];
   GroupedCheckOffsets(offsets, shape);
-  GroupedBlockPrefix(offsets, shape.experts, prefix);
   GroupedBlockGemm g;
-  // Blocks past the last row tile have nothing to do (uniform over the block).
-  if (!GroupedBlockFor(kKind, shape, offsets, prefix, blockIdx.x, blockIdx.y, blockIdx.z, &g))
-    return;
-  int32_t expert = 0, tile = 0;
-  GroupedFindTile(prefix, shape.experts, blockIdx.x, &expert, &tile);
-  int64_t row_begin = 0, row_end = 0;  // the tile's rows of X / dY (and of the scales)
-  GroupedTileRows(offsets, expert, tile, &row_begin, &row_end);
+  int32_t expert = 0;
+  int64_t row_begin = 0;   // forward / data grad: the tile's first row of X / dY (and scales)
+  int64_t chunk_base = 0;  // weight grad: the expert's first chunk id
+  // Blocks with nothing to do (past the last row tile, an empty expert) exit; uniform over
+  // the block.
+  if constexpr (kWgrad) {
+    if (!GroupedFp8WgradBlockFor(shape, offsets, ld, blockIdx.x, blockIdx.y, blockIdx.z, &g))
+      return;
+    expert = int32_t(blockIdx.z);
+    chunk_base = GroupedFp8ChunkBase(offsets, expert);
+  } else {
+    __shared__ int32_t prefix[kGroupedMaxExperts + 1];  // [E + 1] tile prefix
+    GroupedBlockPrefix(offsets, shape.experts, prefix);
+    if (!GroupedBlockFor(kKind, shape, offsets, prefix, blockIdx.x, blockIdx.y, blockIdx.z, &g))
+      return;
+    int32_t tile = 0;
+    GroupedFindTile(prefix, shape.experts, blockIdx.x, &expert, &tile);
+    int64_t row_end = 0;
+    GroupedTileRows(offsets, expert, tile, &row_begin, &row_end);
+  }
 
   uint16_t* sa = reinterpret_cast<uint16_t*>(smem);  // [kGroupedTileM][kGroupedTcLd] A tile
   uint16_t* sb = sa + kGroupedTcTileElems;           // [kGroupedTileM][kGroupedTcLd] B tile
@@ -143,10 +192,11 @@ __global__ void __launch_bounds__(kGroupedThreads)
     __syncthreads();  // the next step overwrites sa / sb
     const int64_t k_next = k0 + kGroupedTcTileK;
     if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
-    // The end of chunk t (or of the reduction): promote. The chunk and the block's output
-    // columns share one weight block (grouped_gemm.h), so sw is one value.
+    // The end of chunk t (or of the reduction): promote. Forward / data grad: the chunk and
+    // the block's output columns share one weight block (grouped_gemm.h), so sw is one value.
     const int64_t t = k0 / kGroupedFp8Chunk;
-    const float sw = w_scales[GroupedFp8WeightScaleIndex(kKind, shape, expert, g.n0, t)];
+    float sw = 0.0f;
+    if constexpr (!kWgrad) sw = b_scales[GroupedFp8WeightScaleIndex(kKind, shape, expert, g.n0, t)];
 #pragma unroll
     for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
       wmma::store_matrix_sync(stage + j * kFrag * kFrag, acc[j], kFrag, wmma::mem_row_major);
@@ -158,8 +208,16 @@ __global__ void __launch_bounds__(kGroupedThreads)
       const int e = lane + 32 * i;
       const int64_t m = g.m0 + GroupedTcStageRow(warp, e);
       if (m >= g.a_rows) continue;  // past the tile's rows: no scale to read, never stored
-      const float s = a_scales[t * shape.rows + row_begin + m];  // [tiles, rows]
-      total[i] = fmaf(s * sw, stage[e], total[i]);
+      float s;
+      if constexpr (kWgrad) {
+        const int64_t n = g.n0 + GroupedTcStageCol(warp, e);
+        if (n >= g.b_rows) continue;        // past K: likewise
+        const int64_t id = chunk_base + t;  // scales [chunks, N] and [chunks, K]
+        s = a_scales[id * shape.n + m] * b_scales[id * shape.k + n];
+      } else {
+        s = a_scales[t * shape.rows + row_begin + m] * sw;  // [tiles, rows]
+      }
+      total[i] = fmaf(s, stage[e], total[i]);
     }
     __syncwarp();  // the next chunk's stores overwrite stage
   }
@@ -170,20 +228,30 @@ __global__ void __launch_bounds__(kGroupedThreads)
     const int e = lane + 32 * i;
     const int64_t m = g.m0 + GroupedTcStageRow(warp, e);
     const int64_t n = g.n0 + GroupedTcStageCol(warp, e);
-    if (m < g.a_rows && n < g.b_rows) c_block[m * g.ldc + n] = total[i];
+    if (m >= g.a_rows || n >= g.b_rows) continue;
+    if constexpr (kWgrad)
+      c_block[m * g.ldc + n] += total[i];  // one block owns each element: no race
+    else
+      c_block[m * g.ldc + n] = total[i];
   }
 }
 
 template <GroupedGemmKind kKind>
-void LaunchFp8(const uint8_t* a, const float* a_scales, const uint8_t* w, const float* w_scales,
-               float* c, const int32_t* offsets, const GroupedGemmShape& shape,
+void LaunchFp8(const uint8_t* a, const float* a_scales, const uint8_t* b, const float* b_scales,
+               float* c, const int32_t* offsets, const GroupedGemmShape& shape, int64_t ld,
                cudaStream_t stream) {
   int64_t grid[3];
   if (!GroupedCheckedGrid(kKind, shape, grid)) return;
   GroupedFp8GemmKernel<kKind>
       <<<dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])), kGroupedThreads, 0,
-         stream>>>(a, a_scales, w, w_scales, c, offsets, shape);
+         stream>>>(a, a_scales, b, b_scales, c, offsets, shape, ld);
   CUDA_CHECK_LAUNCH();
+}
+
+void CheckChunkLayout(const GroupedGemmShape& shape, int64_t ld) {
+  CUDA_HOST_CHECK(ld % kGroupedTcVec == 0 &&
+                      ld >= GroupedFp8Chunks(shape.rows, shape.experts) * kGroupedFp8Chunk,
+                  "grouped FP8 weight grad: chunk layout stride too small or not a multiple of 8");
 }
 
 }  // namespace
@@ -191,13 +259,40 @@ void LaunchFp8(const uint8_t* a, const float* a_scales, const uint8_t* w, const 
 void GroupedFp8GemmForward(const uint8_t* x, const float* x_scales, const uint8_t* w,
                            const float* w_scales, float* y, const int32_t* offsets,
                            const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchFp8<GroupedGemmKind::kForward>(x, x_scales, w, w_scales, y, offsets, shape, stream);
+  LaunchFp8<GroupedGemmKind::kForward>(x, x_scales, w, w_scales, y, offsets, shape, 0, stream);
 }
 
 void GroupedFp8GemmDataGrad(const uint8_t* dy, const float* dy_scales, const uint8_t* w,
                             const float* w_scales, float* dx, const int32_t* offsets,
                             const GroupedGemmShape& shape, cudaStream_t stream) {
-  LaunchFp8<GroupedGemmKind::kDataGrad>(dy, dy_scales, w, w_scales, dx, offsets, shape, stream);
+  LaunchFp8<GroupedGemmKind::kDataGrad>(dy, dy_scales, w, w_scales, dx, offsets, shape, 0, stream);
+}
+
+void GroupedFp8QuantizeChunks(const float* src, const uint8_t* src_codes, const float* src_scales,
+                              uint8_t* codes_t, float* scales_t, int64_t ld, const int32_t* offsets,
+                              const GroupedGemmShape& shape, int64_t C, bool pow2_scales,
+                              cudaStream_t stream) {
+  CUDA_HOST_CHECK(shape.experts >= 1 && shape.experts <= kGroupedMaxExperts && C >= 1 &&
+                      shape.rows >= 0 && shape.rows < (int64_t(1) << 31),
+                  "grouped FP8 chunks: bad shape");
+  CUDA_HOST_CHECK((src != nullptr) != (src_codes != nullptr && src_scales != nullptr),
+                  "grouped FP8 chunks: FP32 values or codes with scales, one of the two");
+  CheckChunkLayout(shape, ld);
+  if (shape.rows == 0) return;
+  const int64_t chunks = GroupedFp8Chunks(shape.rows, shape.experts);
+  const int64_t blocks = CeilDiv(chunks * C, kWarps);
+  CUDA_HOST_CHECK(blocks < (int64_t(1) << 31), "grouped FP8 chunks: grid too large");
+  QuantizeChunksKernel<<<unsigned(blocks), kBlock, 0, stream>>>(
+      src, src_codes, src_scales, codes_t, scales_t, ld, offsets, shape, C, chunks, pow2_scales);
+  CUDA_CHECK_LAUNCH();
+}
+
+void GroupedFp8GemmWeightGrad(const uint8_t* dy_t, const float* dy_scales, const uint8_t* x_t,
+                              const float* x_scales, int64_t ld, float* dw, const int32_t* offsets,
+                              const GroupedGemmShape& shape, cudaStream_t stream) {
+  CheckChunkLayout(shape, ld);
+  LaunchFp8<GroupedGemmKind::kWeightGrad>(dy_t, dy_scales, x_t, x_scales, dw, offsets, shape, ld,
+                                          stream);
 }
 
 }  // namespace mt::cuda

@@ -12,8 +12,8 @@
 // CublasLtGemm::Fp8Linear refuses other K). fp8_gemm, fp8_linear and fp8_experts keep K
 // and N (the Dgrad GEMM's K) multiples of 16 so that on sm_90+ they run on cuBLASLt
 // (backend_table_test.cc checks that none falls back); fp8_gemm_unaligned has K = 300 and
-// is the entry that covers the dequantise-and-FP32 fallback on every GPU. The grouped Fprop
-// and Dgrad do not use cuBLASLt on the CUDA backend (grouped_gemm_fp8.cu), so
+// is the entry that covers the dequantise-and-FP32 fallback on every GPU. The grouped GEMMs
+// do not use cuBLASLt on the CUDA backend (grouped_gemm_fp8.cu), so
 // fp8_experts_odd and fp8_experts_n128 are free to pick K and N.
 #include <algorithm>
 #include <cmath>
@@ -241,7 +241,7 @@ Outs Fp8Experts(Backend& be) {
           Out(be, "grouped dw (+=, fp32 x)", dw_fp32)};
 }
 
-// The grouped Fprop and Dgrad (CUDA: grouped_gemm_fp8.cu on the device offsets) with two
+// The grouped GEMMs (CUDA: grouped_gemm_fp8.cu on the device offsets) with two
 // spare rows past offsets[E] that neither backend may write, experts of 64 and 65 rows (one
 // and two row tiles) and an empty one. K and N multiples of 8 take the kernel's 8-code
 // loads, others its element-wise ones; N % 128 == 0 quantises the stacked experts' weights
@@ -260,11 +260,15 @@ Outs Fp8ExpertsGrouped(Backend& be, int64_t K, int64_t N, uint32_t seed) {
   const QuantizedActivation qx = be.QuantizeFp8(F(x), rows, K);
   Tensor y = F32(be, {rows, N}, seed + 3), dx = F32(be, {rows, K}, seed + 4);
   Tensor dx_acc = F32(be, {rows, K}, seed + 5);
+  Tensor dw_cached = F32(be, {E, N, K}, seed + 6), dw_fp32 = F32(be, {E, N, K}, seed + 7);
   be.GroupedFp8Forward(qx, F(w), F(y), o, E, N);
   be.GroupedFp8BackwardInput(F(dy), F(w), F(dx), o, rows, E, K, N, /*accumulate=*/false);
   be.GroupedFp8BackwardInput(F(dy), F(w), F(dx_acc), o, rows, E, K, N, /*accumulate=*/true);
+  be.GroupedFp8BackwardWeight(F(dy), &qx, nullptr, F(dw_cached), o, rows, E, K, N);
+  be.GroupedFp8BackwardWeight(F(dy), nullptr, F(x), F(dw_fp32), o, rows, E, K, N);
   return {Out(be, "grouped y (spare rows kept)", y), Out(be, "grouped dx (spare rows kept)", dx),
-          Out(be, "grouped dx (+=)", dx_acc)};
+          Out(be, "grouped dx (+=)", dx_acc), Out(be, "grouped dw (+=, cached xq)", dw_cached),
+          Out(be, "grouped dw (+=, fp32 x)", dw_fp32)};
 }
 
 }  // namespace

@@ -6,8 +6,7 @@
 // references against a whole-matrix formulation, and replays the BF16 tensor-core kernel's
 // data movement (grouped_gemm_bf16.cu: tile loads into shared memory, wmma fragment pointers
 // and layouts, warp -> fragment map, output tile) on the CPU against them, and the FP8
-// variant's (grouped_gemm_fp8.cu: per-chunk promotion, scale indices) against the CPU's
-// per-expert Fp8GemmReference (no GPU needed).
+// variant's in grouped_gemm_fp8_test.cc (no GPU needed).
 #include "kernels/cuda/grouped_gemm.h"
 
 #include <algorithm>
@@ -21,15 +20,10 @@
 #include "gtest/gtest.h"
 #include "kernels/fp8.h"
 #include "kernels/quantize.h"
+#include "tests/gpu/grouped_gemm_replay.h"
 
 namespace mt::cuda {
 namespace {
-
-std::vector<int32_t> OffsetsFromCounts(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> off(counts.size() + 1, 0);
-  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
-  return off;
-}
 
 // Every (expert, tile) with tile < tiles(expert) is hit by exactly one block of the grid,
 // blocks past the last tile get none, and the tiles' rows partition [offsets[0], offsets[E]).
@@ -279,35 +273,6 @@ TEST(GroupedGemmTcBlocks, GeometryCoversTheTile) {
   }
 }
 
-// The kernel's LoadTcTile: op(r0 + r, k0 + k) -> s[GroupedTcVecOuter / Inner slot], zero outside
-// [0, r_lim) x [0, k_lim). s starts as NaN so that a fragment reading a slot no load wrote (the
-// padding, or a geometry error) poisons the result.
-void ReplayTcLoad(bool k_major, const std::vector<float>& p, int64_t offset, int64_t ld,
-                  int64_t r_lim, int64_t k_lim, int64_t r0, int64_t k0, std::vector<double>& s) {
-  s.assign(kGroupedTcTileElems, std::numeric_limits<double>::quiet_NaN());
-  const int64_t outer0 = k_major ? r0 : k0, outer_lim = k_major ? r_lim : k_lim;
-  const int64_t inner0 = k_major ? k0 : r0, inner_lim = k_major ? k_lim : r_lim;
-  for (int v = 0; v < kGroupedTcTileVecs; ++v) {
-    const int64_t outer = outer0 + GroupedTcVecOuter(v), inner = inner0 + GroupedTcVecInner(v);
-    for (int i = 0; i < kGroupedTcVec; ++i) {
-      const bool in = outer < outer_lim && inner + i < inner_lim;
-      s[GroupedTcVecOuter(v) * kGroupedTcLd + GroupedTcVecInner(v) + i] =
-          in ? p[offset + outer * ld + inner + i] : 0.0;
-    }
-  }
-}
-
-// wmma::load_matrix_sync's element (row, col) of a 16x16 fragment at s[off] with ldm ld:
-// row-major s[off + row * ld + col], col-major s[off + col * ld + row]. matrix_a is (m, k),
-// matrix_b (k, n).
-double FragAt(const std::vector<double>& s, int off, bool row_major, int row, int col) {
-  EXPECT_EQ(off % 16, 0) << "fragment pointer not 32-byte aligned";
-  const int i = off + (row_major ? row * kGroupedTcLd + col : col * kGroupedTcLd + row);
-  EXPECT_GE(i, 0);
-  EXPECT_LT(i, kGroupedTcTileElems);
-  return s[i];
-}
-
 void ReplayKindTc(GroupedGemmKind kind, const GroupedGemmShape& sh, const std::vector<int32_t>& off,
                   const std::vector<float>& a, const std::vector<float>& b, std::vector<float>& c,
                   std::vector<int>& writes) {
@@ -426,198 +391,6 @@ TEST(GroupedGemmTcBlocks, ReplayMatchesReferences) {
     }
     for (int64_t e = 0; e < E; ++e)
       for (int64_t i = 0; i < N * K; ++i) ASSERT_EQ(dw_writes[e * N * K + i], cs.counts[e] ? 1 : 0);
-  }
-}
-
-// ---- the FP8 variant (grouped_gemm_fp8.cu), replayed -------------------------------------
-
-// Every element of the 64x64 tile is staged and promoted by exactly one (warp, lane, i).
-TEST(GroupedGemmFp8Blocks, StagingCoversTheTile) {
-  std::vector<int> owner(kGroupedTileM * kGroupedTileN, 0);
-  for (int w = 0; w < kGroupedTcWarps; ++w) {
-    for (int lane = 0; lane < 32; ++lane) {
-      for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-        const int e = lane + 32 * i;
-        ASSERT_LT(e, kGroupedTcStage);
-        const int r = GroupedTcStageRow(w, e), c = GroupedTcStageCol(w, e);
-        ASSERT_GE(r, 0);
-        ASSERT_LT(r, kGroupedTileM);
-        ASSERT_GE(c, 0);
-        ASSERT_LT(c, kGroupedTileN);
-        ++owner[r * kGroupedTileN + c];
-      }
-    }
-  }
-  for (int n : owner) EXPECT_EQ(n, 1);
-}
-
-// The kernel's block for `kind` (forward or data grad) over the whole grid: operand tiles of
-// decoded codes (ReplayTcLoad), per-fragment chunk sums (in double here, FP32 on the device),
-// staged row-major per fragment, promoted per lane with the kernel's scale indices.
-void ReplayFp8Kind(GroupedGemmKind kind, const GroupedGemmShape& sh,
-                   const std::vector<int32_t>& off, const std::vector<float>& a_codes,
-                   const std::vector<float>& a_scales, const std::vector<float>& w_codes,
-                   const std::vector<float>& w_scales, std::vector<float>& c,
-                   std::vector<int>& writes) {
-  std::vector<int32_t> prefix(sh.experts + 1);
-  GroupedTilePrefix(off.data(), sh.experts, prefix.data());
-  const bool ak = GroupedAKMajor(kind), bk = GroupedBKMajor(kind);
-  const bool a_row = GroupedTcARowMajor(ak), b_row = GroupedTcBRowMajor(bk);
-  constexpr int F = kGroupedTcFrag;
-  int64_t grid[3];
-  GroupedGrid(kind, sh, grid);
-  ASSERT_EQ(grid[2], 1);
-  std::vector<double> sa, sb;
-  for (int64_t by = 0; by < grid[1]; ++by) {
-    for (int64_t bx = 0; bx < grid[0]; ++bx) {
-      GroupedBlockGemm g;
-      if (!GroupedBlockFor(kind, sh, off.data(), prefix.data(), bx, by, 0, &g)) continue;
-      int32_t expert = 0, tile = 0;
-      ASSERT_TRUE(GroupedFindTile(prefix.data(), sh.experts, bx, &expert, &tile));
-      int64_t row_begin = 0, row_end = 0;
-      GroupedTileRows(off.data(), expert, tile, &row_begin, &row_end);
-      std::vector<double> stage(kGroupedTcWarps * kGroupedTcStage, 0.0);  // chunk sums
-      std::vector<float> total(kGroupedTcWarps * 32 * kGroupedTcStagePerLane, 0.0f);
-      for (int64_t k0 = 0; k0 < g.depth; k0 += kGroupedTcTileK) {
-        ReplayTcLoad(ak, a_codes, g.a_offset, g.lda, g.a_rows, g.depth, g.m0, k0, sa);
-        ReplayTcLoad(bk, w_codes, g.b_offset, g.ldb, g.b_rows, g.depth, g.n0, k0, sb);
-        for (int kk = 0; kk < kGroupedTcTileK; kk += F) {
-          for (int w = 0; w < kGroupedTcWarps; ++w) {
-            const int fa = GroupedTcAt(ak, GroupedTcWarpFragRow(w) * F, kk);
-            for (int j = 0; j < kGroupedTcFragsPerWarp; ++j) {
-              const int fb = GroupedTcAt(bk, GroupedTcWarpFragCol(w, j) * F, kk);
-              for (int i = 0; i < F; ++i)
-                for (int jj = 0; jj < F; ++jj)
-                  for (int k = 0; k < F; ++k)
-                    stage[w * kGroupedTcStage + j * F * F + i * F + jj] +=
-                        FragAt(sa, fa, a_row, i, k) * FragAt(sb, fb, b_row, k, jj);
-            }
-          }
-        }
-        const int64_t k_next = k0 + kGroupedTcTileK;
-        if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
-        const int64_t t = k0 / kGroupedFp8Chunk;
-        const int64_t si = GroupedFp8WeightScaleIndex(kind, sh, expert, g.n0, t);
-        ASSERT_GE(si, 0);
-        ASSERT_LT(si, int64_t(w_scales.size()));
-        const float sw = w_scales[si];
-        for (int w = 0; w < kGroupedTcWarps; ++w) {
-          for (int lane = 0; lane < 32; ++lane) {
-            for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-              const int e = lane + 32 * i;
-              const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-              if (m >= g.a_rows) continue;
-              const int64_t ai = t * sh.rows + row_begin + m;
-              ASSERT_LT(ai, int64_t(a_scales.size()));
-              float& acc = total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-              acc = std::fma(a_scales[ai] * sw, float(stage[w * kGroupedTcStage + e]), acc);
-            }
-          }
-        }
-        std::fill(stage.begin(), stage.end(), 0.0);
-      }
-      for (int w = 0; w < kGroupedTcWarps; ++w) {
-        for (int lane = 0; lane < 32; ++lane) {
-          for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-            const int e = lane + 32 * i;
-            const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-            const int64_t n = g.n0 + GroupedTcStageCol(w, e);
-            if (m >= g.a_rows || n >= g.b_rows) continue;
-            const int64_t idx = g.c_offset + m * g.ldc + n;
-            ASSERT_GE(idx, 0);
-            ASSERT_LT(idx, int64_t(c.size()));
-            c[idx] = total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-            ++writes[idx];
-          }
-        }
-      }
-    }
-  }
-}
-
-std::vector<float> Decoded(const QuantizedActivation& q) {
-  std::vector<float> v(q.rows * q.cols);
-  E4M3ToFloats(q.codes(), v.data(), int64_t(v.size()));
-  return v;
-}
-
-double NormRelError(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
-
-// Against kernels/backend.cc's per-expert composition on the CPU (QuantizeActivation of the
-// expert's rows, QuantizeWeight of W_e, TransposeWeight for Dgrad, Fp8GemmReference). The
-// replay's chunk sums are in double, the reference's in FP32: equal up to FP32 rounding.
-// Values span 10^-2..10^2 by 1x128 tile and 128x128 block so a wrong scale index shows.
-TEST(GroupedGemmFp8Blocks, ReplayMatchesPerExpertFp8Gemm) {
-  struct Case {
-    std::vector<int32_t> counts;
-    int64_t n, k;
-  };
-  for (const Case& cs : {Case{{37, 0, 153, 1, 69}, 144, 176},
-                         Case{{70, 0, 1, 130, 64, 65}, 200, 300}, Case{{5}, 100, 64}}) {
-    SCOPED_TRACE(::testing::PrintToString(cs.counts) + " N " + std::to_string(cs.n) + " K " +
-                 std::to_string(cs.k));
-    const auto off = OffsetsFromCounts(cs.counts);
-    GroupedGemmShape sh;
-    sh.experts = int64_t(cs.counts.size());
-    sh.rows = off.back() + 2;  // spare rows past offsets[E]
-    sh.n = cs.n;
-    sh.k = cs.k;
-    const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
-    std::mt19937 rng(11);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    auto spread = [&](int64_t rows, int64_t cols, int64_t row_group) {
-      std::vector<float> v(rows * cols);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c)
-          v[r * cols + c] =
-              u(rng) * std::pow(10.0f, float(((r / row_group) * 3 + (c / 128) * 2) % 5 - 2));
-      return v;
-    };
-    const auto x = spread(R, K, 1), dy = spread(R, N, 1), w = spread(E * N, K, 128);
-    const QuantizeOptions pow2{/*pow2_scales=*/true};
-    const QuantizedActivation qx = QuantizeActivation(x.data(), R, K, pow2);
-    const QuantizedActivation qdy = QuantizeActivation(dy.data(), R, N, pow2);
-    std::vector<float> w_codes(E * N * K), w_scales;
-    std::vector<float> want_y(R * N, 42.0f), want_dx(R * K, 42.0f);
-    for (int64_t e = 0; e < E; ++e) {
-      const QuantizedWeight qw = QuantizeWeight(w.data() + e * N * K, N, K, pow2);
-      E4M3ToFloats(qw.codes(), w_codes.data() + e * N * K, N * K);
-      ASSERT_EQ(qw.scales.numel(), GroupedFp8WeightScalesPerExpert(N, K));
-      ASSERT_EQ(qw.scale_ld(), GroupedFp8WeightScaleLd(K));
-      w_scales.insert(w_scales.end(), qw.scales.data<float>(),
-                      qw.scales.data<float>() + qw.scales.numel());
-      const int64_t M_e = off[e + 1] - off[e];
-      if (M_e == 0) continue;
-      Fp8GemmReference(QuantizeActivation(x.data() + off[e] * K, M_e, K, pow2), qw,
-                       want_y.data() + off[e] * N);
-      Fp8GemmReference(QuantizeActivation(dy.data() + off[e] * N, M_e, N, pow2),
-                       TransposeWeight(qw), want_dx.data() + off[e] * K);
-    }
-    const std::vector<float> qx_scales(qx.scales.data<float>(),
-                                       qx.scales.data<float>() + qx.scales.numel());
-    const std::vector<float> qdy_scales(qdy.scales.data<float>(),
-                                        qdy.scales.data<float>() + qdy.scales.numel());
-    std::vector<float> y(R * N, 42.0f), dx(R * K, 42.0f);
-    std::vector<int> y_writes(R * N, 0), dx_writes(R * K, 0);
-    ReplayFp8Kind(GroupedGemmKind::kForward, sh, off, Decoded(qx), qx_scales, w_codes, w_scales, y,
-                  y_writes);
-    ReplayFp8Kind(GroupedGemmKind::kDataGrad, sh, off, Decoded(qdy), qdy_scales, w_codes, w_scales,
-                  dx, dx_writes);
-    EXPECT_LT(NormRelError(y, want_y), 1e-6);
-    EXPECT_LT(NormRelError(dx, want_dx), 1e-6);
-    for (int64_t r = 0; r < R; ++r) {
-      const int want = r < off.back() ? 1 : 0;
-      for (int64_t n = 0; n < N; ++n) ASSERT_EQ(y_writes[r * N + n], want) << r << "," << n;
-      for (int64_t k = 0; k < K; ++k) ASSERT_EQ(dx_writes[r * K + k], want) << r << "," << k;
-    }
-    for (int64_t i = off.back() * N; i < R * N; ++i) EXPECT_EQ(y[i], 42.0f) << "spare row written";
   }
 }
 
