@@ -92,11 +92,16 @@ void Backend::Fp8LinearForward(const QuantizedActivation& x, const float* w, flo
 
 void Backend::Fp8LinearBackwardInput(const float* dy, const float* w, float* dx, int64_t M,
                                      int64_t K, int64_t N, bool accumulate) {
-  const QuantizedActivation qdy = QuantizeFp8(dy, M, N);                       // [M, N]
-  const QuantizedWeight qwt = TransposeWeightFp8(QuantizeWeightFp8(w, N, K));  // [K, N]
-  if (!accumulate) return Fp8Gemm(qdy, qwt, dx);
+  Fp8LinearBackwardInput(dy, TransposeWeightFp8(QuantizeWeightFp8(w, N, K)), dx, M, accumulate);
+}
+
+void Backend::Fp8LinearBackwardInput(const float* dy, const QuantizedWeight& wt, float* dx,
+                                     int64_t M, bool accumulate) {
+  const int64_t K = wt.rows, N = wt.cols;                 // wt [K, N]
+  const QuantizedActivation qdy = QuantizeFp8(dy, M, N);  // [M, N]
+  if (!accumulate) return Fp8Gemm(qdy, wt, dx);
   Tensor t = Empty({M, K});
-  Fp8Gemm(qdy, qwt, t.data<float>());
+  Fp8Gemm(qdy, wt, t.data<float>());
   Add(t.data<float>(), dx, M * K);
 }
 
@@ -148,23 +153,40 @@ QuantizedActivation Backend::RmsNormQuantizeFp8(const float* x, const float* w, 
   return QuantizeFp8(y.data<float>(), rows, C);
 }
 
-void Backend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
-                                const int32_t* offsets, int64_t E, int64_t N) {
-  const int64_t K = x.cols;
-  const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
-  for (int64_t e = 0; e < E; ++e)
-    if (off[e + 1] > off[e])
-      Fp8LinearForward(SliceRows(*this, x, off[e], off[e + 1]), w + e * N * K, y + off[e] * N, N);
+QuantizedExperts Backend::QuantizeExpertsFp8(const float* w, int64_t E, int64_t N, int64_t K) {
+  QuantizedExperts q;
+  q.experts = E;
+  q.all.rows = E * N;
+  q.all.cols = K;
+  const int64_t blocks = (N + kQuantTile - 1) / kQuantTile;  // per expert
+  q.all.data = Empty({E * N, K}, DType::kF8E4M3);
+  q.all.scales = Empty({E * blocks, q.all.scale_ld()});
+  for (int64_t e = 0; e < E; ++e) {
+    const QuantizedWeight we = QuantizeWeightFp8(w + e * N * K, N, K);
+    QuantizedWeight dst = q.Expert(e);
+    Copy(we.data.raw(), dst.data.raw(), we.data.nbytes());
+    Copy(we.scales.raw(), dst.scales.raw(), we.scales.nbytes());
+  }
+  return q;
 }
 
-void Backend::GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
-                                      const int32_t* offsets, int64_t /*rows*/, int64_t E,
-                                      int64_t K, int64_t N, bool accumulate) {
+void Backend::GroupedFp8Forward(const QuantizedActivation& x, const QuantizedExperts& w, float* y,
+                                const int32_t* offsets) {
+  const int64_t E = w.experts, N = w.rows();
   const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
   for (int64_t e = 0; e < E; ++e)
     if (off[e + 1] > off[e])
-      Fp8LinearBackwardInput(dy + off[e] * N, w + e * N * K, dx + off[e] * K, off[e + 1] - off[e],
-                             K, N, accumulate);
+      Fp8LinearForward(SliceRows(*this, x, off[e], off[e + 1]), w.Expert(e), y + off[e] * N);
+}
+
+void Backend::GroupedFp8BackwardInput(const float* dy, const QuantizedExperts& w, float* dx,
+                                      const int32_t* offsets, int64_t /*rows*/, bool accumulate) {
+  const int64_t E = w.experts, N = w.rows(), K = w.all.cols;
+  const std::vector<int32_t> off = HostOffsets(*this, offsets, E);
+  for (int64_t e = 0; e < E; ++e)
+    if (off[e + 1] > off[e])
+      Fp8LinearBackwardInput(dy + off[e] * N, TransposeWeightFp8(w.Expert(e)), dx + off[e] * K,
+                             off[e + 1] - off[e], accumulate);
 }
 
 void Backend::GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq,

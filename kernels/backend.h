@@ -226,9 +226,17 @@ class Backend {
   // (backend.cc), so every backend runs the recipe's steps:
   // y [M, N] = x W^T, x quantised (the Fprop's E4M3 operand, kept for Wgrad).
   void Fp8LinearForward(const QuantizedActivation& x, const float* w, float* y, int64_t N);
+  // The same with W already quantised (QuantizeWeightFp8): a copy a caller keeps while the
+  // weights do not change, e.g. over an optimizer step's micro-batches.
+  void Fp8LinearForward(const QuantizedActivation& x, const QuantizedWeight& w, float* y) {
+    Fp8Gemm(x, w, y);
+  }
   // dx [M, K] (+)= Q(dy) Q(W^T): dy tiled along N, W's 128x128 blocks transposed.
   void Fp8LinearBackwardInput(const float* dy, const float* w, float* dx, int64_t M, int64_t K,
                               int64_t N, bool accumulate);
+  // The same with W^T's blocks wt [K, N] given (TransposeWeightFp8 of a kept copy).
+  void Fp8LinearBackwardInput(const float* dy, const QuantizedWeight& wt, float* dx, int64_t M,
+                              bool accumulate);
   // dW [N, K] += Q(dy^T) Q(x^T), both tiled along the M tokens; x^T re-tiled from the
   // cached E4M3 operand `xq`, or (xq null) quantised from the FP32 values x [M, K].
   void Fp8LinearBackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
@@ -239,11 +247,23 @@ class Backend {
   // synchronisation per call) and loop over the experts; a backend may override them with
   // grouped kernels on the device offsets (CUDA: grouped_gemm_fp8.cu, whose Wgrad re-tiles
   // its operands along each expert's tokens first).
-  virtual void GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
-                                 const int32_t* offsets, int64_t E, int64_t N);
-  virtual void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
-                                       const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
-                                       int64_t N, bool accumulate);
+  // The experts' weights w [E, N, K] quantised each on its own grid (QuantizedExperts), for
+  // the two GEMMs that read them; a caller may keep the result while the weights do not
+  // change. The default quantises expert by expert.
+  virtual QuantizedExperts QuantizeExpertsFp8(const float* w, int64_t E, int64_t N, int64_t K);
+  virtual void GroupedFp8Forward(const QuantizedActivation& x, const QuantizedExperts& w, float* y,
+                                 const int32_t* offsets);
+  // dx [rows, K] (+)= per expert Q(dy_e) Q(W_e^T).
+  virtual void GroupedFp8BackwardInput(const float* dy, const QuantizedExperts& w, float* dx,
+                                       const int32_t* offsets, int64_t rows, bool accumulate);
+  void GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
+                         const int32_t* offsets, int64_t E, int64_t N) {
+    GroupedFp8Forward(x, QuantizeExpertsFp8(w, E, N, x.cols), y, offsets);
+  }
+  void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx, const int32_t* offsets,
+                               int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) {
+    GroupedFp8BackwardInput(dy, QuantizeExpertsFp8(w, E, N, K), dx, offsets, rows, accumulate);
+  }
   virtual void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq,
                                         const float* x, float* dw, const int32_t* offsets,
                                         int64_t rows, int64_t E, int64_t K, int64_t N);

@@ -79,6 +79,24 @@ struct QuantizedWeight {
   float scale(int64_t nb, int64_t kb) const { return scales.data<float>()[nb * scale_ld() + kb]; }
 };
 
+// E experts' weights stacked [E, N, K], each quantised on its own 128x128 grid (a block never
+// straddles two experts): expert e's QuantizedWeight, codes and scales, back to back. `all`
+// holds the stack; it is one QuantizedWeight of [E * N, K] only when N % 128 == 0.
+struct QuantizedExperts {
+  int64_t experts = 0;  // E
+  QuantizedWeight all;  // rows = E * N, cols = K; scales [E * ceil(N/128), scale_ld]
+  int64_t rows() const { return experts > 0 ? all.rows / experts : 0; }  // N
+  // Expert e's weight: views of the stack's codes and scales.
+  QuantizedWeight Expert(int64_t e) const {
+    QuantizedWeight w;
+    w.rows = rows();
+    w.cols = all.cols;
+    w.data = all.data.Slice(e * w.rows, (e + 1) * w.rows);
+    w.scales = all.scales.Slice(e * w.row_blocks(), (e + 1) * w.row_blocks());
+    return w;
+  }
+};
+
 // y [M, K] = x rounded to E5M6 (kernels/e5m6.h) with a power-of-two scale per 1x128 tile
 // along K: the recipe's cache of the attention output (in place allowed).
 void RoundE5M6Tiles(const float* x, float* y, int64_t M, int64_t K);

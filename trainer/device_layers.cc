@@ -132,13 +132,22 @@ DAct DLinear::Store(const DeviceBatch& b, const Tensor& x) const {
   return a;
 }
 
+const DLinear::Fp8Weights& DLinear::Fp8(const DeviceBatch& b) const {
+  if (fp8_cache.version != b.weights_version) {
+    fp8_cache.w = b.be->QuantizeWeightFp8(p->value.data<float>(), out, in);
+    fp8_cache.wt = b.be->TransposeWeightFp8(fp8_cache.w);
+    fp8_cache.version = b.weights_version;
+  }
+  return fp8_cache;
+}
+
 Tensor DLinear::Forward(const DeviceBatch& b, const DAct& x) const {
   Backend& be = *b.be;
   const float* w = p->value.data<float>();
   if (b.fp8()) {
     const DAct q = x.quantized() ? x : Store(b, x.values);
     Tensor y = be.Empty({q.q.rows, out});  // [T, out]
-    be.Fp8LinearForward(q.q, w, y.data<float>(), out);
+    be.Fp8LinearForward(q.q, Fp8(b).w, y.data<float>());
     return y;
   }
   const int64_t T = x.values.dim(0);
@@ -157,7 +166,7 @@ void DLinear::BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx,
   if (!dx->defined()) *dx = be.Empty({T, in});  // [T, in]
   const float* w = p->value.data<float>();
   if (b.fp8())
-    be.Fp8LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+    be.Fp8LinearBackwardInput(dy.data<float>(), Fp8(b).wt, dx->data<float>(), T, accumulate);
   else if (b.round_bf16())
     be.LinearBackwardInputBf16(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
   else

@@ -79,6 +79,11 @@ class DeviceParams {
   int64_t shard_begin() const { return shard_begin_; }
   int64_t shard_size() const { return shard_size_; }
   DType moment_dtype() const { return m_.dtype(); }
+  // Moves whenever the values change (DeviceModel::OptimizerStep calls ValuesChanged):
+  // copies derived from them, the FP8 weights DLinear and DMoe keep, are rebuilt when it
+  // differs from theirs.
+  int64_t version() const { return version_; }
+  void ValuesChanged() { ++version_; }
 
  private:
   // The next `n` elements of `p`'s class; sets d->offset and the views of the flat buffers.
@@ -90,6 +95,7 @@ class DeviceParams {
   Tensor values_, grads_, grad_shard_, m_, v_;
   int64_t next_[3] = {}, end_[3] = {};  // per class: the next free offset, the class's end
   int64_t padded_ = 0, shard_begin_ = 0, shard_size_ = 0;
+  int64_t version_ = 0;
   std::vector<std::unique_ptr<DeviceParam>> params_;  // parallel to host_->all()
 };
 
@@ -103,6 +109,7 @@ struct DeviceBatch {
   // BF16-rounded operands (bf16) or in E4M3 with fine-grained scales (fp8); in bf16 and fp8
   // the recipe's BF16 operators (embedding, router, head, attention core) round to BF16.
   Precision precision = Precision::kFp32;
+  int64_t weights_version = 0;  // DeviceParams::version() of the values the layers read
   bool round_bf16() const { return precision != Precision::kFp32; }
   bool fp8() const { return precision == Precision::kFp8; }
   int64_t T() const { return B * S; }
@@ -135,6 +142,15 @@ struct DLinear {
     BackwardInput(b, dy, dx, accumulate);
     BackwardWeight(b, dy, x);
   }
+
+  // fp8: W's E4M3 blocks for Fprop and W^T's for Dgrad, quantised once per version of the
+  // values (an optimizer step's micro-batches share them) instead of once per GEMM.
+  struct Fp8Weights {
+    int64_t version = -1;
+    QuantizedWeight w, wt;  // [out, in], [in, out]
+  };
+  const Fp8Weights& Fp8(const DeviceBatch& b) const;
+  mutable Fp8Weights fp8_cache;
 };
 
 struct DNorm {
@@ -207,6 +223,13 @@ struct DMoe {
   DeviceParam* router = nullptr;  // [E,H]
   DeviceParam* bias = nullptr;    // [E]
   Tensor gate_w, up_w, down_w;  // [E,F,H], [E,F,H], [E,H,F] stacked expert weights
+  // fp8: the stacks quantised per expert, once per version of the values (as DLinear's).
+  struct Fp8Experts {
+    int64_t version = -1;
+    QuantizedExperts gate, up, down;
+  };
+  const Fp8Experts& Fp8(const DeviceBatch& b) const;
+  mutable Fp8Experts fp8_cache;
   // Their gradients, accumulated by the const Backward as a DeviceParam's are (through a
   // pointer): the stacks are the storage of the experts' DeviceParams.
   mutable Tensor gate_g, up_g, down_g;

@@ -50,7 +50,9 @@ DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* 
     auto mod = std::make_unique<Mtp>();
     mod->enorm = {ps.Get(p + "enorm.weight"), m_.hidden_size, m_.rms_norm_eps};
     mod->hnorm = {ps.Get(p + "hnorm.weight"), m_.hidden_size, m_.rms_norm_eps};
-    mod->eh_proj = {ps.Get(p + "eh_proj.weight"), 2 * m_.hidden_size, m_.hidden_size};
+    mod->eh_proj.p = ps.Get(p + "eh_proj.weight");
+    mod->eh_proj.in = 2 * m_.hidden_size;
+    mod->eh_proj.out = m_.hidden_size;
     mod->layer = MakeDeviceLayer(ps, index, m_);
     mod->head_norm = {ps.Get(p + "shared_head.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
     if (mod->layer->moe) moe_layers_.push_back(mod->layer->moe.get());
@@ -126,7 +128,8 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
     rope_sin_ = be_->ToDevice(s);
     rope_len_ = S;
   }
-  const DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), precision_};
+  DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), precision_};
+  b.weights_version = params_->version();
   // The micro-batch's token ids and targets, built on the host (ModelChunk::Forward).
   auto upload = [&](const std::vector<int32_t>& v, int64_t* count) {
     Tensor t({T}, DType::kI32);
@@ -301,6 +304,7 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
   // Elementwise, so the flat buffers give AdamW::Step's values exactly: one launch for the
   // clipping and one per decay class in the shard (padding, past trainable(), is skipped).
   DeviceParams& ps = *params_;
+  ps.ValuesChanged();  // the kept FP8 weights go stale (with DP, after the all-gather too)
   float* g = ps.grad_shard().data<float>();
   if (opt.grad_clip > 0 && norm > opt.grad_clip)
     be_->Scale(g, ps.shard_size(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));

@@ -25,11 +25,12 @@ struct GroupedGemms {
       a.values = x;
     return a;
   }
-  void Forward(const DAct& x, const Tensor& w, Tensor* y, const int32_t* offsets, int64_t rows,
-               int64_t E, int64_t K, int64_t N) const {
+  // wq: fp8's kept copy of w (DMoe::Fp8).
+  void Forward(const DAct& x, const Tensor& w, const QuantizedExperts& wq, Tensor* y,
+               const int32_t* offsets, int64_t rows, int64_t E, int64_t K, int64_t N) const {
     if (fp8()) {
       const DAct q = x.quantized() ? x : Store(x.values);
-      be->GroupedFp8Forward(q.q, w.data<float>(), y->data<float>(), offsets, E, N);
+      be->GroupedFp8Forward(q.q, wq, y->data<float>(), offsets);
     } else if (bf16()) {
       be->GroupedLinearForwardBf16(x.values.data<float>(), w.data<float>(), y->data<float>(),
                                    offsets, rows, E, K, N);
@@ -38,11 +39,12 @@ struct GroupedGemms {
                                rows, E, K, N);
     }
   }
-  void BackwardInput(const Tensor& dy, const Tensor& w, Tensor* dx, const int32_t* offsets,
-                     int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const {
+  void BackwardInput(const Tensor& dy, const Tensor& w, const QuantizedExperts& wq, Tensor* dx,
+                     const int32_t* offsets, int64_t rows, int64_t E, int64_t K, int64_t N,
+                     bool accumulate) const {
     if (fp8())
-      be->GroupedFp8BackwardInput(dy.data<float>(), w.data<float>(), dx->data<float>(), offsets,
-                                  rows, E, K, N, accumulate);
+      be->GroupedFp8BackwardInput(dy.data<float>(), wq, dx->data<float>(), offsets, rows,
+                                  accumulate);
     else if (bf16())
       be->GroupedLinearBackwardInputBf16(dy.data<float>(), w.data<float>(), dx->data<float>(),
                                          offsets, rows, E, K, N, accumulate);
@@ -68,6 +70,18 @@ struct GroupedGemms {
 GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.precision}; }
 
 }  // namespace
+
+const DMoe::Fp8Experts& DMoe::Fp8(const DeviceBatch& b) const {
+  static const Fp8Experts kNone;  // fp32 and bf16 read the FP32 stacks
+  if (!b.fp8()) return kNone;
+  if (fp8_cache.version != b.weights_version) {
+    fp8_cache.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E, F, H);
+    fp8_cache.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E, F, H);
+    fp8_cache.down = b.be->QuantizeExpertsFp8(down_w.data<float>(), E, H, F);
+    fp8_cache.version = b.weights_version;
+  }
+  return fp8_cache;
+}
 
 RouteShape DMoe::Shape(const DeviceBatch& b, int64_t valid) const {
   RouteShape r;
@@ -114,10 +128,11 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   s->xp = gg.Store(xp);
   Tensor g = be.Empty({P, F}), u = be.Empty({P, F});
   s->ye = be.Empty({P, H});
-  gg.Forward(s->xp, gate_w, &g, offsets, P, E, H, F);
-  gg.Forward(s->xp, up_w, &u, offsets, P, E, H, F);
+  const Fp8Experts& wq = Fp8(b);
+  gg.Forward(s->xp, gate_w, wq.gate, &g, offsets, P, E, H, F);
+  gg.Forward(s->xp, up_w, wq.up, &u, offsets, P, E, H, F);
   const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
-  gg.Forward(DAct{h, {}}, down_w, &s->ye, offsets, P, E, F, H);
+  gg.Forward(DAct{h, {}}, down_w, wq.down, &s->ye, offsets, P, E, F, H);
   // fp8: each expert's output as the BF16 combine delivers it (trainer/precision.h).
   if (b.fp8()) be.RoundBf16(s->ye.data<float>(), s->ye.data<float>(), P * H);
 
@@ -150,13 +165,14 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   // The experts, all at once.
   const GroupedGemms gg = Grouped(b);
   Tensor dh = be.Empty({P, F});
-  gg.BackwardInput(dye, down_w, &dh, offsets, P, E, F, H, false);
+  const Fp8Experts& wq = Fp8(b);
+  gg.BackwardInput(dye, down_w, wq.down, &dh, offsets, P, E, F, H, false);
   Tensor du;
   const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
   gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
   Tensor dxp = be.Empty({P, H});
-  gg.BackwardInput(dg, gate_w, &dxp, offsets, P, E, H, F, false);
-  gg.BackwardInput(du, up_w, &dxp, offsets, P, E, H, F, true);
+  gg.BackwardInput(dg, gate_w, wq.gate, &dxp, offsets, P, E, H, F, false);
+  gg.BackwardInput(du, up_w, wq.up, &dxp, offsets, P, E, H, F, true);
   gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
   gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
   be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);

@@ -166,14 +166,16 @@ class CudaBackend : public Backend {
   void Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w, float* y) override;
   void Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,
                          float* y) override;
-  // The experts' Fprop and Dgrad in one grouped launch each on the device offsets
-  // (grouped_gemm_fp8.cu: the recipe's block scaling, no host synchronisation); Wgrad keeps
-  // the interface's per-expert loop.
-  void GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
-                         const int32_t* offsets, int64_t E, int64_t N) override;
-  void GroupedFp8BackwardInput(const float* dy, const float* w, float* dx, const int32_t* offsets,
-                               int64_t rows, int64_t E, int64_t K, int64_t N,
-                               bool accumulate) override;
+  // The experts' GEMMs in one grouped launch each on the device offsets (grouped_gemm_fp8.cu:
+  // the recipe's block scaling, no host synchronisation); the stacked weights quantised in
+  // one launch when N % 128 == 0.
+  using Backend::GroupedFp8BackwardInput;
+  using Backend::GroupedFp8Forward;
+  QuantizedExperts QuantizeExpertsFp8(const float* w, int64_t E, int64_t N, int64_t K) override;
+  void GroupedFp8Forward(const QuantizedActivation& x, const QuantizedExperts& w, float* y,
+                         const int32_t* offsets) override;
+  void GroupedFp8BackwardInput(const float* dy, const QuantizedExperts& w, float* dx,
+                               const int32_t* offsets, int64_t rows, bool accumulate) override;
   void GroupedFp8BackwardWeight(const float* dy, const QuantizedActivation* xq, const float* x,
                                 float* dw, const int32_t* offsets, int64_t rows, int64_t E,
                                 int64_t K, int64_t N) override;
@@ -275,13 +277,6 @@ class CudaBackend : public Backend {
   // `accumulate` (backend_cuda_moe.cc): the grouped kernels store their tiles.
   void GroupedDataGradInto(float* dx, int64_t rows, int64_t K, bool accumulate,
                            absl::FunctionRef<void(float*)> data_grad);
-  // w [E, N, K] quantised per expert on its own 128x128 grid (backend_cuda_fp8.cc), the
-  // bytes of E QuantizeWeightFp8 calls.
-  struct ExpertWeightsFp8 {
-    Tensor codes;   // [E, N, K] E4M3
-    Tensor scales;  // [E, ceil(N/128), WeightScaleLd(K)] FP32
-  };
-  ExpertWeightsFp8 QuantizeExpertWeightsFp8(const float* w, int64_t E, int64_t N, int64_t K);
 
   DeviceInfo info_;
   std::shared_ptr<DevicePool> pool_;

@@ -124,53 +124,53 @@ void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const Quantize
   Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, bf.data<float>(), K, 0.0f, y, N);
 }
 
-CudaBackend::ExpertWeightsFp8 CudaBackend::QuantizeExpertWeightsFp8(const float* w, int64_t E,
-                                                                    int64_t N, int64_t K) {
+QuantizedExperts CudaBackend::QuantizeExpertsFp8(const float* w, int64_t E, int64_t N, int64_t K) {
   const int64_t per_expert = WeightScaleCount(N, K);
   CUDA_HOST_CHECK(per_expert == GroupedFp8WeightScalesPerExpert(N, K) &&
                       WeightScaleLd(K) == GroupedFp8WeightScaleLd(K),
                   "grouped_gemm.h and fp8_quant.h disagree on the weight-scale layout");
-  ExpertWeightsFp8 q;
-  q.codes = Uninitialized({E, N, K}, DType::kF8E4M3);
-  q.scales = Uninitialized({E * per_expert}, DType::kF32);
+  QuantizedExperts q;
+  q.experts = E;
+  q.all.rows = E * N;
+  q.all.cols = K;
+  q.all.data = Uninitialized({E * N, K}, DType::kF8E4M3);
+  q.all.scales = Uninitialized({E * Tiles(N), WeightScaleLd(K)}, DType::kF32);
+  float* scales = q.all.scales.data<float>();
   if (N % 128 == 0) {
     // The experts' 128x128 grids tile the stacked [E * N, K] matrix: one launch, same bytes
     // (scale rows of expert e are block rows e * N / 128 onwards).
-    cuda::QuantizeWeight(w, Codes(q.codes), q.scales.data<float>(), E * N, K, kRoundScales,
-                         stream());
+    cuda::QuantizeWeight(w, Codes(q.all.data), scales, E * N, K, kRoundScales, stream());
     return q;
   }
   // A block of the stacked matrix would straddle two experts: one launch per expert (queued
   // on the stream, no synchronisation).
   for (int64_t e = 0; e < E; ++e) {
-    cuda::QuantizeWeight(w + e * N * K, Codes(q.codes) + e * N * K,
-                         q.scales.data<float>() + e * per_expert, N, K, kRoundScales, stream());
+    cuda::QuantizeWeight(w + e * N * K, Codes(q.all.data) + e * N * K, scales + e * per_expert, N,
+                         K, kRoundScales, stream());
   }
   return q;
 }
 
-void CudaBackend::GroupedFp8Forward(const QuantizedActivation& x, const float* w, float* y,
-                                    const int32_t* offsets, int64_t E, int64_t N) {
+void CudaBackend::GroupedFp8Forward(const QuantizedActivation& x, const QuantizedExperts& w,
+                                    float* y, const int32_t* offsets) {
   const int64_t rows = x.rows, K = x.cols;  // x [rows, K], scales [ceil(K/128), rows]
   if (rows == 0) return;
-  const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
-  GroupedFp8GemmForward(Codes(x.data), x.scales.data<float>(), Codes(wq.codes),
-                        wq.scales.data<float>(), y, offsets, GroupedShapeOf(rows, E, K, N),
-                        stream());
+  GroupedFp8GemmForward(Codes(x.data), x.scales.data<float>(), Codes(w.all.data),
+                        w.all.scales.data<float>(), y, offsets,
+                        GroupedShapeOf(rows, w.experts, K, w.rows()), stream());
 }
 
-void CudaBackend::GroupedFp8BackwardInput(const float* dy, const float* w, float* dx,
-                                          const int32_t* offsets, int64_t rows, int64_t E,
-                                          int64_t K, int64_t N, bool accumulate) {
+void CudaBackend::GroupedFp8BackwardInput(const float* dy, const QuantizedExperts& w, float* dx,
+                                          const int32_t* offsets, int64_t rows, bool accumulate) {
   if (rows == 0) return;
+  const int64_t N = w.rows(), K = w.all.cols;
   // 1x128 tiles are per row, so quantising all rows at once gives each expert's rows the
   // bytes their own QuantizeFp8 would (rows past offsets[E] are quantised and never read).
   const QuantizedActivation qdy = QuantizeFp8(dy, rows, N);  // [rows, N]
-  const ExpertWeightsFp8 wq = QuantizeExpertWeightsFp8(w, E, N, K);
   GroupedDataGradInto(dx, rows, K, accumulate, [&](float* out) {
-    GroupedFp8GemmDataGrad(Codes(qdy.data), qdy.scales.data<float>(), Codes(wq.codes),
-                           wq.scales.data<float>(), out, offsets, GroupedShapeOf(rows, E, K, N),
-                           stream());
+    GroupedFp8GemmDataGrad(Codes(qdy.data), qdy.scales.data<float>(), Codes(w.all.data),
+                           w.all.scales.data<float>(), out, offsets,
+                           GroupedShapeOf(rows, w.experts, K, N), stream());
   });
 }
 

@@ -144,7 +144,8 @@ Outs RmsNormFp8(Backend& be) {
 }
 
 // 128x128 blocks of w [260, 300] (3 x 3 blocks: one zero padding column per scale row) and
-// of [130, 600] (2 x 5 blocks: three), and of their transposes (exact code moves).
+// of [130, 600] (2 x 5 blocks: three), of their transposes (exact code moves), and of
+// expert stacks.
 Outs Fp8Weight(Backend& be) {
   Outs outs;
   Tensor w = Spread(be, 260, 300, 310, kQuantTile);
@@ -155,6 +156,13 @@ Outs Fp8Weight(Backend& be) {
   const QuantizedWeight qw = be.QuantizeWeightFp8(F(wide), 130, 600);
   AddWeight(be, "wide", qw, &outs);
   AddWeight(be, "wide^T", be.TransposeWeightFp8(qw), &outs);
+  // Stacked experts, each on its own grid: N = 260 (blocks would straddle experts) and
+  // N = 256 (CUDA quantises the whole stack in one launch).
+  for (const int64_t N : {260, 256}) {
+    Tensor stack = Spread(be, 3 * N, 300, 312 + N, kQuantTile);
+    const QuantizedExperts qe = be.QuantizeExpertsFp8(F(stack), 3, N, 300);
+    AddWeight(be, "experts N=" + std::to_string(N), qe.all, &outs);
+  }
   return outs;
 }
 

@@ -372,7 +372,9 @@ TEST(E5M6, ScaleIsTheSmallestPowerOfTwoThatFits) {
     int e;
     ASSERT_EQ(std::frexp(s, &e), 0.5f) << amax;  // a power of two
     EXPECT_LE(amax / s, kE5M6Max) << amax;
-    if (s > 0x1p-126f) EXPECT_GT(amax / (s / 2), kE5M6Max) << amax;
+    if (s > 0x1p-126f) {
+      EXPECT_GT(amax / (s / 2), kE5M6Max) << amax;
+    }
   }
   EXPECT_EQ(E5M6Scale(0.0f), 1.0f);
 }
