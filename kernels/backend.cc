@@ -8,6 +8,8 @@
 
 #include <vector>
 
+#include "kernels/status.h"
+
 namespace mt {
 namespace {
 // A BF16-rounded copy of x [n] on `be`'s device.
@@ -61,6 +63,36 @@ void Backend::GroupedLinearBackwardInputBf16(const float* dy, const float* w, fl
   const Tensor dyr = Rounded(*this, dy, rows * N), wr = Rounded(*this, w, E * N * K);
   GroupedLinearBackwardInput(dyr.data<float>(), wr.data<float>(), dx, offsets, rows, E, K, N,
                              accumulate);
+}
+
+// The default copies are the rounded FP32 values, which the GEMMs above round again
+// (rounding is idempotent): the same products as from w itself.
+Tensor Backend::Bf16Weight(const float* w, int64_t n) { return Rounded(*this, w, n); }
+
+namespace {
+const float* KeptValues(const Tensor& wb) {
+  MT_CHECK(wb.dtype() == DType::kF32, "a BF16 weight of another backend (", DTypeName(wb.dtype()),
+           ")");
+  return wb.data<float>();
+}
+}  // namespace
+
+void Backend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                       int64_t lda, const Tensor& b, int64_t ldb, float beta, float* C,
+                       int64_t ldc) {
+  GemmBf16(trans_a, trans_b, M, N, K, A, lda, KeptValues(b), ldb, beta, C, ldc);
+}
+
+void Backend::GroupedLinearForwardBf16(const float* x, const Tensor& wb, float* y,
+                                       const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                       int64_t N) {
+  GroupedLinearForwardBf16(x, KeptValues(wb), y, offsets, rows, E, K, N);
+}
+
+void Backend::GroupedLinearBackwardInputBf16(const float* dy, const Tensor& wb, float* dx,
+                                             const int32_t* offsets, int64_t rows, int64_t E,
+                                             int64_t K, int64_t N, bool accumulate) {
+  GroupedLinearBackwardInputBf16(dy, KeptValues(wb), dx, offsets, rows, E, K, N, accumulate);
 }
 
 void Backend::GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,

@@ -152,6 +152,10 @@ class Backend {
                                 int64_t C) = 0;
   virtual void EmbeddingBackward(const int32_t* ids, const float* dout, float* dtable, int64_t n,
                                  int64_t C) = 0;
+  // Rows of FP32 logits [rows, V] a chunked head loss holds at a time. The CPU's 256 is
+  // ModelChunk's (trainer/model_chunk.cc), whose head-gradient sums the bit-identity tests
+  // compare; a GPU takes chunks big enough to fill it with the head's GEMMs.
+  virtual int64_t HeadLossChunkRows(int64_t vocab) const { return 256; }
   // logits [R,V] become dlogits (ops::CrossEntropyForwardBackward); *loss_sum (one F64 on
   // the device) += the summed loss of the rows whose target >= 0.
   virtual void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
@@ -187,6 +191,31 @@ class Backend {
                                         const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
                                         int64_t N);
   virtual void GroupedLinearBackwardInputBf16(const float* dy, const float* w, float* dx,
+                                              const int32_t* offsets, int64_t rows, int64_t E,
+                                              int64_t K, int64_t N, bool accumulate);
+
+  // Weights kept in BF16 while they do not change (e.g. over an optimizer step's
+  // micro-batches), so that the GEMMs above do not round them again on every call:
+  // Bf16Weight(w [n]) is w rounded to BF16 as this backend's GEMMs read it (the default: the
+  // rounded FP32 values; CUDA: BF16 bits), and each *Bf16 GEMM below takes such a copy `wb`
+  // in place of w, with the same result.
+  virtual Tensor Bf16Weight(const float* w, int64_t n);
+  // GemmBf16 with B the kept copy `b` (its first element is B's).
+  virtual void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                        int64_t lda, const Tensor& b, int64_t ldb, float beta, float* C,
+                        int64_t ldc);
+  void LinearForwardBf16(const float* x, const Tensor& wb, float* y, int64_t M, int64_t K,
+                         int64_t N) {
+    GemmBf16(false, true, M, N, K, x, K, wb, K, 0.0f, y, N);
+  }
+  void LinearBackwardInputBf16(const float* dy, const Tensor& wb, float* dx, int64_t M, int64_t K,
+                               int64_t N, bool accumulate) {
+    GemmBf16(false, false, M, K, N, dy, N, wb, K, accumulate ? 1.0f : 0.0f, dx, K);
+  }
+  virtual void GroupedLinearForwardBf16(const float* x, const Tensor& wb, float* y,
+                                        const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                        int64_t N);
+  virtual void GroupedLinearBackwardInputBf16(const float* dy, const Tensor& wb, float* dx,
                                               const int32_t* offsets, int64_t rows, int64_t E,
                                               int64_t K, int64_t N, bool accumulate);
   virtual void GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,

@@ -132,6 +132,14 @@ DAct DLinear::Store(const DeviceBatch& b, const Tensor& x) const {
   return a;
 }
 
+const Tensor& KeptBf16::Of(const DeviceBatch& b, const Tensor& values) {
+  if (version != b.weights_version) {
+    w = b.be->Bf16Weight(values.data<float>(), values.numel());
+    version = b.weights_version;
+  }
+  return w;
+}
+
 const DLinear::Fp8Weights& DLinear::Fp8(const DeviceBatch& b) const {
   if (fp8_cache.version != b.weights_version) {
     fp8_cache.w = b.be->QuantizeWeightFp8(p->value.data<float>(), out, in);
@@ -153,7 +161,8 @@ Tensor DLinear::Forward(const DeviceBatch& b, const DAct& x) const {
   const int64_t T = x.values.dim(0);
   Tensor y = be.Empty({T, out});  // [T, out]
   if (b.round_bf16())
-    be.LinearForwardBf16(x.values.data<float>(), w, y.data<float>(), T, in, out);
+    be.LinearForwardBf16(x.values.data<float>(), bf16_cache.Of(b, p->value), y.data<float>(), T, in,
+                         out);
   else
     be.LinearForward(x.values.data<float>(), w, y.data<float>(), T, in, out);
   return y;
@@ -168,7 +177,8 @@ void DLinear::BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx,
   if (b.fp8())
     be.Fp8LinearBackwardInput(dy.data<float>(), Fp8(b).wt, dx->data<float>(), T, accumulate);
   else if (b.round_bf16())
-    be.LinearBackwardInputBf16(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
+    be.LinearBackwardInputBf16(dy.data<float>(), bf16_cache.Of(b, p->value), dx->data<float>(), T,
+                               in, out, accumulate);
   else
     be.LinearBackwardInput(dy.data<float>(), w, dx->data<float>(), T, in, out, accumulate);
 }

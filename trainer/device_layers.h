@@ -125,6 +125,15 @@ struct DAct {
   bool quantized() const { return q.data.defined(); }
 };
 
+// A parameter's values as the backend's BF16 GEMMs read them (Backend::Bf16Weight), rebuilt
+// when DeviceParams::version moves: the recipe's BF16 GEMMs then round a weight once per
+// optimizer step rather than on every call (the head: twice per 256-row chunk of logits).
+struct KeptBf16 {
+  int64_t version = -1;
+  Tensor w;  // [numel of the values]
+  const Tensor& Of(const DeviceBatch& b, const Tensor& values);
+};
+
 struct DLinear {
   DeviceParam* p = nullptr;  // [out, in]
   int64_t in = 0, out = 0;
@@ -151,6 +160,7 @@ struct DLinear {
   };
   const Fp8Weights& Fp8(const DeviceBatch& b) const;
   mutable Fp8Weights fp8_cache;
+  mutable KeptBf16 bf16_cache;  // bf16
 };
 
 struct DNorm {
@@ -228,8 +238,10 @@ struct DMoe {
     int64_t version = -1;
     QuantizedExperts gate, up, down;
   };
-  const Fp8Experts& Fp8(const DeviceBatch& b) const;
+  const Fp8Experts& Fp8(const DeviceBatch& b) const;  // fp8 only
   mutable Fp8Experts fp8_cache;
+  // BF16 copies: the router's (bf16 and fp8), the stacks' (bf16).
+  mutable KeptBf16 router_bf16, gate_bf16, up_bf16, down_bf16;
   // Their gradients, accumulated by the const Backward as a DeviceParam's are (through a
   // pointer): the stacks are the storage of the experts' DeviceParams.
   mutable Tensor gate_g, up_g, down_g;

@@ -82,20 +82,21 @@ Tensor DeviceModel::Embed(const DeviceBatch& b, const Tensor& ids) const {
 
 void DeviceModel::HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& labels,
                            int64_t count, double coeff, double* loss_sum, Tensor* dh) const {
-  constexpr int64_t kChunk = 256;  // rows of logits held at a time, as ModelChunk's HeadLoss
   const int64_t T = h.dim(0), H = h.dim(1), V = m_.vocab_size;
+  const int64_t chunk = be_->HeadLossChunkRows(V);  // rows of logits held at a time
   if (dh) *dh = be_->Empty({T, H});
   if (count == 0) return;
   const float scale = static_cast<float>(coeff / count);
-  Tensor logits = be_->Empty({std::min(kChunk, T), V});
+  Tensor logits = be_->Empty({std::min(chunk, T), V});
   const float* w = head_->value.data<float>();
-  for (int64_t r0 = 0; r0 < T; r0 += kChunk) {
-    const int64_t rows = std::min(kChunk, T - r0);
+  const Tensor* wb = b.round_bf16() ? &head_bf16_.Of(b, head_->value) : nullptr;  // [V * H]
+  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+    const int64_t rows = std::min(chunk, T - r0);
     const float* hr = h.data<float>() + r0 * H;
     float* lg = logits.data<float>();
     // The head is one of the recipe's BF16 GEMMs, its output gradient rounded to BF16 too.
     if (b.round_bf16())
-      be_->LinearForwardBf16(hr, w, lg, rows, H, V);
+      be_->LinearForwardBf16(hr, *wb, lg, rows, H, V);
     else
       be_->LinearForward(hr, w, lg, rows, H, V);
     be_->CrossEntropy(lg, labels.data<int32_t>() + r0, rows, V, scale, loss_sum);
@@ -103,7 +104,7 @@ void DeviceModel::HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& 
     float* dhr = dh->data<float>() + r0 * H;
     if (b.round_bf16()) {
       be_->RoundBf16(lg, lg, rows * V);
-      be_->LinearBackwardInputBf16(lg, w, dhr, rows, H, V, false);
+      be_->LinearBackwardInputBf16(lg, *wb, dhr, rows, H, V, false);
       be_->LinearBackwardWeightBf16(lg, hr, head_->grad.data<float>(), rows, H, V);
     } else {
       be_->LinearBackwardInput(lg, w, dhr, rows, H, V, false);

@@ -101,6 +101,7 @@ class DeviceModel {
   std::unique_ptr<DeviceParams> params_;
   DeviceParam* embed_ = nullptr;  // [V, H]
   DeviceParam* head_ = nullptr;   // [V, H]
+  mutable KeptBf16 head_bf16_;    // bf16 and fp8: the head is a BF16 GEMM
   std::vector<std::unique_ptr<DLayer>> layers_;
   DNorm final_norm_;
   std::vector<std::unique_ptr<Mtp>> mtp_;

@@ -9,6 +9,14 @@ inline namespace MT_REAL_NS {
 
 namespace {
 
+// One projection's stacked weights [E, N, K] as the precision's GEMMs read them: the FP32
+// values, and the copies DMoe keeps (fp8: E4M3, bf16: BF16).
+struct ExpertWeight {
+  const Tensor* values = nullptr;
+  const QuantizedExperts* fp8 = nullptr;
+  const Tensor* bf16 = nullptr;
+};
+
 // The three grouped expert GEMMs at the batch's precision, on tensors.
 struct GroupedGemms {
   Backend* be;
@@ -25,31 +33,29 @@ struct GroupedGemms {
       a.values = x;
     return a;
   }
-  // wq: fp8's kept copy of w (DMoe::Fp8).
-  void Forward(const DAct& x, const Tensor& w, const QuantizedExperts& wq, Tensor* y,
-               const int32_t* offsets, int64_t rows, int64_t E, int64_t K, int64_t N) const {
+  void Forward(const DAct& x, const ExpertWeight& w, Tensor* y, const int32_t* offsets,
+               int64_t rows, int64_t E, int64_t K, int64_t N) const {
     if (fp8()) {
       const DAct q = x.quantized() ? x : Store(x.values);
-      be->GroupedFp8Forward(q.q, wq, y->data<float>(), offsets);
+      be->GroupedFp8Forward(q.q, *w.fp8, y->data<float>(), offsets);
     } else if (bf16()) {
-      be->GroupedLinearForwardBf16(x.values.data<float>(), w.data<float>(), y->data<float>(),
-                                   offsets, rows, E, K, N);
+      be->GroupedLinearForwardBf16(x.values.data<float>(), *w.bf16, y->data<float>(), offsets, rows,
+                                   E, K, N);
     } else {
-      be->GroupedLinearForward(x.values.data<float>(), w.data<float>(), y->data<float>(), offsets,
-                               rows, E, K, N);
+      be->GroupedLinearForward(x.values.data<float>(), w.values->data<float>(), y->data<float>(),
+                               offsets, rows, E, K, N);
     }
   }
-  void BackwardInput(const Tensor& dy, const Tensor& w, const QuantizedExperts& wq, Tensor* dx,
-                     const int32_t* offsets, int64_t rows, int64_t E, int64_t K, int64_t N,
-                     bool accumulate) const {
+  void BackwardInput(const Tensor& dy, const ExpertWeight& w, Tensor* dx, const int32_t* offsets,
+                     int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const {
     if (fp8())
-      be->GroupedFp8BackwardInput(dy.data<float>(), wq, dx->data<float>(), offsets, rows,
+      be->GroupedFp8BackwardInput(dy.data<float>(), *w.fp8, dx->data<float>(), offsets, rows,
                                   accumulate);
     else if (bf16())
-      be->GroupedLinearBackwardInputBf16(dy.data<float>(), w.data<float>(), dx->data<float>(),
-                                         offsets, rows, E, K, N, accumulate);
+      be->GroupedLinearBackwardInputBf16(dy.data<float>(), *w.bf16, dx->data<float>(), offsets,
+                                         rows, E, K, N, accumulate);
     else
-      be->GroupedLinearBackwardInput(dy.data<float>(), w.data<float>(), dx->data<float>(),
+      be->GroupedLinearBackwardInput(dy.data<float>(), w.values->data<float>(), dx->data<float>(),
                                      offsets, rows, E, K, N, accumulate);
   }
   void BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw, const int32_t* offsets,
@@ -69,11 +75,33 @@ struct GroupedGemms {
 
 GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.precision}; }
 
+// The three projections' weights as the batch's precision reads them.
+struct Weights {
+  ExpertWeight gate, up, down;
+};
+
+Weights KeptWeights(const DMoe& m, const DeviceBatch& b) {
+  Weights w;
+  if (b.fp8()) {
+    const DMoe::Fp8Experts& q = m.Fp8(b);
+    w.gate = {&m.gate_w, &q.gate, nullptr};
+    w.up = {&m.up_w, &q.up, nullptr};
+    w.down = {&m.down_w, &q.down, nullptr};
+  } else if (b.round_bf16()) {
+    w.gate = {&m.gate_w, nullptr, &m.gate_bf16.Of(b, m.gate_w)};
+    w.up = {&m.up_w, nullptr, &m.up_bf16.Of(b, m.up_w)};
+    w.down = {&m.down_w, nullptr, &m.down_bf16.Of(b, m.down_w)};
+  } else {
+    w.gate = {&m.gate_w};
+    w.up = {&m.up_w};
+    w.down = {&m.down_w};
+  }
+  return w;
+}
+
 }  // namespace
 
 const DMoe::Fp8Experts& DMoe::Fp8(const DeviceBatch& b) const {
-  static const Fp8Experts kNone;  // fp32 and bf16 read the FP32 stacks
-  if (!b.fp8()) return kNone;
   if (fp8_cache.version != b.weights_version) {
     fp8_cache.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E, F, H);
     fp8_cache.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E, F, H);
@@ -106,8 +134,8 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   s->scores = be.Empty({T, E});
   // The router is one of the recipe's BF16 GEMMs (trainer/moe.cc).
   if (b.round_bf16())
-    be.LinearForwardBf16(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T,
-                         H, E);
+    be.LinearForwardBf16(x.data<float>(), router_bf16.Of(b, router->value), s->scores.data<float>(),
+                         T, H, E);
   else
     be.LinearForward(x.data<float>(), router->value.data<float>(), s->scores.data<float>(), T, H, E);
   s->topk = be.Empty({T, K}, DType::kI32);
@@ -128,11 +156,11 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   s->xp = gg.Store(xp);
   Tensor g = be.Empty({P, F}), u = be.Empty({P, F});
   s->ye = be.Empty({P, H});
-  const Fp8Experts& wq = Fp8(b);
-  gg.Forward(s->xp, gate_w, wq.gate, &g, offsets, P, E, H, F);
-  gg.Forward(s->xp, up_w, wq.up, &u, offsets, P, E, H, F);
+  const Weights w = KeptWeights(*this, b);
+  gg.Forward(s->xp, w.gate, &g, offsets, P, E, H, F);
+  gg.Forward(s->xp, w.up, &u, offsets, P, E, H, F);
   const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
-  gg.Forward(DAct{h, {}}, down_w, wq.down, &s->ye, offsets, P, E, F, H);
+  gg.Forward(DAct{h, {}}, w.down, &s->ye, offsets, P, E, F, H);
   // fp8: each expert's output as the BF16 combine delivers it (trainer/precision.h).
   if (b.fp8()) be.RoundBf16(s->ye.data<float>(), s->ye.data<float>(), P * H);
 
@@ -165,14 +193,14 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   // The experts, all at once.
   const GroupedGemms gg = Grouped(b);
   Tensor dh = be.Empty({P, F});
-  const Fp8Experts& wq = Fp8(b);
-  gg.BackwardInput(dye, down_w, wq.down, &dh, offsets, P, E, F, H, false);
+  const Weights w = KeptWeights(*this, b);
+  gg.BackwardInput(dye, w.down, &dh, offsets, P, E, F, H, false);
   Tensor du;
   const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
   gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
   Tensor dxp = be.Empty({P, H});
-  gg.BackwardInput(dg, gate_w, wq.gate, &dxp, offsets, P, E, H, F, false);
-  gg.BackwardInput(du, up_w, wq.up, &dxp, offsets, P, E, H, F, true);
+  gg.BackwardInput(dg, w.gate, &dxp, offsets, P, E, H, F, false);
+  gg.BackwardInput(du, w.up, &dxp, offsets, P, E, H, F, true);
   gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
   gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
   be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);
@@ -183,7 +211,8 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
                     s->f.data<double>(), balance_scale, d_logits.data<float>(), Shape(b, valid));
   const float* dl = d_logits.data<float>();
   if (b.round_bf16()) {
-    be.LinearBackwardInputBf16(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);
+    be.LinearBackwardInputBf16(dl, router_bf16.Of(b, router->value), dx.data<float>(), T, H, E,
+                               true);
     be.LinearBackwardWeightBf16(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
   } else {
     be.LinearBackwardInput(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);

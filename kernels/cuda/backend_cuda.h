@@ -185,6 +185,12 @@ class CudaBackend : public Backend {
                                          int64_t C, double eps) override;
   void Add(const float* x, float* y, int64_t n) override;
   void Axpy(float a, const float* x, float* y, int64_t n) override;
+  // About 256 MiB of logits, in whole 256-row tiles: 2048 rows at V = 32k, 512 at DeepSeek-V3's
+  // 129k (each chunk is three GEMMs of M = rows over the whole vocabulary).
+  int64_t HeadLossChunkRows(int64_t vocab) const override {
+    const int64_t rows = (int64_t(256) << 20) / (4 * std::max<int64_t>(vocab, 1)) / 256 * 256;
+    return std::clamp<int64_t>(rows, 256, 4096);
+  }
 
   // ---- BF16 GEMMs (backend_cuda_bf16.cc) ----
   // Operands cast to BF16 bits (fp8_quant.h FloatToBf16, round to nearest even), products
@@ -199,6 +205,16 @@ class CudaBackend : public Backend {
   void GroupedLinearForwardBf16(const float* x, const float* w, float* y, const int32_t* offsets,
                                 int64_t rows, int64_t E, int64_t K, int64_t N) override;
   void GroupedLinearBackwardInputBf16(const float* dy, const float* w, float* dx,
+                                      const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                      int64_t N, bool accumulate) override;
+  // Kept weights are BF16 bits (kBF16), cast once.
+  Tensor Bf16Weight(const float* w, int64_t n) override;
+  void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                int64_t lda, const Tensor& b, int64_t ldb, float beta, float* C,
+                int64_t ldc) override;
+  void GroupedLinearForwardBf16(const float* x, const Tensor& wb, float* y, const int32_t* offsets,
+                                int64_t rows, int64_t E, int64_t K, int64_t N) override;
+  void GroupedLinearBackwardInputBf16(const float* dy, const Tensor& wb, float* dx,
                                       const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
                                       int64_t N, bool accumulate) override;
   void GroupedLinearBackwardWeightBf16(const float* dy, const float* x, float* dw,
@@ -273,6 +289,11 @@ class CudaBackend : public Backend {
   double* Partials();
   // x [n] cast to BF16 bits in a scratch block (backend_cuda_bf16.cc).
   Block Bf16Copy(const float* x, int64_t n);
+  // GemmBf16 on BF16 bits a (A's, cast) and b (B's, cast or kept); `fallback` runs the
+  // interface's default when cuBLASLt has no algorithm for the shape.
+  void GemmBf16Bits(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* a,
+                    int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* C, int64_t ldc,
+                    absl::FunctionRef<void()> fallback);
   // dx [rows, K] = what `data_grad` stores into a [rows, K] buffer, or dx += it when
   // `accumulate` (backend_cuda_moe.cc): the grouped kernels store their tiles.
   void GroupedDataGradInto(float* dx, int64_t rows, int64_t K, bool accumulate,

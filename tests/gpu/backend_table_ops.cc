@@ -242,6 +242,16 @@ Outs GemmBf16(Backend& be) {
   outs.push_back(Out(be, "linear dx", dx_set));
   outs.push_back(Out(be, "linear dw (+=, unaligned)", dw));
   outs.push_back(Out(be, "K = 0: C = beta C", c0));
+  // The same Linear GEMMs on a kept BF16 copy of w (Backend::Bf16Weight): the results of w.
+  const Tensor wb = be.Bf16Weight(F(w), out * in);
+  Tensor y_kept = be.Empty({T * out + 1}), dx_kept = F32(be, {T * in + 1}, 243);
+  be.LinearForwardBf16(F(x), wb, F(y_kept) + 1, T, in, out);
+  be.LinearBackwardInputBf16(F(dy), wb, F(dx_kept) + 1, T, in, out, /*accumulate=*/true);
+  Tensor c0_kept = F32(be, {5, 6}, 246);
+  be.GemmBf16(false, false, 5, 6, 0, F(x), 1, wb, 6, 0.5f, F(c0_kept), 6);
+  outs.push_back(Out(be, "kept w: linear y (unaligned)", y_kept));
+  outs.push_back(Out(be, "kept w: linear dx (+=, unaligned)", dx_kept));
+  outs.push_back(Out(be, "kept w: K = 0", c0_kept));
   return outs;
 }
 
@@ -256,8 +266,17 @@ Outs ExpertsBf16(Backend& be) {
   be.GroupedLinearBackwardInputBf16(F(dy), F(w), F(dx), I(offsets), rows, E, K, N, false);
   be.GroupedLinearBackwardInputBf16(F(dy), F(w), F(dx_acc), I(offsets), rows, E, K, N, true);
   be.GroupedLinearBackwardWeightBf16(F(dy), F(x), F(dw), I(offsets), rows, E, K, N);
-  return {Out(be, "grouped fwd y", y), Out(be, "grouped dgrad dx", dx),
-          Out(be, "grouped dgrad dx (+=)", dx_acc), Out(be, "grouped wgrad dw (+=)", dw)};
+  // On a kept BF16 copy of the stacked weights (Backend::Bf16Weight).
+  const Tensor wb = be.Bf16Weight(F(w), E * N * K);
+  Tensor y_kept = be.Empty({rows, N}), dx_kept = F32(be, {rows, K}, 254);
+  be.GroupedLinearForwardBf16(F(x), wb, F(y_kept), I(offsets), rows, E, K, N);
+  be.GroupedLinearBackwardInputBf16(F(dy), wb, F(dx_kept), I(offsets), rows, E, K, N, true);
+  return {Out(be, "grouped fwd y", y),
+          Out(be, "grouped dgrad dx", dx),
+          Out(be, "grouped dgrad dx (+=)", dx_acc),
+          Out(be, "grouped wgrad dw (+=)", dw),
+          Out(be, "kept w: grouped fwd y", y_kept),
+          Out(be, "kept w: grouped dgrad dx (+=)", dx_kept)};
 }
 
 // ---- MoE ------------------------------------------------------------------------------
