@@ -157,7 +157,8 @@ class CudaBackend : public Backend {
                     float grad_scale, double* loss_sum) override;
   // ---- FP8 (backend_cuda_fp8.cc): fp8_quant.h's kernels, byte-identical to the CPU's;
   // Fp8Gemm on cuBLASLt's block-scaled FP8 GEMM (sm_90), else on the dequantised operands
-  // in FP32; Fp8GemmTokenTiled (Wgrad's 1D1D scaling) on the dequantised operands.
+  // in FP32; Fp8GemmTokenTiled (Wgrad's 1D1D scaling) on grouped_gemm_fp8.cu's tensor-core
+  // weight-gradient kernel.
   QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
   void DequantizeFp8(const QuantizedActivation& q, float* x) override;
   QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;

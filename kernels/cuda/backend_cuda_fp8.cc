@@ -7,10 +7,10 @@
 // dequantised operands in FP32. That is the same sum of the same exact products (E4M3 x E4M3
 // is exact in FP32 and the scales are powers of two), in another order. Fp8GemmTokenTiled,
 // the Wgrad GEMM with both operands tiled along the tokens (DeepGEMM's 1D1D scaling), has
-// no cuBLASLt mode and always takes the dequantised path: a grouped 1D1D kernel is the next
-// step for FP8 speed. The experts' Fprop and Dgrad run grouped_gemm_fp8.cu on the device
-// offsets (one launch each, no host synchronisation); their Wgrad keeps the interface's
-// per-expert loop (kernels/backend.cc), whose token tiles restart at each expert.
+// no cuBLASLt mode: it runs grouped_gemm_fp8.cu's tensor-core weight-gradient kernel as one
+// expert. The experts' three GEMMs run grouped_gemm_fp8.cu on the device offsets (one launch
+// each, no host synchronisation), Wgrad after re-tiling its operands along each expert's
+// tokens.
 #include <cstdio>
 
 #include "kernels/cuda/backend_cuda.h"
@@ -118,10 +118,18 @@ void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const Quantize
   const int64_t M = a.rows, N = b.rows, K = a.cols;
   MT_CHECK(K == b.cols, "FP8 GEMM inner dimensions differ: ", K, " vs ", b.cols);
   if (M == 0 || N == 0) return;
-  Tensor af = Uninitialized({M, K}, DType::kF32), bf = Uninitialized({N, K}, DType::kF32);
-  DequantizeFp8(a, af.data<float>());
-  DequantizeFp8(b, bf.data<float>());
-  Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, bf.data<float>(), K, 0.0f, y, N);
+  CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(M * N) * sizeof(float), stream()));
+  if (K == 0) return;
+  // One "expert" of the grouped weight gradient whose K rows are the whole reduction: its
+  // chunk layout (grouped_gemm.h) is the operands' own, codes [M, K] and [N, K] with row
+  // stride K, the VEC128 scales [ceil(K/128), M] and [.., N] its chunk scales; y += into
+  // zeros.
+  Tensor offsets = Uninitialized({2}, DType::kI32);
+  const int32_t host[2] = {0, static_cast<int32_t>(K)};
+  CopyFromHost(host, offsets.raw(), sizeof(host));
+  GroupedFp8GemmWeightGrad(Codes(a.data), a.scales.data<float>(), Codes(b.data),
+                           b.scales.data<float>(), /*ld=*/K, y, offsets.data<int32_t>(),
+                           GroupedShapeOf(/*rows=*/K, /*E=*/1, /*K=*/N, /*N=*/M), stream());
 }
 
 QuantizedExperts CudaBackend::QuantizeExpertsFp8(const float* w, int64_t E, int64_t N, int64_t K) {

@@ -424,7 +424,7 @@ void GroupedFp8GemmDataGrad(const uint8_t* dy, const float* dy_scales, const uin
 // chunk, column) run quantised as kernels/quantize.h QuantizeActivation quantises a row of
 // the expert's transposed rows. The source is FP32 values (src_scales null) or E4M3 codes
 // with 1x128 scales along C, src_scales [ceil(C/128), rows], dequantised first as
-// RetileTransposed does. ld >= GroupedFp8Chunks(rows, E) * 128.
+// RetileTransposed does. ld >= rows + (E - 1) * 128 (GroupedFp8Chunks(rows, E) * 128 is).
 void GroupedFp8QuantizeChunks(const float* src, const uint8_t* src_codes, const float* src_scales,
                               uint8_t* codes_t, float* scales_t, int64_t ld, const int32_t* offsets,
                               const GroupedGemmShape& shape, int64_t C, bool pow2_scales,

@@ -219,6 +219,8 @@ void CheckChunkIds(const std::vector<int32_t>& counts, int64_t spare_rows) {
     if (e > 0) {
       ASSERT_GT(base, GroupedFp8ChunkBase(off.data(), e - 1));
     }
+    // The stride GroupedFp8GemmWeightGrad requires holds every expert's columns.
+    EXPECT_LE(base * kGroupedFp8Chunk + counts[e], rows + (E - 1) * kGroupedFp8Chunk);
     for (int64_t t = 0; t * kGroupedFp8Chunk < counts[e]; ++t) {
       ASSERT_LT(base + t, chunks) << "expert " << e << " chunk " << t;
       ASSERT_EQ(owner[base + t], -1) << "id " << base + t << " used twice";
@@ -431,10 +433,43 @@ TEST(GroupedGemmFp8Blocks, WgradReplayMatchesPerExpertTokenTiledGemm) {
       const int want = off[e + 1] > off[e] ? 1 : 0;
       for (int64_t i = 0; i < N * K; ++i) {
         ASSERT_EQ(writes[e * N * K + i], want) << "expert " << e << " element " << i;
-        if (want == 0) ASSERT_EQ(dw_cached[e * N * K + i], dw0[e * N * K + i]);
+        if (want == 0) {
+          ASSERT_EQ(dw_cached[e * N * K + i], dw0[e * N * K + i]);
+        }
       }
     }
   }
+}
+
+// CudaBackend::Fp8GemmTokenTiled runs the weight-gradient kernel as one expert on the
+// operands as they are (row stride = the reduction depth, their VEC128 scales as the chunk
+// scales): the CPU's Fp8GemmTokenTiled, for a depth that is neither a multiple of 128 nor
+// of 8.
+TEST(GroupedGemmFp8Blocks, TokenTiledGemmIsOneExpert) {
+  const int64_t M = 144, N = 136, depth = 300;
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> a(M * depth), b(N * depth);
+  for (float& v : a) v = u(rng) * 3.0f;
+  for (float& v : b) v = u(rng) * 0.01f;
+  const QuantizeOptions pow2{/*pow2_scales=*/true};
+  const QuantizedActivation qa = QuantizeActivation(a.data(), M, depth, pow2);
+  const QuantizedActivation qb = QuantizeActivation(b.data(), N, depth, pow2);
+  std::vector<float> want(M * N);
+  Fp8GemmTokenTiled(qa, qb, want.data());
+  GroupedGemmShape sh;
+  sh.rows = depth;
+  sh.experts = 1;
+  sh.n = M;
+  sh.k = N;
+  const std::vector<int32_t> off = {0, int32_t(depth)};
+  const std::vector<float> sa(qa.scales.data<float>(), qa.scales.data<float>() + qa.scales.numel());
+  const std::vector<float> sb(qb.scales.data<float>(), qb.scales.data<float>() + qb.scales.numel());
+  std::vector<float> y(M * N, 0.0f);
+  std::vector<int> writes(M * N, 0);
+  ReplayFp8Wgrad(sh, off, /*ld=*/depth, Decoded(qa), sa, Decoded(qb), sb, y, writes);
+  EXPECT_LT(NormRelError(y, want), 1e-6);
+  for (int w : writes) ASSERT_EQ(w, 1);
 }
 
 }  // namespace
