@@ -95,18 +95,24 @@ if [ "$MODE" = ep ]; then
   # so the losses, weights and moments are equal to the last bit. Only the gradient norm's
   # partial sums are grouped by each path's ZeRO shards (as in the dp mode): it may differ in
   # the last bits (1e-12 relative here), too little to move clipping's FP32 scale.
+  # Validation (every rank runs the same number of forwards for the exchange) exactly too.
   "$PY" - "$W/cpu_ep.jsonl" "$W/device_ep.jsonl" <<'PY'
 import json, sys
-def first(path):
-    return next(r for r in map(json.loads, open(path))
-                if r.get("step") == 1 and "loss" in r and "event" not in r)
-a, b = first(sys.argv[1]), first(sys.argv[2])
+def records(path):
+    return list(map(json.loads, open(path)))
+cpu, dev = records(sys.argv[1]), records(sys.argv[2])
+a, b = [next(r for r in rs if r.get("step") == 1 and "loss" in r and "event" not in r)
+        for rs in (cpu, dev)]
 bad = [k for k in ("loss", "mtp_loss", "balance_loss") if a[k] != b[k]]
 if abs(a["grad_norm"] - b["grad_norm"]) > 1e-12 * a["grad_norm"]:
     bad.append("grad_norm")
+val = [{r["step"]: r["val_loss"] for r in rs if r.get("event") == "validation"}
+       for rs in (cpu, dev)]
+if not val[0] or val[0] != val[1]:
+    bad.append(f"validation {val[0]} vs {val[1]}")
 print(f"ep=2, step 1: loss {a['loss']!r}, mtp {a['mtp_loss']!r}, balance {a['balance_loss']!r}",
-      f"identical; grad norm {a['grad_norm']!r} vs {b['grad_norm']!r}" if not bad else
-      f"MISMATCH in {bad}: {b}")
+      f"identical; grad norm {a['grad_norm']!r} vs {b['grad_norm']!r};",
+      f"validation at steps {sorted(val[1])} identical" if not bad else f"MISMATCH in {bad}")
 sys.exit(1 if bad else 0)
 PY
   for step in step-0000010 step-0000020; do
