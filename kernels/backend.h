@@ -277,6 +277,14 @@ class Backend {
   // dx [T,H] += sum over k of dxp row slot_pos[t*K+k], experts ascending.
   virtual void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T,
                             int64_t K, int64_t H) = 0;
+  // Expert parallelism's order of the same sum (parallel/expert_dispatch.h DispatchBackward):
+  // dx [T,H] (overwritten) row t = sum over EP ranks r ascending of (sum over k ascending of
+  // the slots whose expert topk[t,k] lives on r, i.e. topk[t,k] / experts_per_rank == r, of
+  // dxp row slot_pos[t*K+k]), each sum starting from zero: the float additions the CPU path
+  // makes when each expert host sums a token's rows and the token's rank sums the hosts'.
+  virtual void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                                  int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                                  int64_t H) = 0;
   // Expert e's rows [offsets[e], offsets[e+1]) of the permuted x [rows,K] times its weight
   // W_e [N,K] (w [E,N,K] stacked): y [rows,N] = x_e W_e^T; offsets stay on the device.
   virtual void GroupedLinearForward(const float* x, const float* w, float* y,

@@ -132,11 +132,11 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
                      H);
   const Tensor dxp = parallel() ? ExpertsBackwardEp(b, dye, s) : ExpertsBackward(b, dye, s);
   if (parallel()) {
-    // As the dispatcher's backward sums it (parallel/expert_dispatch.h): a token's rows
-    // first, from zero, then onto the shared expert's gradient; with top-2 routing these
-    // are the CPU path's float additions (for K > 2 the grouping within a rank differs).
+    // As the dispatcher's backward sums it (parallel/expert_dispatch.h): a token's rows per
+    // expert host, those per host in rank order, then onto the shared expert's gradient.
     Tensor routed = be.Empty({T, H});
-    be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), routed.data<float>(), T, K, H);
+    be.UnpermuteSumByRank(dxp.data<float>(), s->slot_pos.data<int32_t>(), s->topk.data<int32_t>(),
+                          E_local, routed.data<float>(), T, K, H);
     be.Add(routed.data<float>(), dx.data<float>(), T * H);
   } else {
     be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);

@@ -222,6 +222,9 @@ class CudaBackend : public Backend {
                        int64_t H) override;
   void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                     int64_t H) override;
+  void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                          int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                          int64_t H) override;
   void GroupedLinearForward(const float* x, const float* w, float* y, const int32_t* offsets,
                             int64_t rows, int64_t E, int64_t K, int64_t N) override;
   void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,

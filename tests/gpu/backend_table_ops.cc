@@ -396,6 +396,22 @@ Outs Optimizer(Backend& be) {
           widened("adamw bf16-moments v", v16)};
 }
 
+// Expert parallelism's backward sum of a token's rows: K = 5 slots over E = 16 experts on 4
+// EP ranks of 4, so a token reaches one to four ranks, often with several slots on one. The
+// same float additions in the same order on both backends: exact.
+Outs UnpermuteByRank(Backend& be) {
+  const int64_t T = 29, K = 5, E = 16, H = 40, P = T * K;
+  Tensor topk = FromVector(be, RandomTopk(T, K, E, 150));
+  Tensor src_token = be.Empty({P}, DType::kI32), slot_pos = be.Empty({P}, DType::kI32);
+  Tensor offsets = be.Empty({E + 1}, DType::kI32);
+  be.MoePlanBuild(I(topk), T, K, E, {I(src_token), I(slot_pos), I(offsets)});
+  Tensor dxp = F32(be, {P, H}, 151), dx = F32(be, {T, H}, 152);  // dx is overwritten
+  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), 4, F(dx), T, K, H);
+  Tensor one = F32(be, {T, H}, 153);  // one rank: the k-order sum of every slot
+  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), E, F(one), T, K, H);
+  return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true)};
+}
+
 }  // namespace
 
 const std::vector<BackendOp>& BackendOpTable() {
@@ -414,6 +430,7 @@ const std::vector<BackendOp>& BackendOpTable() {
         {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
         {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
         {"experts", Experts},
+        {"unpermute_sum_by_rank", UnpermuteByRank},
         {"experts_bf16", ExpertsBf16},
         {"optimizer", Optimizer},
     };

@@ -21,8 +21,8 @@
 #
 # With `ep`: expert parallelism on the device path (trainer/device_moe_ep.cc) under mpirun
 # -n 2, parallel {ep: 2, dp: 2}, against the CPU path's EP run in fp32 and in fp8 with BF16
-# moments (losses and checkpoints to the last bit), and the device path resumed from the CPU
-# path's checkpoint.
+# moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, and
+# the device path resumed from the CPU path's checkpoint.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -138,6 +138,16 @@ PY
   echo "ep=2, fp8: device path vs training.device=cpu, step-0000010:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep8.jsonl" \
     "$W/cpu_ep8/step-0000010" "$W/device_ep8.jsonl" "$W/device_ep8/step-0000010"
+  # Top-3 of both expert groups: tokens with several slots on one EP rank and slots on both,
+  # whose input gradients the two paths sum per rank, then over the ranks
+  # (Backend::UnpermuteSumByRank), to the same bits.
+  k3=(--set model.num_experts_per_tok=3 --set model.topk_group=2 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_ep3 --set training.device=cpu \
+    "${ep[@]}" "${k3[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_ep3 "${ep[@]}" "${k3[@]}"
+  echo "ep=2, top-3 over both groups: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep3.jsonl" \
+    "$W/cpu_ep3/step-0000010" "$W/device_ep3.jsonl" "$W/device_ep3/step-0000010"
   echo "device path, ep=2: ok"
   exit 0
 fi
