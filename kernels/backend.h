@@ -166,6 +166,10 @@ class Backend {
   // (trainer/precision.h); a GPU backend overrides them with tensor-core BF16 GEMMs.
   // y[n] = x[n] rounded to BF16, kept in FP32 (in place allowed).
   virtual void RoundBf16(const float* x, float* y, int64_t n) = 0;
+  // x [n] FP32 -> y [n] BF16 bit patterns (RoundBf16's rounding), and back (exact): the BF16
+  // wire format (expert parallelism's combine moves the fp8 recipe's expert outputs in it).
+  virtual void ToBf16Bits(const float* x, uint16_t* y, int64_t n) = 0;
+  virtual void FromBf16Bits(const uint16_t* x, float* y, int64_t n) = 0;
   // Gemm with alpha = 1 on BF16-rounded A [(trans_a ? K : M) x lda] and B.
   virtual void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,

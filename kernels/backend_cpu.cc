@@ -115,6 +115,8 @@ void CpuBackend::CrossEntropy(float* logits, const int32_t* targets, int64_t row
 void CpuBackend::RoundBf16(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = Bf16ToFloat(FloatToBf16(x[i]));
 }
+void CpuBackend::ToBf16Bits(const float* x, uint16_t* y, int64_t n) { FloatsToBf16(x, y, n); }
+void CpuBackend::FromBf16Bits(const uint16_t* x, float* y, int64_t n) { Bf16ToFloats(x, y, n); }
 void CpuBackend::Add(const float* x, float* y, int64_t n) { ops::Add(x, y, n); }
 
 // ---- FP8 (kernels/quantize.h with the recipe's power-of-two scales) ---------------------

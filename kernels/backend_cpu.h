@@ -57,6 +57,8 @@ class CpuBackend : public Backend {
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
   void RoundBf16(const float* x, float* y, int64_t n) override;
+  void ToBf16Bits(const float* x, uint16_t* y, int64_t n) override;
+  void FromBf16Bits(const uint16_t* x, float* y, int64_t n) override;
   QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
   void DequantizeFp8(const QuantizedActivation& q, float* x) override;
   QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;

@@ -19,8 +19,7 @@
 // Precision on the wire (DeepSeek-V3 §3.3.2, as moe_parallel.cc): in fp8 the dispatch moves
 // the experts' own E4M3 operand, codes and their 1x128 scales (quantised once by the sender;
 // per row, so the same bytes as each expert quantising its rows); the combine moves the
-// outputs rounded to BF16 (held in FP32 words: the values are BF16's, the bytes twice BF16's
-// until the Backend has a BF16 pack op); both backward exchanges move FP32.
+// outputs as BF16 bits (Backend::ToBf16Bits); both backward exchanges move FP32.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -159,13 +158,19 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) co
     Tensor ys = Part(yr, at, n);
     gg.Forward(DAct{Part(h, at, n), {}}, down_w, &ys, ro + r * (L + 1), n, L, F, H);
   }
-  // fp8: the outputs as the BF16 combine delivers them (trainer/precision.h).
-  if (b.fp8()) be.RoundBf16(yr.data<float>(), yr.data<float>(), yr.numel());
-
-  // Combine: the outputs back to their tokens' ranks, in the permuted order.
+  // Combine: the outputs back to their tokens' ranks, in the permuted order; in fp8 as BF16
+  // (trainer/precision.h: the values the BF16 combine delivers, RoundBf16's).
   s->ye = Rows(be, rows, H);
-  ExchangeRows(*ep, yr, ex.recv_rows, ex.recv_at, &s->ye, ex.send_rows, ex.send_at,
-               "MoE expert combine");
+  if (b.fp8()) {
+    Tensor bits = Rows(be, R, H, DType::kBF16), back = Rows(be, rows, H, DType::kBF16);
+    be.ToBf16Bits(yr.data<float>(), static_cast<uint16_t*>(bits.raw()), bits.numel());
+    ExchangeRows(*ep, bits, ex.recv_rows, ex.recv_at, &back, ex.send_rows, ex.send_at,
+                 "MoE BF16 expert combine");
+    be.FromBf16Bits(static_cast<const uint16_t*>(back.raw()), s->ye.data<float>(), back.numel());
+  } else {
+    ExchangeRows(*ep, yr, ex.recv_rows, ex.recv_at, &s->ye, ex.send_rows, ex.send_at,
+                 "MoE expert combine");
+  }
 }
 
 Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const {

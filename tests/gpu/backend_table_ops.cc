@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <utility>
@@ -412,6 +413,24 @@ Outs UnpermuteByRank(Backend& be) {
   return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true)};
 }
 
+// The BF16 wire format: FP32 -> BF16 bits (round to nearest even, NaN and infinities kept)
+// and back. Bits and widened values exact.
+Outs Bf16Bits(Backend& be) {
+  const int64_t n = 1000;
+  Tensor host = be.ToHost(F32(be, {n}, 160, 1e3f));
+  float* v = host.data<float>();
+  v[0] = std::numeric_limits<float>::infinity();
+  v[1] = -std::numeric_limits<float>::infinity();
+  v[2] = std::numeric_limits<float>::quiet_NaN();
+  v[3] = -0.0f;
+  v[4] = 1.0f + 1.0f / 256;  // a tie: to even
+  v[5] = 3.0e38f;            // rounds up to infinity
+  Tensor x = be.ToDevice(host), bits = be.Empty({n}, DType::kBF16), y = be.Empty({n});
+  be.ToBf16Bits(F(x), static_cast<uint16_t*>(bits.raw()), n);
+  be.FromBf16Bits(static_cast<const uint16_t*>(bits.raw()), F(y), n);
+  return {Out(be, "bf16 bits", bits, true), Out(be, "bf16 widened", y, true)};
+}
+
 }  // namespace
 
 const std::vector<BackendOp>& BackendOpTable() {
@@ -431,6 +450,7 @@ const std::vector<BackendOp>& BackendOpTable() {
         {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
         {"experts", Experts},
         {"unpermute_sum_by_rank", UnpermuteByRank},
+        {"bf16_bits", Bf16Bits},
         {"experts_bf16", ExpertsBf16},
         {"optimizer", Optimizer},
     };
