@@ -22,7 +22,7 @@
 # With `ep`: expert parallelism on the device path (trainer/device_moe_ep.cc) under mpirun
 # -n 2, parallel {ep: 2, dp: 2}, against the CPU path's EP run in fp32 and in fp8 with BF16
 # moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, and
-# the device path resumed from the CPU path's checkpoint.
+# each path resumed from the other's checkpoint.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -130,8 +130,20 @@ PY
   echo "ep=2: device path resumed from the CPU path's step 10 vs the CPU path:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/cpu_ep.jsonl" \
     "$W/cpu_ep/step-0000020" "$W/resumed_ep.jsonl" "$W/resumed_ep/step-0000020"
-  # fp8 (DeepSeek-V3's recipe: the E4M3 dispatch, BF16 combine) with BF16 moments.
-  fp8=(--set training.precision=fp8 --set optimizer.moment_dtype=bf16 --set training.steps=10)
+  # And the CPU path resumed from the device path's step-10 checkpoint.
+  mkdir -p "$W/cpu_from_device_ep"
+  cp -r "$W/device_ep/step-0000010" "$W/cpu_from_device_ep/"
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_from_device_ep \
+    --set training.device=cpu "${ep[@]}" --set checkpoint.resume=auto
+  expect_line cpu_from_device_ep "resumed at step 10"
+  echo "ep=2: CPU path resumed from the device path's step 10 vs the device path:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device_ep.jsonl" \
+    "$W/device_ep/step-0000020" "$W/cpu_from_device_ep.jsonl" \
+    "$W/cpu_from_device_ep/step-0000020"
+  # fp8 (DeepSeek-V3's recipe: the E4M3 dispatch, BF16 combine) with BF16 moments, at hidden
+  # 160 so that a dispatched row carries two 1x128 scale tiles (the second one partial).
+  fp8=(--set training.precision=fp8 --set optimizer.moment_dtype=bf16 --set training.steps=10
+    --set model.hidden_size=160)
   MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_ep8 --set training.device=cpu \
     "${ep[@]}" "${fp8[@]}"
   MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_ep8 "${ep[@]}" "${fp8[@]}"
