@@ -21,8 +21,8 @@
 #
 # With `ep`: expert parallelism on the device path (trainer/device_moe_ep.cc) under mpirun
 # -n 2, parallel {ep: 2, dp: 2}, against the CPU path's EP run in fp32 and in fp8 with BF16
-# moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, and
-# each path resumed from the other's checkpoint.
+# moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, each
+# path resumed from the other's checkpoint, and dp 4 x ep 2 under mpirun -n 4.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -160,6 +160,18 @@ PY
   echo "ep=2, top-3 over both groups: device path vs training.device=cpu, step-0000010:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep3.jsonl" \
     "$W/cpu_ep3/step-0000010" "$W/device_ep3.jsonl" "$W/device_ep3/step-0000010"
+  # Four ranks, dp 4 x ep 2: two expert-DP replicas, so the experts' region is reduced and
+  # gathered over a group of its own, and BF16 moments sharded in both regions.
+  mpi4=(mpirun -n 4 --oversubscribe --mca btl self,vader -x MOETRAIN_DEVICE_BACKEND)
+  dp4=(--set parallel.dp=4 --set parallel.ep=2 --set training.generate_tokens=0
+    --set training.steps=10 --set optimizer.moment_dtype=bf16)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi4[*]} $BIN" train cpu_dp4ep2 --set training.device=cpu \
+    "${dp4[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi4[*]} $BIN" train device_dp4ep2 "${dp4[@]}"
+  expect_line device_dp4ep2 "(ep 2, expert-dp 2) over 4 ranks"
+  echo "dp=4, ep=2, bf16 moments: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_dp4ep2.jsonl" \
+    "$W/cpu_dp4ep2/step-0000010" "$W/device_dp4ep2.jsonl" "$W/device_dp4ep2/step-0000010"
   echo "device path, ep=2: ok"
   exit 0
 fi
