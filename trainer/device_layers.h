@@ -223,19 +223,30 @@ struct DeviceExpertGroup {
                                    // the CPU backend, NCCL on CUDA)
 };
 
+// Which rows an expert-parallel exchange moves (device_moe_ep.cc), for P EP ranks of L
+// experts each. The sender's rows are its permuted rows (by expert): rank r's are
+// [send_at[r], + send_rows[r]). The receiver's are by source rank, then local expert, then
+// the source's slot order: source s's are [recv_at[s], + recv_rows[s]), local expert j's
+// of them [offsets[s*(L+1) + j], offsets[s*(L+1) + j+1]) relative to recv_at[s].
+struct EpExchangePlan {
+  std::vector<int64_t> send_rows, send_at;  // [P]
+  std::vector<int64_t> recv_rows, recv_at;  // [P]
+  std::vector<int32_t> offsets;             // [P, L+1]
+  int64_t R = 0;                            // rows received
+};
+// From the routing plan's expert offsets [E+1] (E = P x L) and recv_counts [P x L], the rows
+// each source sends here per local expert (the all-to-all of offsets' differences).
+EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
+                                  const std::vector<int64_t>& recv_counts, int P);
+
 // DeepSeekMoE: sigmoid router with group-limited top-k and the selection bias, routed
 // experts as grouped GEMMs, shared experts (trainer/moe.h).
 struct DMoe {
-  // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc). Rows
-  // received are ordered by source rank, then local expert, then the source's slot order.
-  struct Exchange {
-    std::vector<int64_t> send_rows, send_at;  // [P] rows to each EP rank, first row (permuted)
-    std::vector<int64_t> recv_rows, recv_at;  // [P] rows from each EP rank, first row
-    Tensor recv_offsets;                      // [P, E_l+1] I32: per source, local expert
-                                              // offsets relative to recv_at
-    std::vector<QuantizedActivation> xq;      // fp8: [P] the received E4M3 operand per source
-    Tensor xr;                                // [R,H] the received rows (fp32, bf16)
-    int64_t R = 0;
+  // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc).
+  struct Exchange : EpExchangePlan {
+    Tensor recv_offsets;                  // [P, E_l+1] I32: `offsets` on the device
+    std::vector<QuantizedActivation> xq;  // fp8: [P] the received E4M3 operand per source
+    Tensor xr;                            // [R,H] the received rows (fp32, bf16)
   };
   struct Saved {
     Tensor x, scores, topk, weight;       // [T,H], [T,E], [T,K] I32, [T,K]

@@ -75,6 +75,33 @@ DAct SourceInput(const DMoe::Exchange& ex, int s) {
 
 }  // namespace
 
+EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
+                                  const std::vector<int64_t>& recv_counts, int P) {
+  const auto E = static_cast<int64_t>(offsets.size()) - 1;
+  MT_CHECK(P >= 1 && E >= P && E % P == 0 && static_cast<int64_t>(recv_counts.size()) == E,
+           "expert exchange: ", E, " experts, ", recv_counts.size(), " counts over ", P, " ranks");
+  const int64_t L = E / P;
+  EpExchangePlan x;
+  x.send_rows.assign(P, 0);
+  x.send_at.assign(P, 0);
+  x.recv_rows.assign(P, 0);
+  x.recv_at.assign(P, 0);
+  x.offsets.assign(P * (L + 1), 0);
+  for (int r = 0; r < P; ++r) {
+    x.send_at[r] = offsets[r * L];
+    x.send_rows[r] = offsets[(r + 1) * L] - offsets[r * L];
+    x.recv_at[r] = x.R;
+    int32_t* o = &x.offsets[r * (L + 1)];
+    for (int64_t j = 0; j < L; ++j) {
+      MT_CHECK(recv_counts[r * L + j] >= 0, "expert exchange: a negative count");
+      o[j + 1] = o[j] + static_cast<int32_t>(recv_counts[r * L + j]);
+    }
+    x.recv_rows[r] = o[L];
+    x.R += o[L];
+  }
+  return x;
+}
+
 void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const {
   Backend& be = *b.be;
   Exchange& ex = s->ex;
@@ -91,23 +118,9 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) co
   std::vector<int64_t> send_counts(E), recv_counts(E);
   for (int64_t e = 0; e < E; ++e) send_counts[e] = off[e + 1] - off[e];
   OrAbort(ep->host->AllToAll(send_counts, recv_counts), "MoE expert counts exchange");
-  ex.send_rows.assign(P, 0);
-  ex.send_at.assign(P, 0);
-  ex.recv_rows.assign(P, 0);
-  ex.recv_at.assign(P, 0);
-  Tensor offsets({P, L + 1}, DType::kI32);  // per source, its local experts' rows
-  int32_t* o = offsets.data<int32_t>();
-  ex.R = 0;
-  for (int r = 0; r < P; ++r) {
-    ex.send_at[r] = off[r * L];
-    ex.send_rows[r] = off[(r + 1) * L] - off[r * L];
-    ex.recv_at[r] = ex.R;
-    o[r * (L + 1)] = 0;
-    for (int64_t j = 0; j < L; ++j)
-      o[r * (L + 1) + j + 1] = o[r * (L + 1) + j] + static_cast<int32_t>(recv_counts[r * L + j]);
-    ex.recv_rows[r] = o[r * (L + 1) + L];
-    ex.R += ex.recv_rows[r];
-  }
+  static_cast<EpExchangePlan&>(ex) = MakeEpExchangePlan(off, recv_counts, P);
+  Tensor offsets({P, L + 1}, DType::kI32);
+  std::copy(ex.offsets.begin(), ex.offsets.end(), offsets.data<int32_t>());
   ex.recv_offsets = be.ToDevice(offsets);
   const int64_t R = ex.R;
 
