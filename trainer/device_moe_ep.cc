@@ -14,7 +14,9 @@
 // (an expert's rows from each source rank are a separate batch), which makes the forward
 // the CPU path's operation for operation; in fp8 the Wgrad's token tiles restart at each
 // (source, expert) block, as the CPU path's per-source expert GEMMs have them, and every
-// weight gradient adds its sources in rank order, the CPU path's summation order.
+// weight gradient adds its sources in rank order, the CPU path's summation order. The price
+// on a GPU: P grouped launches per projection rather than one (fusing them needs a grouped
+// GEMM whose groups name their expert, which the kernels do not have yet).
 //
 // Precision on the wire (DeepSeek-V3 §3.3.2, as moe_parallel.cc): in fp8 the dispatch moves
 // the experts' own E4M3 operand, codes and their 1x128 scales (quantised once by the sender;
