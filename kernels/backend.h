@@ -170,6 +170,10 @@ class Backend {
   // (trainer/precision.h); a GPU backend overrides them with tensor-core BF16 GEMMs.
   // y[n] = x[n] rounded to BF16, kept in FP32 (in place allowed).
   virtual void RoundBf16(const float* x, float* y, int64_t n) = 0;
+  // x [n] FP32 -> y [n] BF16 bit patterns (RoundBf16's rounding), and back (exact): the BF16
+  // wire format (expert parallelism's combine moves the fp8 recipe's expert outputs in it).
+  virtual void ToBf16Bits(const float* x, uint16_t* y, int64_t n) = 0;
+  virtual void FromBf16Bits(const uint16_t* x, float* y, int64_t n) = 0;
   // Gemm with alpha = 1 on BF16-rounded A [(trans_a ? K : M) x lda] and B.
   virtual void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
@@ -331,6 +335,14 @@ class Backend {
   // dx [T,H] += sum over k of dxp row slot_pos[t*K+k], experts ascending.
   virtual void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T,
                             int64_t K, int64_t H) = 0;
+  // Expert parallelism's order of the same sum (parallel/expert_dispatch.h DispatchBackward):
+  // dx [T,H] (overwritten) row t = sum over EP ranks r ascending of (sum over k ascending of
+  // the slots whose expert topk[t,k] lives on r, i.e. topk[t,k] / experts_per_rank == r, of
+  // dxp row slot_pos[t*K+k]), each sum starting from zero: the float additions the CPU path
+  // makes when each expert host sums a token's rows and the token's rank sums the hosts'.
+  virtual void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                                  int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                                  int64_t H) = 0;
   // Expert e's rows [offsets[e], offsets[e+1]) of the permuted x [rows,K] times its weight
   // W_e [N,K] (w [E,N,K] stacked): y [rows,N] = x_e W_e^T; offsets stay on the device.
   virtual void GroupedLinearForward(const float* x, const float* w, float* y,

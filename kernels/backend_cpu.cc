@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "kernels/bf16.h"
 #include "kernels/moe_route.h"
@@ -114,6 +115,8 @@ void CpuBackend::CrossEntropy(float* logits, const int32_t* targets, int64_t row
 void CpuBackend::RoundBf16(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = Bf16ToFloat(FloatToBf16(x[i]));
 }
+void CpuBackend::ToBf16Bits(const float* x, uint16_t* y, int64_t n) { FloatsToBf16(x, y, n); }
+void CpuBackend::FromBf16Bits(const uint16_t* x, float* y, int64_t n) { Bf16ToFloats(x, y, n); }
 void CpuBackend::Add(const float* x, float* y, int64_t n) { ops::Add(x, y, n); }
 
 // ---- FP8 (kernels/quantize.h with the recipe's power-of-two scales) ---------------------
@@ -233,6 +236,28 @@ void CpuBackend::UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* 
   for (int64_t t = 0; t < T; ++t)
     for (const auto& [row, slot] : RowsOf(slot_pos, t, K))
       ops::Add(dxp + int64_t(row) * H, dx + t * H, H);
+}
+
+void CpuBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                                    int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                                    int64_t H) {
+  std::vector<float> part(H);
+  for (int64_t t = 0; t < T; ++t) {
+    float* out = dx + t * H;
+    std::fill(out, out + H, 0.0f);
+    // The ranks the token reached, ascending; per rank its slots in k order.
+    std::vector<int64_t> ranks;
+    for (int64_t k = 0; k < K; ++k) ranks.push_back(topk[t * K + k] / experts_per_rank);
+    std::sort(ranks.begin(), ranks.end());
+    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+    for (int64_t r : ranks) {
+      std::fill(part.begin(), part.end(), 0.0f);
+      for (int64_t k = 0; k < K; ++k)
+        if (topk[t * K + k] / experts_per_rank == r)
+          ops::Add(dxp + int64_t(slot_pos[t * K + k]) * H, part.data(), H);
+      ops::Add(part.data(), out, H);
+    }
+  }
 }
 
 // One GEMM per non-empty expert over its rows, as trainer/moe.cc runs each expert.

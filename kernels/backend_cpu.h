@@ -57,6 +57,8 @@ class CpuBackend : public Backend {
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
   void RoundBf16(const float* x, float* y, int64_t n) override;
+  void ToBf16Bits(const float* x, uint16_t* y, int64_t n) override;
+  void FromBf16Bits(const uint16_t* x, float* y, int64_t n) override;
   QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
   void DequantizeFp8(const QuantizedActivation& q, float* x) override;
   QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;
@@ -88,6 +90,9 @@ class CpuBackend : public Backend {
                        int64_t H) override;
   void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                     int64_t H) override;
+  void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                          int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                          int64_t H) override;
   void GroupedLinearForward(const float* x, const float* w, float* y, const int32_t* offsets,
                             int64_t rows, int64_t E, int64_t K, int64_t N) override;
   void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,

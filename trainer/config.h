@@ -110,7 +110,7 @@ struct TrainingConfig {
   int64_t micro_batch_size = 4;
   int64_t global_batch_size = 8;  // sequences per optimizer step
   std::string precision = "fp32";  // fp32 | bf16 | fp8
-  // Where the step runs: cpu (the module model, any layout), cuda (the whole model on each
+  // Where the step runs: cpu (the module model, any layout), cuda (every layer on each
   // data-parallel rank's GPU, trainer/device_train.h), auto (cuda when DevicePathBlockers is empty
   // and a GPU is visible, else cpu).
   std::string device = "auto";
@@ -196,8 +196,9 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 absl::Status ValidateConfig(const Config& config);
 
 // What in `config` keeps a run off the device path (training.device cuda), one phrase each
-// ("parallel.ep is 2"): it trains the whole model on each data-parallel rank (pp = ep = 1),
-// in any training.precision and optimizer.moment_dtype. Empty when the config allows it.
+// ("parallel.pp is 2"): it runs every layer on each data-parallel rank (pp = 1; experts
+// split over EP ranks when parallel.ep > 1), in any training.precision and
+// optimizer.moment_dtype. Empty when the config allows it.
 std::vector<std::string> DevicePathBlockers(const Config& config);
 
 // Hugging Face config.json <-> ModelConfig. FromHfJson ignores keys HF defines but we do

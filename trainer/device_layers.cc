@@ -1,5 +1,6 @@
-// trainer/device_layers.cc: the device parameters, Linear, RMSNorm, SwiGLU MLP and decoder
-// layer on a Backend (device_layers.h); MLA and MoE are in device_mla.cc and device_moe.cc.
+// trainer/device_layers.cc: Linear, RMSNorm, SwiGLU MLP and decoder layer on a Backend
+// (device_layers.h); the parameters' flat buffers are in device_params.cc, MLA and MoE in
+// device_mla.cc, device_moe.cc and device_moe_ep.cc.
 #include "trainer/device_layers.h"
 
 #include <type_traits>
@@ -11,115 +12,6 @@ namespace mt {
 inline namespace MT_REAL_NS {
 
 static_assert(std::is_same_v<Real, float>, "the device model is float only (real.h)");
-
-// ---- parameters -------------------------------------------------------------------------
-
-namespace {
-size_t IndexOf(const ParamStore& ps, const std::string& name) {
-  for (size_t i = 0; i < ps.all().size(); ++i)
-    if (ps.all()[i]->name == name) return i;
-  MT_CHECK(false, "device model: no parameter ", name);
-  return 0;
-}
-// The flat buffers' three classes (device_layers.h).
-int ClassOf(const Param& p) {
-  MT_CHECK(p.trainable == p.grad.defined(), "device model: parameter ", p.name,
-           p.trainable ? " is trainable but has no gradient" : " has a gradient but is state");
-  return !p.trainable ? 2 : p.decay ? 0 : 1;
-}
-}  // namespace
-
-DeviceParams::DeviceParams(Backend* backend, ParamStore* host, const DeviceOptimizerLayout& layout)
-    : be_(backend), host_(host) {
-  const int shards = layout.dp_size, shard = layout.dp_rank;
-  MT_CHECK(shards >= 1 && shard >= 0 && shard < shards, "device model: shard ", shard, " of ",
-           shards);
-  MT_CHECK(layout.moments == DType::kF32 || layout.moments == DType::kBF16,
-           "device model: AdamW moments are fp32 or bf16, not ", DTypeName(layout.moments));
-  params_.resize(host->all().size());
-  int64_t size[3] = {};
-  for (const auto& p : host->all()) size[ClassOf(*p)] += p->value.numel();
-  end_[0] = size[0];
-  end_[1] = size[0] + size[1];
-  shard_size_ = (end_[1] + shards - 1) / shards;
-  padded_ = shard_size_ * shards;
-  shard_begin_ = shard_size_ * shard;
-  next_[0] = 0;
-  next_[1] = end_[0];
-  next_[2] = padded_;  // state after the padding: the all-gather writes [0, padded)
-  end_[2] = padded_ + size[2];
-  values_ = be_->Empty({end_[2]});
-  grads_ = be_->Empty({padded_});
-  grad_shard_ = shards == 1 ? grads_ : be_->Empty({shard_size_});
-  m_ = be_->Empty({shard_size_}, layout.moments);
-  v_ = be_->Empty({shard_size_}, layout.moments);
-}
-
-void DeviceParams::Place(DeviceParam* d, const Param& p, int64_t n) {
-  const int c = ClassOf(p);
-  MT_CHECK(next_[c] + n <= end_[c], "device model: parameter ", p.name, " placed twice");
-  d->offset = next_[c];
-  next_[c] += n;
-}
-
-void DeviceParams::Bind(DeviceParam* d, std::vector<int64_t> shape) const {
-  const int64_t n = NumElements(shape);
-  d->value = values_.Slice(d->offset, d->offset + n).View(shape);
-  if (d->host->trainable) d->grad = grads_.Slice(d->offset, d->offset + n).View(shape);
-}
-
-DeviceParam* DeviceParams::Get(const std::string& name) {
-  const size_t i = IndexOf(*host_, name);
-  if (!params_[i]) {
-    auto d = std::make_unique<DeviceParam>();
-    d->host = host_->all()[i].get();
-    Place(d.get(), *d->host, d->host->value.numel());
-    Bind(d.get(), d->host->value.shape());
-    be_->CopyFromHost(d->host->value.raw(), d->value.raw(), d->value.nbytes());
-    params_[i] = std::move(d);
-  }
-  return params_[i].get();
-}
-
-void DeviceParams::Stack(const std::vector<std::string>& names, Tensor* value, Tensor* grad) {
-  const auto E = static_cast<int64_t>(names.size());
-  const Param& first = *host_->all()[IndexOf(*host_, names[0])];
-  MT_CHECK(first.trainable, "device model: expert ", first.name, " is not trainable");
-  const int64_t N = first.value.dim(0), K = first.value.dim(1);
-  int64_t base = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    const size_t i = IndexOf(*host_, names[e]);
-    const Param& p = *host_->all()[i];
-    MT_CHECK(p.value.shape() == first.value.shape() && ClassOf(p) == ClassOf(first),
-             "device model: expert ", p.name, " is shaped or optimised unlike ", first.name);
-    MT_CHECK(!params_[i], "device model: ", names[e], " registered before its stack");
-    auto d = std::make_unique<DeviceParam>();
-    d->host = host_->all()[i].get();
-    Place(d.get(), p, N * K);  // consecutive: E back-to-back [N, K] blocks
-    if (e == 0) base = d->offset;
-    Bind(d.get(), {N, K});
-    be_->CopyFromHost(p.value.raw(), d->value.raw(), d->value.nbytes());
-    params_[i] = std::move(d);
-  }
-  *value = values_.Slice(base, base + E * N * K).View({E, N, K});
-  *grad = grads_.Slice(base, base + E * N * K).View({E, N, K});
-}
-
-std::vector<DeviceParam*> DeviceParams::All() const {
-  std::vector<DeviceParam*> out;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    MT_CHECK(params_[i], "device model: parameter ", host_->all()[i]->name, " has no layer");
-    out.push_back(params_[i].get());
-  }
-  return out;
-}
-
-void DeviceParams::Download(bool grads) const {
-  for (DeviceParam* d : All()) {
-    d->host->value = be_->ToHost(d->value);
-    if (grads && d->grad.defined()) d->host->grad = be_->ToHost(d->grad);
-  }
-}
 
 // ---- Linear and RMSNorm ---------------------------------------------------------------
 
@@ -346,7 +238,8 @@ DMlp MakeMlp(DeviceParams& ps, const std::string& prefix) {
 
 }  // namespace
 
-std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m) {
+std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m,
+                                        const DeviceExpertGroup* ep) {
   const std::string p = "model.layers." + std::to_string(index) + ".";
   auto layer = std::make_unique<DLayer>();
   layer->input_norm = MakeNorm(ps, p + "input_layernorm.weight", m.rms_norm_eps);
@@ -391,9 +284,16 @@ std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const M
   moe->has_shared = m.n_shared_experts > 0;
   moe->router = ps.Get(p + "mlp.gate.weight");
   moe->bias = ps.Get(p + "mlp.gate.e_score_correction_bias");
+  // This rank's experts: all, or its EP rank's contiguous share (parallel/topology.h).
+  const int ep_size = ep ? ep->size : 1, ep_rank = ep ? ep->rank : 0;
+  MT_CHECK(ep_size >= 1 && moe->E % ep_size == 0 && ep_rank >= 0 && ep_rank < ep_size,
+           "device model: ", moe->E, " experts over EP rank ", ep_rank, " of ", ep_size);
+  moe->ep = ep;
+  moe->E_local = moe->E / ep_size;
+  const int64_t first = ep_rank * moe->E_local;
   auto names = [&](const char* proj) {
     std::vector<std::string> n;
-    for (int64_t e = 0; e < moe->E; ++e)
+    for (int64_t e = first; e < first + moe->E_local; ++e)
       n.push_back(p + "mlp.experts." + std::to_string(e) + "." + proj + ".weight");
     return n;
   };

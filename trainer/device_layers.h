@@ -6,7 +6,9 @@
 // reference): tests/trainer/device_model_test.cc holds the two to the last bits. What
 // differs is how the experts run: all of one layer's experts are one grouped GEMM over the
 // tokens permuted by expert (MoePlanBuild), with no host synchronisation per expert, and
-// the experts' weights are stacked [E, N, K] per projection.
+// the experts' weights are stacked [E, N, K] per projection. Under expert parallelism a
+// rank stacks only its own experts and exchanges tokens with its EP group
+// (device_moe_ep.cc).
 //
 // training.precision fp32, bf16 and fp8 (DeviceBatch); each layer's forward and its
 // backward (input and weight gradients at once) sit side by side. Float build only.
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 #include "trainer/params.h"
 #include "trainer/precision.h"
@@ -37,20 +40,41 @@ struct DeviceParam {
 struct DeviceOptimizerLayout {
   int dp_size = 1, dp_rank = 0;  // ZeRO-1: the moments are split over dp_size ranks
   DType moments = DType::kF32;   // optimizer.moment_dtype: kF32, or kBF16 bit patterns
+  // Expert parallelism: 0 keeps the routed experts with the dense parameters (one region);
+  // n >= 1 gives them their own region, sharded over the n ranks of the expert-DP group
+  // (the ranks holding the same experts), this rank being expert_dp_rank of them.
+  int expert_dp_size = 0, expert_dp_rank = 0;
+};
+
+// One optimizer region of DeviceParams' flat buffers: parameters whose gradients are
+// summed over one group of ranks (ZeroAdamW's Part). Offsets are elements of values() and
+// grads(); the region's shards are `shards` equal slices of [begin, padded).
+struct DeviceParamRegion {
+  int64_t begin = 0;      // the region's first element
+  int64_t decayed = 0;    // [begin, decayed) take weight decay
+  int64_t trainable = 0;  // [decayed, trainable) do not
+  int64_t padded = 0;     // [trainable, padded) zero padding: padded - begin = shards x shard
+  int shards = 1, rank = 0;
+  int64_t shard_offset = 0;  // where this rank's shard sits in grad_shard(), m() and v()
+  int64_t shard_size() const { return (padded - begin) / shards; }
+  int64_t shard_begin() const { return begin + rank * shard_size(); }
 };
 
 // Every parameter of a ParamStore on one backend. Values, gradients and AdamW's moments
 // each live in one flat buffer, so that zeroing the gradients, their norm, clipping and
 // AdamW are a launch or two over the whole model rather than a few per parameter (DeepSeek's
 // 2.5B benchmark model has ~700 parameters), and data parallelism is one reduce-scatter and
-// one all-gather (ZeRO-1, as trainer/zero_optimizer.h). The layout, by optimizer class:
-//   values [Pp + Ps] = trainable with weight decay | trainable without | padding | state
-//                      (the routers' e_score_correction_bias, which AdamW does not touch)
-//   grads [Pp]       = the trainable classes at the values' offsets, zero padding to Pp, a
-//                      multiple of the `shards` data-parallel ranks
-//   grad_shard [Pp / shards] = this rank's shard of the reduced gradients: elements
-//                      [shard_begin, shard_end) (with one rank, grads itself)
-//   m, v [Pp / shards] = AdamW's moments of the same elements, FP32 or BF16 bits
+// one all-gather per region (ZeRO-1, as trainer/zero_optimizer.h). Regions: one (every
+// trainable parameter over the DP group), or with expert parallelism two, the dense
+// parameters (over the DP group) then the routed experts (over the expert-DP group). The
+// layout, by optimizer class:
+//   values [Pp + Ps] = per region: trainable with weight decay | trainable without |
+//                      padding; then state (the routers' e_score_correction_bias, which
+//                      AdamW does not touch)
+//   grads [Pp]       = the trainable classes at the values' offsets, zero padding
+//   grad_shard       = this rank's shard of each region's reduced gradients, back to back
+//                      (with one region of one rank, grads itself)
+//   m, v             = AdamW's moments of the same elements, FP32 or BF16 bits
 // An expert projection's E weights sit back to back, as the [E, N, K] stack the grouped
 // GEMMs read.
 class DeviceParams {
@@ -73,11 +97,16 @@ class DeviceParams {
   Tensor& grad_shard() { return grad_shard_; }
   Tensor& m() { return m_; }
   Tensor& v() { return v_; }
-  int64_t decayed() const { return end_[0]; }    // [0, decayed) take weight decay
-  int64_t trainable() const { return end_[1]; }  // [decayed, trainable) do not
-  int64_t padded() const { return padded_; }     // Pp
-  int64_t shard_begin() const { return shard_begin_; }
-  int64_t shard_size() const { return shard_size_; }
+  // The optimizer regions: [0] dense (everything trainable with one region), [1] experts.
+  const std::vector<DeviceParamRegion>& regions() const { return regions_; }
+  // The region `p` (trainable) belongs to.
+  const DeviceParamRegion& RegionOf(const DeviceParam& p) const;
+  // With one region, its bounds (device_model_test's ZeRO-1 by hand).
+  int64_t decayed() const { return regions_[0].decayed; }
+  int64_t trainable() const { return regions_[0].trainable; }
+  int64_t padded() const { return regions_.back().padded; }  // Pp
+  int64_t shard_begin() const { return regions_[0].shard_begin(); }
+  int64_t shard_size() const { return grad_shard_.numel(); }  // all regions' shards
   DType moment_dtype() const { return m_.dtype(); }
   // Moves whenever the values change (DeviceModel::OptimizerStep calls ValuesChanged):
   // copies derived from them, the FP8 weights DLinear and DMoe keep, are rebuilt when it
@@ -89,12 +118,14 @@ class DeviceParams {
   // The next `n` elements of `p`'s class; sets d->offset and the views of the flat buffers.
   void Place(DeviceParam* d, const Param& p, int64_t n);
   void Bind(DeviceParam* d, std::vector<int64_t> shape) const;
+  // Region and class of p in next_ / end_: 0, 1 (dense), 2, 3 (experts), 4 (state).
+  int SlotOf(const Param& p) const;
 
   Backend* be_;
   ParamStore* host_;
   Tensor values_, grads_, grad_shard_, m_, v_;
-  int64_t next_[3] = {}, end_[3] = {};  // per class: the next free offset, the class's end
-  int64_t padded_ = 0, shard_begin_ = 0, shard_size_ = 0;
+  std::vector<DeviceParamRegion> regions_;
+  int64_t next_[5] = {}, end_[5] = {};  // per slot: the next free offset, the slot's end
   int64_t version_ = 0;
   std::vector<std::unique_ptr<DeviceParam>> params_;  // parallel to host_->all()
 };
@@ -215,24 +246,67 @@ struct DMla {
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, Saved* s) const;
 };
 
+// Expert parallelism (parallel.ep > 1): this rank holds routed experts [rank * E / size,
+// (rank + 1) * E / size) of every MoE layer and exchanges tokens with the other ranks of its
+// EP group (device_moe_ep.cc). Not owned.
+struct DeviceExpertGroup {
+  int size = 1, rank = 0;
+  Communicator* host = nullptr;    // host buffers: the per-expert row counts (MPI)
+  Communicator* device = nullptr;  // the backend's buffers: the rows (the same MPI group on
+                                   // the CPU backend, NCCL on CUDA)
+};
+
+// Which rows an expert-parallel exchange moves (device_moe_ep.cc), for P EP ranks of L
+// experts each. The sender's rows are its permuted rows (by expert): rank r's are
+// [send_at[r], + send_rows[r]). The receiver's are by source rank, then local expert, then
+// the source's slot order: source s's are [recv_at[s], + recv_rows[s]), local expert j's
+// of them [offsets[s*(L+1) + j], offsets[s*(L+1) + j+1]) relative to recv_at[s].
+struct EpExchangePlan {
+  std::vector<int64_t> send_rows, send_at;  // [P]
+  std::vector<int64_t> recv_rows, recv_at;  // [P]
+  std::vector<int32_t> offsets;             // [P, L+1]
+  int64_t R = 0;                            // rows received
+};
+// From the routing plan's expert offsets [E+1] (E = P x L) and recv_counts [P x L], the rows
+// each source sends here per local expert (the all-to-all of offsets' differences).
+EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
+                                  const std::vector<int64_t>& recv_counts, int P);
+
+// One projection's stacked expert weights [E, N, K] as the precision's grouped GEMMs read
+// them: the FP32 values, and the copy DMoe keeps (fp8: E4M3, bf16: BF16).
+struct ExpertWeight {
+  const Tensor* values = nullptr;
+  const QuantizedExperts* fp8 = nullptr;
+  const Tensor* bf16 = nullptr;
+};
+
 // DeepSeekMoE: sigmoid router with group-limited top-k and the selection bias, routed
 // experts as grouped GEMMs, shared experts (trainer/moe.h).
 struct DMoe {
+  // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc).
+  struct Exchange : EpExchangePlan {
+    Tensor recv_offsets;                  // [P, E_l+1] I32: `offsets` on the device
+    std::vector<QuantizedActivation> xq;  // fp8: [P] the received E4M3 operand per source
+    Tensor xr;                            // [R,H] the received rows (fp32, bf16)
+  };
   struct Saved {
-    Tensor x, scores, topk, weight;               // [T,H], [T,E], [T,K] I32, [T,K]
-    Tensor src_token, slot_pos, offsets;          // the permutation plan (I32)
-    DAct xp;                                      // [T*K,H] the experts' input
-    SwigluIn in;                                  // [T*K,F] gate and up outputs
-    Tensor h, ye;                                 // [T*K,F] (fp32 only, as DMlp's), [T*K,H]
-    Tensor f;                                     // [B,E] F64 balance-loss fractions
+    Tensor x, scores, topk, weight;       // [T,H], [T,E], [T,K] I32, [T,K]
+    Tensor src_token, slot_pos, offsets;  // the permutation plan (I32)
+    DAct xp;                              // [T*K,H] the experts' input (local experts)
+    SwigluIn in;                          // [T*K,F] (or [R,F]) gate and up outputs
+    Tensor h, ye;                         // [T*K,F] (fp32 only, as DMlp's), [T*K,H]
+    Tensor f;                             // [B,E] F64 balance-loss fractions
+    Exchange ex;                          // expert parallelism only
     DMlp::Saved shared;
   };
   int64_t H = 0, E = 0, K = 0, F = 0, n_group = 1, topk_group = 1;
+  int64_t E_local = 0;  // experts on this rank: E, or E / ep->size
   double scaling = 1;
   bool norm_topk = true, has_shared = false;
+  const DeviceExpertGroup* ep = nullptr;  // null or size 1: every expert local
   DeviceParam* router = nullptr;  // [E,H]
   DeviceParam* bias = nullptr;    // [E]
-  Tensor gate_w, up_w, down_w;  // [E,F,H], [E,F,H], [E,H,F] stacked expert weights
+  Tensor gate_w, up_w, down_w;    // [E_l,F,H], [E_l,F,H], [E_l,H,F] stacked expert weights
   // fp8: the stacks quantised per expert, once per version of the values (as DLinear's).
   struct Fp8Experts {
     int64_t version = -1;
@@ -242,17 +316,51 @@ struct DMoe {
   mutable Fp8Experts fp8_cache;
   // BF16 copies: the router's (bf16 and fp8), the stacks' (bf16).
   mutable KeptBf16 router_bf16, gate_bf16, up_bf16, down_bf16;
+  // The three projections' weights as the batch's precision reads them.
+  struct Weights {
+    ExpertWeight gate, up, down;
+  };
+  Weights KeptWeights(const DeviceBatch& b) const;
   // Their gradients, accumulated by the const Backward as a DeviceParam's are (through a
   // pointer): the stacks are the storage of the experts' DeviceParams.
   mutable Tensor gate_g, up_g, down_g;
   DMlp shared;
   RouteShape Shape(const DeviceBatch& b, int64_t valid) const;
+  bool parallel() const { return ep && ep->size > 1; }
   // load [E] (I64) += this micro-batch's choices; *balance (F64) += its balance loss.
+  // Collective over the EP group when parallel().
   Tensor Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved* s, int64_t* load,
                  double* balance) const;
   // balance_scale = d(total loss)/d(this layer's balance loss).
   Tensor Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, double balance_scale,
                   Saved* s) const;
+
+ private:
+  // The routed experts on the permuted rows xp [T*K,H] (by expert) -> s->ye [T*K,H], and
+  // back: dye [T*K,H] -> dxp [T*K,H], the expert weights' gradients accumulated. The *Ep
+  // pair sends each destination rank its experts' rows and runs them (device_moe_ep.cc).
+  void ExpertsForward(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
+  Tensor ExpertsBackward(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
+  void ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
+  Tensor ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
+};
+
+// The three grouped expert GEMMs at the batch's precision (device_moe.cc): rows
+// [offsets[e], offsets[e+1]) of x run through expert e of the stack w [E, N, K].
+struct GroupedGemms {
+  Backend* be;
+  Precision precision;
+  bool fp8() const { return precision == Precision::kFp8; }
+  bool bf16() const { return precision == Precision::kBf16; }
+  // The input rows as the experts keep them: quantised (per row, so all rows at once
+  // equals each expert quantising its own) in fp8.
+  DAct Store(const Tensor& x) const;
+  void Forward(const DAct& x, const ExpertWeight& w, Tensor* y, const int32_t* offsets,
+               int64_t rows, int64_t E, int64_t K, int64_t N) const;
+  void BackwardInput(const Tensor& dy, const ExpertWeight& w, Tensor* dx, const int32_t* offsets,
+                     int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const;
+  void BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw, const int32_t* offsets,
+                      int64_t rows, int64_t E, int64_t K, int64_t N) const;
 };
 
 // One decoder layer: x1 = x + MLA(norm(x)); y = x1 + FFN(norm(x1)).
@@ -282,8 +390,10 @@ Tensor SwigluForwardKeep(const DeviceBatch& b, const Tensor& g, const Tensor& u,
 Tensor SwigluBackwardRecompute(const DeviceBatch& b, const Tensor& dh, const SwigluIn& in,
                                Tensor* h, Tensor* du);
 
-// The layer `index` ("model.layers.<index>.") of model `m`, its parameters from `ps`.
-std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m);
+// The layer `index` ("model.layers.<index>.") of model `m`, its parameters from `ps`; with
+// `ep` (size > 1) its MoE holds only this rank's experts (ep must outlive the layer).
+std::unique_ptr<DLayer> MakeDeviceLayer(DeviceParams& ps, int64_t index, const ModelConfig& m,
+                                        const DeviceExpertGroup* ep = nullptr);
 
 }  // namespace MT_REAL_NS
 }  // namespace mt

@@ -31,15 +31,17 @@ struct DeviceModel::Mtp {
 };
 
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
-                         Backend* backend, const DeviceOptimizerLayout& opt)
+                         Backend* backend, const DeviceOptimizerLayout& opt,
+                         const DeviceExpertGroup& ep)
     : m_(m),
       precision_(precision),
       be_(backend),
-      params_(std::make_unique<DeviceParams>(backend, params, opt)) {
+      params_(std::make_unique<DeviceParams>(backend, params, opt)),
+      ep_(ep) {
   DeviceParams& ps = *params_;
   embed_ = ps.Get("model.embed_tokens.weight");
   for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
-    layers_.push_back(MakeDeviceLayer(ps, i, m_));
+    layers_.push_back(MakeDeviceLayer(ps, i, m_, &ep_));
     if (layers_.back()->moe) moe_layers_.push_back(layers_.back()->moe.get());
   }
   final_norm_ = {ps.Get("model.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
@@ -53,7 +55,7 @@ DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* 
     mod->eh_proj.p = ps.Get(p + "eh_proj.weight");
     mod->eh_proj.in = 2 * m_.hidden_size;
     mod->eh_proj.out = m_.hidden_size;
-    mod->layer = MakeDeviceLayer(ps, index, m_);
+    mod->layer = MakeDeviceLayer(ps, index, m_, &ep_);
     mod->head_norm = {ps.Get(p + "shared_head.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
     if (mod->layer->moe) moe_layers_.push_back(mod->layer->moe.get());
     mtp_.push_back(std::move(mod));
@@ -290,7 +292,11 @@ double DeviceModel::GradNorm(const std::vector<DeviceParam*>& order) {
 
 double DeviceModel::ShardSumSquares() {
   Tensor sum = be_->Empty({1}, DType::kF64);
-  be_->SumSquares(params_->grad_shard().data<float>(), params_->shard_size(), sum.data<double>());
+  // Per region, dense then experts, as ZeroAdamW::ReduceGradients adds its parts.
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const DeviceParamRegion& r : params_->regions())
+    ranges.emplace_back(r.shard_offset, r.shard_size());
+  be_->SumSquaresRanges(params_->grad_shard().data<float>(), ranges, sum.data<double>());
   return be_->ToHost(sum).data<double>()[0];
 }
 
@@ -303,24 +309,27 @@ void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t s
   const AdamStepCoeffs dc{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
   // ClipScale's rule: scale by max_norm / (norm + 1e-6) only when norm exceeds max_norm.
   // Elementwise, so the flat buffers give AdamW::Step's values exactly: one launch for the
-  // clipping and one per decay class in the shard (padding, past trainable(), is skipped).
+  // clipping and one per region and decay class in the shard (padding is skipped).
   DeviceParams& ps = *params_;
-  ps.ValuesChanged();  // the kept FP8 weights go stale (with DP, after the all-gather too)
+  ps.ValuesChanged();  // the kept FP8 and BF16 weights go stale (with DP, after the all-gather)
   float* g = ps.grad_shard().data<float>();
   if (opt.grad_clip > 0 && norm > opt.grad_clip)
     be_->Scale(g, ps.shard_size(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
-  const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
-  for (const auto& [lo, hi, decay] :
-       {std::tuple{begin, std::min(end, ps.decayed()), true},
-        std::tuple{std::max(begin, ps.decayed()), std::min(end, ps.trainable()), false}}) {
-    if (hi <= lo) continue;
-    const int64_t s = lo - begin;  // in the shard
-    float* w = ps.values().data<float>() + lo;
-    if (moments == DType::kBF16) {
-      be_->AdamWBf16Moments(w, g + s, static_cast<uint16_t*>(ps.m().raw()) + s,
-                            static_cast<uint16_t*>(ps.v().raw()) + s, hi - lo, decay, dc);
-    } else {
-      be_->AdamW(w, g + s, ps.m().data<float>() + s, ps.v().data<float>() + s, hi - lo, decay, dc);
+  for (const DeviceParamRegion& r : ps.regions()) {
+    const int64_t begin = r.shard_begin(), end = begin + r.shard_size();
+    for (const auto& [lo, hi, decay] :
+         {std::tuple{begin, std::min(end, r.decayed), true},
+          std::tuple{std::max(begin, r.decayed), std::min(end, r.trainable), false}}) {
+      if (hi <= lo) continue;
+      const int64_t s = r.shard_offset + lo - begin;  // in grad_shard, m and v
+      float* w = ps.values().data<float>() + lo;
+      if (moments == DType::kBF16) {
+        be_->AdamWBf16Moments(w, g + s, static_cast<uint16_t*>(ps.m().raw()) + s,
+                              static_cast<uint16_t*>(ps.v().raw()) + s, hi - lo, decay, dc);
+      } else {
+        be_->AdamW(w, g + s, ps.m().data<float>() + s, ps.v().data<float>() + s, hi - lo, decay,
+                   dc);
+      }
     }
   }
   // UpdateExpertBiases (trainer/optimizer.cc) on the host copy of each [E] bias.
@@ -346,7 +355,6 @@ void DeviceModel::Download(bool grads) const { params_->Download(grads); }
 absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>& m,
                                       const std::map<std::string, const Tensor*>& v) {
   DeviceParams& ps = *params_;
-  const int64_t begin = ps.shard_begin(), end = begin + ps.shard_size();
   const DType dt = ps.moment_dtype();
   const size_t es = DTypeSize(dt);
   for (const auto& [from, to] : {std::pair{&m, &ps.m()}, std::pair{&v, &ps.v()}}) {
@@ -361,12 +369,15 @@ absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>
         return absl::InvalidArgumentError("the optimizer state's moment for " + p.name +
                                           " is shaped " + ShapeString(it->second->shape()) +
                                           ", expected " + ShapeString(p.value.shape()));
-      // The parameter's elements [offset, offset + n) that fall in this rank's shard.
+      // The parameter's elements [offset, offset + n) that fall in this rank's shard of its
+      // region.
+      const DeviceParamRegion& r = ps.RegionOf(*d);
+      const int64_t begin = r.shard_begin(), end = begin + r.shard_size();
       const int64_t lo = std::max(begin, d->offset);
       const int64_t hi = std::min(end, d->offset + p.value.numel());
       if (hi <= lo) continue;
       const Tensor t = it->second->To(dt);
-      std::memcpy(static_cast<char*>(shard.raw()) + (lo - begin) * es,
+      std::memcpy(static_cast<char*>(shard.raw()) + (r.shard_offset + lo - begin) * es,
                   static_cast<const char*>(t.raw()) + (lo - d->offset) * es, (hi - lo) * es);
     }
     be_->CopyFromHost(shard.raw(), to->raw(), shard.nbytes());

@@ -12,8 +12,9 @@
 //
 // Every training.precision (fp32; bf16; fp8, DeepSeek-V3's recipe: E4M3 Linear GEMMs with
 // fine-grained scales; FP32 master weights and accumulation, as trainer/precision.h), the
-// whole model on each rank: one process, or ZeRO-1 data parallelism (no pipeline or expert
-// parallelism yet). Float build only.
+// whole model on each rank: one process, or ZeRO-1 data parallelism, with expert
+// parallelism inside it (each rank holds its EP rank's routed experts and exchanges tokens;
+// no pipeline parallelism yet). Float build only.
 #pragma once
 
 #include <cstdint>
@@ -34,14 +35,16 @@ inline namespace MT_REAL_NS {
 class DeviceModel {
  public:
   // The device copy of the whole model `m` whose parameters are `params` (a Model's, or a
-  // ParallelModel's without pipeline or expert parallelism) at `precision`; `params` and
+  // ParallelModel's without pipeline parallelism) at `precision`; `params` and
   // `backend` must outlive this (Download writes into `params`). `opt` says how AdamW's
   // moments are stored, and with dp_size > 1 that this is data-parallel rank dp_rank: it
   // keeps and updates the moments of its shard of the flat trainable buffer only (ZeRO-1;
   // DeviceParams), and the caller moves the gradients and parameters between the ranks
   // (trainer/device_train.h).
+  // With `ep` (size > 1: expert parallelism) `params` holds this EP rank's routed experts
+  // only, and every MoE layer exchanges tokens over the group (ep must outlive this).
   DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params, Backend* backend,
-              const DeviceOptimizerLayout& opt = {});
+              const DeviceOptimizerLayout& opt = {}, const DeviceExpertGroup& ep = {});
   DeviceModel(Model* model, Backend* backend)
       : DeviceModel(model->config(), model->precision().precision(), &model->params(), backend) {}
   ~DeviceModel();
@@ -99,6 +102,7 @@ class DeviceModel {
   Precision precision_;  // training.precision (DeviceBatch::precision)
   Backend* be_;
   std::unique_ptr<DeviceParams> params_;
+  DeviceExpertGroup ep_;
   DeviceParam* embed_ = nullptr;  // [V, H]
   DeviceParam* head_ = nullptr;   // [V, H]
   mutable KeptBf16 head_bf16_;    // bf16 and fp8: the head is a BF16 GEMM

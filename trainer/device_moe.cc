@@ -2,113 +2,91 @@
 // balance statistics, and the routed experts as three grouped GEMMs over the tokens
 // permuted by expert (trainer/moe.cc runs one GEMM per expert over gathered rows instead;
 // each expert's rows and order of accumulation are the same).
+#include "kernels/status.h"
 #include "trainer/device_layers.h"
 
 namespace mt {
 inline namespace MT_REAL_NS {
 
-namespace {
-
-// One projection's stacked weights [E, N, K] as the precision's GEMMs read them: the FP32
-// values, and the copies DMoe keeps (fp8: E4M3, bf16: BF16).
-struct ExpertWeight {
-  const Tensor* values = nullptr;
-  const QuantizedExperts* fp8 = nullptr;
-  const Tensor* bf16 = nullptr;
-};
-
-// The three grouped expert GEMMs at the batch's precision, on tensors.
-struct GroupedGemms {
-  Backend* be;
-  Precision precision;
-  bool fp8() const { return precision == Precision::kFp8; }
-  bool bf16() const { return precision == Precision::kBf16; }
-  // The input rows as the experts keep them: quantised (per row, so all rows at once
-  // equals each expert quantising its own) in fp8.
-  DAct Store(const Tensor& x) const {
-    DAct a;
-    if (fp8())
-      a.q = be->QuantizeFp8(x.data<float>(), x.dim(0), x.dim(1));
-    else
-      a.values = x;
-    return a;
-  }
-  void Forward(const DAct& x, const ExpertWeight& w, Tensor* y, const int32_t* offsets,
-               int64_t rows, int64_t E, int64_t K, int64_t N) const {
-    if (fp8()) {
-      const DAct q = x.quantized() ? x : Store(x.values);
-      be->GroupedFp8Forward(q.q, *w.fp8, y->data<float>(), offsets);
-    } else if (bf16()) {
-      be->GroupedLinearForwardBf16(x.values.data<float>(), *w.bf16, y->data<float>(), offsets, rows,
-                                   E, K, N);
-    } else {
-      be->GroupedLinearForward(x.values.data<float>(), w.values->data<float>(), y->data<float>(),
-                               offsets, rows, E, K, N);
-    }
-  }
-  void BackwardInput(const Tensor& dy, const ExpertWeight& w, Tensor* dx, const int32_t* offsets,
-                     int64_t rows, int64_t E, int64_t K, int64_t N, bool accumulate) const {
-    if (fp8())
-      be->GroupedFp8BackwardInput(dy.data<float>(), *w.fp8, dx->data<float>(), offsets, rows,
-                                  accumulate);
-    else if (bf16())
-      be->GroupedLinearBackwardInputBf16(dy.data<float>(), *w.bf16, dx->data<float>(), offsets,
-                                         rows, E, K, N, accumulate);
-    else
-      be->GroupedLinearBackwardInput(dy.data<float>(), w.values->data<float>(), dx->data<float>(),
-                                     offsets, rows, E, K, N, accumulate);
-  }
-  void BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw, const int32_t* offsets,
-                      int64_t rows, int64_t E, int64_t K, int64_t N) const {
-    if (fp8())
-      be->GroupedFp8BackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
-                                   x.quantized() ? nullptr : x.values.data<float>(),
-                                   dw->data<float>(), offsets, rows, E, K, N);
-    else if (bf16())
-      be->GroupedLinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(),
-                                          dw->data<float>(), offsets, rows, E, K, N);
-    else
-      be->GroupedLinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw->data<float>(),
-                                      offsets, rows, E, K, N);
-  }
-};
-
-GroupedGemms Grouped(const DeviceBatch& b) { return {b.be, b.precision}; }
-
-// The three projections' weights as the batch's precision reads them.
-struct Weights {
-  ExpertWeight gate, up, down;
-};
-
-Weights KeptWeights(const DMoe& m, const DeviceBatch& b) {
-  Weights w;
-  if (b.fp8()) {
-    const DMoe::Fp8Experts& q = m.Fp8(b);
-    w.gate = {&m.gate_w, &q.gate, nullptr};
-    w.up = {&m.up_w, &q.up, nullptr};
-    w.down = {&m.down_w, &q.down, nullptr};
-  } else if (b.round_bf16()) {
-    w.gate = {&m.gate_w, nullptr, &m.gate_bf16.Of(b, m.gate_w)};
-    w.up = {&m.up_w, nullptr, &m.up_bf16.Of(b, m.up_w)};
-    w.down = {&m.down_w, nullptr, &m.down_bf16.Of(b, m.down_w)};
-  } else {
-    w.gate = {&m.gate_w};
-    w.up = {&m.up_w};
-    w.down = {&m.down_w};
-  }
-  return w;
+DAct GroupedGemms::Store(const Tensor& x) const {
+  DAct a;
+  if (fp8())
+    a.q = be->QuantizeFp8(x.data<float>(), x.dim(0), x.dim(1));
+  else
+    a.values = x;
+  return a;
 }
 
-}  // namespace
+void GroupedGemms::Forward(const DAct& x, const ExpertWeight& w, Tensor* y, const int32_t* offsets,
+                           int64_t rows, int64_t E, int64_t K, int64_t N) const {
+  if (fp8()) {
+    const DAct q = x.quantized() ? x : Store(x.values);
+    be->GroupedFp8Forward(q.q, *w.fp8, y->data<float>(), offsets);
+  } else if (bf16()) {
+    be->GroupedLinearForwardBf16(x.values.data<float>(), *w.bf16, y->data<float>(), offsets, rows,
+                                 E, K, N);
+  } else {
+    be->GroupedLinearForward(x.values.data<float>(), w.values->data<float>(), y->data<float>(),
+                             offsets, rows, E, K, N);
+  }
+}
+
+void GroupedGemms::BackwardInput(const Tensor& dy, const ExpertWeight& w, Tensor* dx,
+                                 const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                 int64_t N, bool accumulate) const {
+  if (fp8())
+    be->GroupedFp8BackwardInput(dy.data<float>(), *w.fp8, dx->data<float>(), offsets, rows,
+                                accumulate);
+  else if (bf16())
+    be->GroupedLinearBackwardInputBf16(dy.data<float>(), *w.bf16, dx->data<float>(), offsets, rows,
+                                       E, K, N, accumulate);
+  else
+    be->GroupedLinearBackwardInput(dy.data<float>(), w.values->data<float>(), dx->data<float>(),
+                                   offsets, rows, E, K, N, accumulate);
+}
+
+void GroupedGemms::BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw,
+                                  const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
+                                  int64_t N) const {
+  if (fp8())
+    be->GroupedFp8BackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
+                                 x.quantized() ? nullptr : x.values.data<float>(),
+                                 dw->data<float>(), offsets, rows, E, K, N);
+  else if (bf16())
+    be->GroupedLinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(), dw->data<float>(),
+                                        offsets, rows, E, K, N);
+  else
+    be->GroupedLinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw->data<float>(),
+                                    offsets, rows, E, K, N);
+}
 
 const DMoe::Fp8Experts& DMoe::Fp8(const DeviceBatch& b) const {
   if (fp8_cache.version != b.weights_version) {
-    fp8_cache.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E, F, H);
-    fp8_cache.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E, F, H);
-    fp8_cache.down = b.be->QuantizeExpertsFp8(down_w.data<float>(), E, H, F);
+    fp8_cache.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E_local, F, H);
+    fp8_cache.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E_local, F, H);
+    fp8_cache.down = b.be->QuantizeExpertsFp8(down_w.data<float>(), E_local, H, F);
     fp8_cache.version = b.weights_version;
   }
   return fp8_cache;
+}
+
+DMoe::Weights DMoe::KeptWeights(const DeviceBatch& b) const {
+  Weights w;
+  if (b.fp8()) {
+    const Fp8Experts& q = Fp8(b);
+    w.gate = {&gate_w, &q.gate, nullptr};
+    w.up = {&up_w, &q.up, nullptr};
+    w.down = {&down_w, &q.down, nullptr};
+  } else if (b.round_bf16()) {
+    w.gate = {&gate_w, nullptr, &gate_bf16.Of(b, gate_w)};
+    w.up = {&up_w, nullptr, &up_bf16.Of(b, up_w)};
+    w.down = {&down_w, nullptr, &down_bf16.Of(b, down_w)};
+  } else {
+    w.gate = {&gate_w};
+    w.up = {&up_w};
+    w.down = {&down_w};
+  }
+  return w;
 }
 
 RouteShape DMoe::Shape(const DeviceBatch& b, int64_t valid) const {
@@ -146,23 +124,15 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   s->src_token = be.Empty({P}, DType::kI32);
   s->slot_pos = be.Empty({P}, DType::kI32);
   s->offsets = be.Empty({E + 1}, DType::kI32);
-  const int32_t* offsets = s->offsets.data<int32_t>();
-  be.MoePlanBuild(s->topk.data<int32_t>(), T, K, E,
-                  {s->src_token.data<int32_t>(), s->slot_pos.data<int32_t>(),
-                   s->offsets.data<int32_t>()});
-  const GroupedGemms gg = Grouped(b);
+  be.MoePlanBuild(
+      s->topk.data<int32_t>(), T, K, E,
+      {s->src_token.data<int32_t>(), s->slot_pos.data<int32_t>(), s->offsets.data<int32_t>()});
   Tensor xp = be.Empty({P, H});
   be.PermuteRows(x.data<float>(), xp.data<float>(), s->src_token.data<int32_t>(), P, H);
-  s->xp = gg.Store(xp);
-  Tensor g = be.Empty({P, F}), u = be.Empty({P, F});
-  s->ye = be.Empty({P, H});
-  const Weights w = KeptWeights(*this, b);
-  gg.Forward(s->xp, w.gate, &g, offsets, P, E, H, F);
-  gg.Forward(s->xp, w.up, &u, offsets, P, E, H, F);
-  const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
-  gg.Forward(DAct{h, {}}, w.down, &s->ye, offsets, P, E, F, H);
-  // fp8: each expert's output as the BF16 combine delivers it (trainer/precision.h).
-  if (b.fp8()) be.RoundBf16(s->ye.data<float>(), s->ye.data<float>(), P * H);
+  if (parallel())
+    ExpertsForwardEp(b, xp, s);
+  else
+    ExpertsForward(b, xp, s);
 
   Tensor y = be.Empty({T, H});
   be.Combine(s->ye.data<float>(), s->weight.data<float>(), s->slot_pos.data<int32_t>(),
@@ -181,7 +151,6 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
                       Saved* s) const {
   Backend& be = *b.be;
   const int64_t T = b.T(), P = T * K;
-  const int32_t* offsets = s->offsets.data<int32_t>();
   Tensor dx = has_shared ? shared.Backward(b, dy, &s->shared) : be.Empty({T, H});
 
   // The combine: each slot's share of dy, and d loss / d gate weight.
@@ -190,20 +159,17 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   be.CombineBackward(dy.data<float>(), s->ye.data<float>(), s->weight.data<float>(),
                      s->slot_pos.data<int32_t>(), dye.data<float>(), dweight.data<double>(), T, K,
                      H);
-  // The experts, all at once.
-  const GroupedGemms gg = Grouped(b);
-  Tensor dh = be.Empty({P, F});
-  const Weights w = KeptWeights(*this, b);
-  gg.BackwardInput(dye, w.down, &dh, offsets, P, E, F, H, false);
-  Tensor du;
-  const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
-  gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
-  Tensor dxp = be.Empty({P, H});
-  gg.BackwardInput(dg, w.gate, &dxp, offsets, P, E, H, F, false);
-  gg.BackwardInput(du, w.up, &dxp, offsets, P, E, H, F, true);
-  gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
-  gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
-  be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);
+  const Tensor dxp = parallel() ? ExpertsBackwardEp(b, dye, s) : ExpertsBackward(b, dye, s);
+  if (parallel()) {
+    // As the dispatcher's backward sums it (parallel/expert_dispatch.h): a token's rows per
+    // expert host, those per host in rank order, then onto the shared expert's gradient.
+    Tensor routed = be.Empty({T, H});
+    be.UnpermuteSumByRank(dxp.data<float>(), s->slot_pos.data<int32_t>(), s->topk.data<int32_t>(),
+                          E_local, routed.data<float>(), T, K, H);
+    be.Add(routed.data<float>(), dx.data<float>(), T * H);
+  } else {
+    be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);
+  }
 
   // The router: gate weights and balance loss back to the logits, then its GEMM.
   Tensor d_logits = be.Empty({T, E});
@@ -220,6 +186,43 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   }
   *s = Saved{};
   return dx;
+}
+
+void DMoe::ExpertsForward(const DeviceBatch& b, const Tensor& xp, Saved* s) const {
+  Backend& be = *b.be;
+  MT_CHECK(E_local == E, "MoE: ", E_local, " local experts of ", E, " without an EP group");
+  const int64_t P = xp.dim(0);
+  const int32_t* offsets = s->offsets.data<int32_t>();
+  const GroupedGemms gg{b.be, b.precision};
+  s->xp = gg.Store(xp);
+  Tensor g = be.Empty({P, F}), u = be.Empty({P, F});
+  s->ye = be.Empty({P, H});
+  const Weights w = KeptWeights(b);
+  gg.Forward(s->xp, w.gate, &g, offsets, P, E, H, F);
+  gg.Forward(s->xp, w.up, &u, offsets, P, E, H, F);
+  const Tensor h = SwigluForwardKeep(b, g, u, &s->in, &s->h);
+  gg.Forward(DAct{h, {}}, w.down, &s->ye, offsets, P, E, F, H);
+  // fp8: each expert's output as the BF16 combine delivers it (trainer/precision.h).
+  if (b.fp8()) be.RoundBf16(s->ye.data<float>(), s->ye.data<float>(), P * H);
+}
+
+Tensor DMoe::ExpertsBackward(const DeviceBatch& b, const Tensor& dye, Saved* s) const {
+  Backend& be = *b.be;
+  const int64_t P = dye.dim(0);
+  const int32_t* offsets = s->offsets.data<int32_t>();
+  const GroupedGemms gg{b.be, b.precision};
+  Tensor dh = be.Empty({P, F});
+  const Weights w = KeptWeights(b);
+  gg.BackwardInput(dye, w.down, &dh, offsets, P, E, F, H, false);
+  Tensor du;
+  const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
+  gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
+  Tensor dxp = be.Empty({P, H});
+  gg.BackwardInput(dg, w.gate, &dxp, offsets, P, E, H, F, false);
+  gg.BackwardInput(du, w.up, &dxp, offsets, P, E, H, F, true);
+  gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
+  gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
+  return dxp;
 }
 
 }  // namespace MT_REAL_NS

@@ -2,6 +2,7 @@
 #include "trainer/device_train.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -80,7 +81,7 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         cfg.source, ": training.device is cuda, but ", absl::StrJoin(missing, ", "),
         "; the GPU step needs a CUDA build, a visible GPU (and NCCL for parallel.dp > 1) and "
-        "parallel.pp = ep = 1 (training.device auto falls back to the CPU)"));
+        "parallel.pp = 1 (training.device auto falls back to the CPU)"));
   choice.cpu_backend = false;
   choice.why = absl::StrJoin(missing, ", ");
   return choice;
@@ -93,7 +94,12 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   ProcessGroups& groups = r.model->groups();
   t->world_ = groups.world.get();
   t->dp_ = groups.dp.get();
-  t->dp_device_ = t->dp_;  // the CPU backend's device memory is host memory
+  t->expert_dp_ = groups.expert_dp.get();
+  // The CPU backend's device memory is host memory: its collectives are the MPI groups'.
+  t->dp_device_ = t->dp_;
+  t->expert_dp_device_ = t->expert_dp_;
+  const int ep = groups.ep->size();
+  t->ep_group_ = {ep, groups.ep->rank(), groups.ep.get(), groups.ep.get()};
   if (choice.cpu_backend) {
     t->backend_ = std::make_unique<CpuBackend>();
   } else {
@@ -107,6 +113,17 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
       ASSIGN_OR_RETURN(t->nccl_dp_, NcclCommunicator::Create(*t->dp_, be->stream(), "dp"));
       t->dp_device_ = t->nccl_dp_.get();
     }
+    // Expert parallelism: the token exchange over the EP group, the experts' gradients
+    // over the expert-DP group (in the same stream order as the DP group's).
+    if (ep > 1) {
+      ASSIGN_OR_RETURN(t->nccl_ep_, NcclCommunicator::Create(*groups.ep, be->stream(), "ep"));
+      t->ep_group_.device = t->nccl_ep_.get();
+    }
+    if (ep > 1 && t->expert_dp_->size() > 1) {
+      ASSIGN_OR_RETURN(t->nccl_expert_dp_,
+                       NcclCommunicator::Create(*t->expert_dp_, be->stream(), "expert_dp"));
+      t->expert_dp_device_ = t->nccl_expert_dp_.get();
+    }
 #endif
     t->backend_ = std::move(be);
 #else
@@ -119,8 +136,12 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   layout.dp_size = t->dp_->size();
   layout.dp_rank = t->dp_->rank();
   layout.moments = c.optimizer.moment_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  if (ep > 1) {  // the experts' own region, reduced over the expert-DP group (ZeroAdamW)
+    layout.expert_dp_size = t->expert_dp_->size();
+    layout.expert_dp_rank = t->expert_dp_->rank();
+  }
   t->model_ = std::make_unique<DeviceModel>(c.model, precision, &r.model->params(),
-                                            t->backend_.get(), layout);
+                                            t->backend_.get(), layout, t->ep_group_);
 
   // The restored (or zero) moments: ZeroAdamW's full tensors by name (collective).
   ASSIGN_OR_RETURN(auto state, r.opt->GatherState());
@@ -180,9 +201,18 @@ absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
 
 absl::StatusOr<double> DeviceTrainer::GradNorm() {
   if (dp_->size() == 1) return model_->GradNorm(norm_order_);
-  // ZeRO-1 (ZeroAdamW::ReduceGradients): each rank gets its shard of the summed gradients.
+  // ZeRO-1 (ZeroAdamW::ReduceGradients): each rank gets its shard of the summed gradients,
+  // per region over its group (dense: DP; routed experts under EP: expert-DP).
   DeviceParams& flat = model_->flat();
-  RETURN_IF_ERROR(dp_device_->ReduceScatter(flat.grads(), flat.grad_shard(), ReduceOp::kSum));
+  for (size_t i = 0; i < flat.regions().size(); ++i) {
+    const DeviceParamRegion& g = flat.regions()[i];
+    Tensor shard = flat.grad_shard().Slice(g.shard_offset, g.shard_offset + g.shard_size());
+    const Tensor grads = flat.grads().Slice(g.begin, g.padded);
+    if (g.shards == 1)
+      backend_->Copy(grads.raw(), shard.raw(), grads.nbytes());
+    else
+      RETURN_IF_ERROR(RegionComm(i, true)->ReduceScatter(grads, shard, ReduceOp::kSum));
+  }
   std::vector<double> sq = {model_->ShardSumSquares()};
   RETURN_IF_ERROR(dp_->AllReduce(sq, ReduceOp::kSum));
   return std::sqrt(sq[0]);
@@ -203,13 +233,25 @@ absl::Status DeviceTrainer::Step(double lr, double norm,
   model_->OptimizerStep(r_.cfg.optimizer, lr, step, norm, loads, gamma);
   r_.opt->set_step(step);
   if (dp_->size() == 1) return absl::OkStatus();
-  // Every rank's updated shard to every rank (ZeroAdamW's AllGatherParameters), through a
-  // copy: the gather writes the whole padded range, this rank's shard included.
+  // Every rank's updated shard to every rank (ZeroAdamW's AllGatherParameters), per region,
+  // through a copy: the gather writes the region's whole padded range, this rank's shard
+  // included.
   DeviceParams& flat = model_->flat();
   Backend& be = *backend_;
-  Tensor shard = be.Empty({flat.shard_size()});
-  be.Copy(flat.values().data<float>() + flat.shard_begin(), shard.raw(), shard.nbytes());
-  return dp_device_->AllGather(shard, OutBuffer(flat.values().raw(), flat.padded(), DType::kF32));
+  for (size_t i = 0; i < flat.regions().size(); ++i) {
+    const DeviceParamRegion& g = flat.regions()[i];
+    if (g.shards == 1) continue;  // updated in place
+    Tensor shard = be.Empty({g.shard_size()});
+    be.Copy(flat.values().data<float>() + g.shard_begin(), shard.raw(), shard.nbytes());
+    RETURN_IF_ERROR(RegionComm(i, true)->AllGather(
+        shard, OutBuffer(flat.values().data<float>() + g.begin, g.padded - g.begin, DType::kF32)));
+  }
+  return absl::OkStatus();
+}
+
+Communicator* DeviceTrainer::RegionComm(size_t region, bool device) const {
+  if (region == 0) return device ? dp_device_ : dp_;
+  return device ? expert_dp_device_ : expert_dp_;
 }
 
 std::vector<std::vector<float>> DeviceTrainer::Biases() const {
@@ -224,16 +266,22 @@ std::vector<std::vector<float>> DeviceTrainer::Biases() const {
 absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val, int64_t windows,
                                                int64_t micro_batch, const ObjectiveWeights& w) {
   // ParallelModel::Evaluate without pipeline stages: batch r x dp + dp_rank on each rank,
-  // the same sums and means (no all-to-all, so a rank with no batch left simply stops).
+  // the same sums and means. Under expert parallelism every rank runs the same number of
+  // forwards (one with no batch left repeats batch 0 and drops it): the experts' exchange
+  // needs the whole EP group every time.
   const int64_t S = val.seq_len(), D = model_->config().num_nextn_predict_layers;
   const int64_t batches = (windows + micro_batch - 1) / micro_batch;
   const int dp = dp_->size();
+  const int64_t rounds = ep_group_.size > 1 ? (batches + dp - 1) / dp : batches;
   std::vector<double> sums(3 + D, 0.0);  // main, balance, n, mtp
   std::vector<int32_t> tokens(micro_batch * (S + 1));
-  for (int64_t batch = dp_->rank(); batch < batches; batch += dp) {
-    const int64_t j0 = batch * micro_batch, B = std::min(micro_batch, windows - j0);
+  for (int64_t batch = dp_->rank(); batch < rounds * dp; batch += dp) {
+    const bool real = batch < batches;
+    if (!real && ep_group_.size == 1) break;
+    const int64_t j0 = real ? batch * micro_batch : 0, B = std::min(micro_batch, windows - j0);
     for (int64_t b = 0; b < B; ++b) val.Sample(j0 + b, tokens.data() + b * (S + 1));
     const Losses l = model_->Evaluate(tokens.data(), B, S, w);
+    if (!real) continue;
     sums[1] += l.balance * B;
     sums[0] += l.main * B;
     sums[2] += B;
@@ -251,22 +299,32 @@ absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val
 absl::Status DeviceTrainer::SyncToHost(bool moments) {
   model_->Download(/*grads=*/false);
   if (!moments) return absl::OkStatus();
-  // Every rank's moment shard, gathered on the host (collective over dp), cut into the
-  // parameters' full tensors; ZeroAdamW::LoadState keeps its own shard of those.
+  // Every rank's moment shards, gathered on the host per region (collective over its
+  // group), cut into the parameters' full tensors; ZeroAdamW::LoadState keeps its own
+  // shard of those.
   const DeviceParams& flat = model_->flat();
-  Tensor shard[2], full[2];
+  Tensor shard[2];
   model_->MomentShards(&shard[0], &shard[1]);
   const DType dt = flat.moment_dtype();
   const size_t es = DTypeSize(dt);
-  for (int i = 0; i < 2; ++i) {
-    full[i] = Tensor({flat.padded()}, dt);
-    RETURN_IF_ERROR(dp_->AllGather(shard[i], full[i]));
+  const std::vector<DeviceParamRegion>& regions = flat.regions();
+  std::vector<std::array<Tensor, 2>> full(regions.size());  // per region: m, v [padded - begin]
+  for (size_t g = 0; g < regions.size(); ++g) {
+    const DeviceParamRegion& r = regions[g];
+    for (int i = 0; i < 2; ++i) {
+      full[g][i] = Tensor({r.padded - r.begin}, dt);
+      const Tensor mine = shard[i].Slice(r.shard_offset, r.shard_offset + r.shard_size());
+      RETURN_IF_ERROR(RegionComm(g, false)->AllGather(mine, full[g][i]));
+    }
   }
   std::map<std::string, std::vector<NamedTensor>> files;
   for (const DeviceParam* d : norm_order_) {
+    const DeviceParamRegion& r = flat.RegionOf(*d);
+    const size_t g = &r - regions.data();
     for (int i = 0; i < 2; ++i) {
       Tensor t(d->value.shape(), dt);
-      std::memcpy(t.raw(), static_cast<const char*>(full[i].raw()) + d->offset * es, t.nbytes());
+      std::memcpy(t.raw(), static_cast<const char*>(full[g][i].raw()) + (d->offset - r.begin) * es,
+                  t.nbytes());
       files[i == 0 ? kExpAvg : kExpAvgSq].push_back({d->host->name, std::move(t)});
     }
   }

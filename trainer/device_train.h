@@ -10,13 +10,16 @@
 // bit the CPU path's (tests/trainer/device_train_test.sh). Before a checkpoint or
 // generation SyncToHost() copies parameters (and moments) back into the mirror.
 //
-// Data parallelism (parallel.dp > 1, one process per device, pipeline and expert
-// parallelism not yet on this path): every rank holds the whole device model and runs its
-// share of each global batch; the gradients are reduce-scattered over the DP group, each
-// rank updates its shard of the flat parameter buffer with its shard of AdamW's moments,
-// and the shards are all-gathered back (ZeRO-1, as ZeroAdamW). On the CPU backend the
-// collectives are the run's MPI communicators; on CUDA an NCCL communicator over the DP
-// group, on the compute stream.
+// Data parallelism (parallel.dp > 1, one process per device; pipeline parallelism not yet
+// on this path): every rank holds the whole device model and runs its share of each global
+// batch; the gradients are reduce-scattered over the DP group, each rank updates its shard
+// of the flat parameter buffer with its shard of AdamW's moments, and the shards are
+// all-gathered back (ZeRO-1, as ZeroAdamW). Expert parallelism (parallel.ep > 1, inside
+// DP): each rank holds its EP rank's routed experts, every MoE layer exchanges tokens over
+// the EP group (device_moe_ep.cc), and the experts' region of the flat buffers is reduced
+// over the expert-DP group instead (ZeroAdamW's second part). On the CPU backend the
+// collectives are the run's MPI communicators; on CUDA NCCL communicators over the DP, EP
+// and expert-DP groups, on the compute stream.
 #pragma once
 
 #include <cstdint>
@@ -92,13 +95,20 @@ class DeviceTrainer {
 
  private:
   explicit DeviceTrainer(Run& r) : r_(r) {}
+  // The communicator of DeviceParams' region 0 (dense: DP) or 1 (experts: expert-DP), over
+  // the backend's buffers or host ones.
+  Communicator* RegionComm(size_t region, bool device) const;
 
   Run& r_;
-  Communicator* world_ = nullptr;      // host scalars: losses, loads
-  Communicator* dp_ = nullptr;         // host buffers over the DP group: norms, moments
-  Communicator* dp_device_ = nullptr;  // the backend's buffers over the DP group
+  Communicator* world_ = nullptr;             // host scalars: losses, loads
+  Communicator* dp_ = nullptr;                // host buffers over the DP group: norms, moments
+  Communicator* dp_device_ = nullptr;         // the backend's buffers over the DP group
+  Communicator* expert_dp_ = nullptr;         // host buffers over the expert-DP group: moments
+  Communicator* expert_dp_device_ = nullptr;  // the backend's buffers over it
+  DeviceExpertGroup ep_group_;                // the EP group: counts (host), rows (device)
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Communicator> nccl_dp_;  // dp_device_ on CUDA: uses backend_'s stream
+  std::unique_ptr<Communicator> nccl_ep_, nccl_expert_dp_;  // the same for EP, expert-DP
   std::string device_name_;
   std::unique_ptr<DeviceModel> model_;      // destroyed before backend_
   std::vector<DeviceParam*> norm_order_;    // trainable: dense, then routed experts

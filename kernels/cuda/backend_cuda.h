@@ -200,6 +200,8 @@ class CudaBackend : public Backend {
   // (said once on stderr, counted in bf16_gemm_fallbacks) for a shape it has no algorithm
   // for; the grouped ones run grouped_gemm.h's BF16 launchers.
   void RoundBf16(const float* x, float* y, int64_t n) override;
+  void ToBf16Bits(const float* x, uint16_t* y, int64_t n) override;
+  void FromBf16Bits(const uint16_t* x, float* y, int64_t n) override;
   void GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                 int64_t ldc) override;
@@ -246,6 +248,9 @@ class CudaBackend : public Backend {
                        int64_t H) override;
   void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                     int64_t H) override;
+  void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                          int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                          int64_t H) override;
   void GroupedLinearForward(const float* x, const float* w, float* y, const int32_t* offsets,
                             int64_t rows, int64_t E, int64_t K, int64_t N) override;
   void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,

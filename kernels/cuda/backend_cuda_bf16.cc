@@ -45,6 +45,14 @@ void CudaBackend::RoundBf16(const float* x, float* y, int64_t n) {
   cuda::Bf16ToFloat(Bits(codes.get()), y, n, stream());
 }
 
+void CudaBackend::ToBf16Bits(const float* x, uint16_t* y, int64_t n) {
+  if (n > 0) cuda::FloatToBf16(x, y, n, stream());
+}
+
+void CudaBackend::FromBf16Bits(const uint16_t* x, float* y, int64_t n) {
+  if (n > 0) cuda::Bf16ToFloat(x, y, n, stream());
+}
+
 void CudaBackend::GemmBf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                            const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                            float* C, int64_t ldc) {

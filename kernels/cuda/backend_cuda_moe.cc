@@ -103,6 +103,12 @@ void CudaBackend::UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float*
   cuda::UnpermuteAdd(dxp, slot_pos, dx, T, K, H, stream());
 }
 
+void CudaBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
+                                     int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
+                                     int64_t H) {
+  cuda::UnpermuteSumByRank(dxp, slot_pos, topk, experts_per_rank, dx, T, K, H, stream());
+}
+
 void CudaBackend::GroupedLinearForward(const float* x, const float* w, float* y,
                                        const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
                                        int64_t N) {

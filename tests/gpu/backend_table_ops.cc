@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <utility>
@@ -415,6 +416,44 @@ Outs Optimizer(Backend& be) {
           widened("adamw bf16-moments v", v16)};
 }
 
+// Expert parallelism's backward sum of a token's rows: K = 5 slots over E = 16 experts on 4
+// EP ranks of 4, so a token reaches one to four ranks, often with several slots on one. The
+// same float additions in the same order on both backends: exact.
+Outs UnpermuteByRank(Backend& be) {
+  const int64_t T = 29, K = 5, E = 16, H = 40, P = T * K;
+  Tensor topk = FromVector(be, RandomTopk(T, K, E, 150));
+  Tensor src_token = be.Empty({P}, DType::kI32), slot_pos = be.Empty({P}, DType::kI32);
+  Tensor offsets = be.Empty({E + 1}, DType::kI32);
+  be.MoePlanBuild(I(topk), T, K, E, {I(src_token), I(slot_pos), I(offsets)});
+  Tensor dxp = F32(be, {P, H}, 151), dx = F32(be, {T, H}, 152);  // dx is overwritten
+  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), 4, F(dx), T, K, H);
+  Tensor one = F32(be, {T, H}, 153);  // one rank: the k-order sum of every slot
+  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), E, F(one), T, K, H);
+  return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true)};
+}
+
+// The BF16 wire format: FP32 -> BF16 bits (round to nearest even, NaN and infinities kept)
+// and back. Bits and widened values exact.
+Outs Bf16Bits(Backend& be) {
+  const int64_t n = 1000;
+  Tensor host = be.ToHost(F32(be, {n}, 160, 1e3f));
+  float* v = host.data<float>();
+  v[0] = std::numeric_limits<float>::infinity();
+  v[1] = -std::numeric_limits<float>::infinity();
+  v[2] = std::numeric_limits<float>::quiet_NaN();
+  v[3] = -0.0f;
+  v[4] = 1.0f + 1.0f / 256;  // a tie: to even
+  v[5] = 3.0e38f;            // rounds up to infinity
+  Tensor x = be.ToDevice(host), bits = be.Empty({n}, DType::kBF16), y = be.Empty({n});
+  be.ToBf16Bits(F(x), static_cast<uint16_t*>(bits.raw()), n);
+  be.FromBf16Bits(static_cast<const uint16_t*>(bits.raw()), F(y), n);
+  const Tensor b = be.ToHost(bits);  // compared as I32 (the table compares no 16-bit dtype)
+  Tensor codes({n}, DType::kI32);
+  for (int64_t i = 0; i < n; ++i)
+    codes.data<int32_t>()[i] = static_cast<const uint16_t*>(b.raw())[i];
+  return {BackendOutput{"bf16 bits", codes, true}, Out(be, "bf16 widened", y, true)};
+}
+
 }  // namespace
 
 const std::vector<BackendOp>& BackendOpTable() {
@@ -433,6 +472,8 @@ const std::vector<BackendOp>& BackendOpTable() {
         {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
         {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
         {"experts", Experts},
+        {"unpermute_sum_by_rank", UnpermuteByRank},
+        {"bf16_bits", Bf16Bits},
         {"experts_bf16", ExpertsBf16},
         {"optimizer", Optimizer},
     };

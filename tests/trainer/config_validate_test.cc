@@ -67,6 +67,16 @@ TEST(RuleBase, BaseConfigIsValid) {
   EXPECT_TRUE(ValidateConfig(*c).ok());
 }
 
+TEST(RuleBase, DevicePathTakesExpertParallelism) {
+  // parallel.ep > 1 runs on the device path (trainer/device_moe_ep.cc): not a blocker.
+  absl::StatusOr<Config> c = ParseConfig(
+      kBase, "base.yaml",
+      {"training.device=cuda", "training.micro_batch_size=8", "parallel.dp=2", "parallel.ep=2"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(DevicePathBlockers(*c).empty());
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+}
+
 TEST_P(RuleTest, IsRejected) {
   const RuleCase& rc = GetParam();
   absl::StatusOr<Config> c = ParseConfig(kBase, "base.yaml", rc.overrides);
@@ -216,10 +226,10 @@ const RuleCase kRules[] = {
      "training.device: got \"gpu\"; expected one of auto, cpu, cuda"},
     {"device_cuda_layout",
      {"training.device=cuda", "parallel.pp=2"},
-     "training.device: cuda, but parallel.pp is 2; expected parallel.pp = ep = 1"},
-    {"device_cuda_expert_parallel",
-     {"training.device=cuda", "parallel.dp=2", "parallel.ep=2"},
-     "training.device: cuda, but parallel.ep is 2; expected parallel.pp = ep = 1"},
+     "training.device: cuda, but parallel.pp is 2; expected parallel.pp = 1"},
+    {"device_cuda_layout_with_experts_split",
+     {"training.device=cuda", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2"},
+     "training.device: cuda, but parallel.pp is 2; expected parallel.pp = 1"},
     {"mtp_lambda", {"training.mtp_lambda=-0.1"}, "training.mtp_lambda: segment 0 goes from -0.1"},
     {"bias_update_speed",
      {"training.bias_update_speed=[{until: 1T, constant: -1}]"},

@@ -190,8 +190,11 @@ TEST(DeviceModelTest, OptimizerStepsMatchAdamWInFp8) { CheckOptimizerSteps(Preci
 // ZeRO-1 over the flat buffers without MPI: three ranks' device models on the CPU backend,
 // the collectives done by hand. Each rank updates only its shard (three shards, so they end
 // inside parameters, one straddles the decay classes' boundary and the last holds padding);
-// gathered, three clipped steps equal AdamW's, in fp32 and bf16 moments.
-void CheckZeroShards(const std::string& moment_dtype) {
+// gathered, three clipped steps equal AdamW's, in fp32 and bf16 moments. With
+// expert_region, the routed experts form their own region (expert parallelism's layout:
+// ZeroAdamW's second part), sharded over the same three ranks, each region reduced and
+// gathered on its own.
+void CheckZeroShards(const std::string& moment_dtype, bool expert_region = false) {
   constexpr int kRanks = 3;
   const ModelConfig m = TinyConfig();
   const int64_t B = 2, S = 8;
@@ -202,15 +205,27 @@ void CheckZeroShards(const std::string& moment_dtype) {
   DeviceOptimizerLayout layout;
   layout.dp_size = kRanks;
   layout.moments = moment_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  if (expert_region) layout.expert_dp_size = kRanks;
   for (int r = 0; r < kRanks; ++r) {
     mirrors.push_back(std::make_unique<Model>(m, 5, Precision::kFp32));
     layout.dp_rank = r;
+    layout.expert_dp_rank = r;
     devs.push_back(
         std::make_unique<DeviceModel>(m, Precision::kFp32, &mirrors[r]->params(), &cpu, layout));
   }
   DeviceParams& f0 = devs[0]->flat();
-  ASSERT_GT(f0.padded(), f0.trainable()) << "want padding in the last shard";
-  ASSERT_NE(f0.decayed() % f0.shard_size(), 0) << "want a shard across the decay boundary";
+  const std::vector<DeviceParamRegion>& regions = f0.regions();
+  ASSERT_EQ(regions.size(), expert_region ? 2u : 1u);
+  ASSERT_GT(regions[0].padded, regions[0].trainable) << "want padding in the last shard";
+  ASSERT_NE(regions[0].decayed % regions[0].shard_size(), 0)
+      << "want a shard across the decay boundary";
+  for (const DeviceParam* d : devs[0]->params()) {
+    if (!d->host->trainable) continue;
+    const DeviceParamRegion& g = f0.RegionOf(*d);
+    EXPECT_EQ(&g == &regions.back(), !expert_region || d->host->expert) << d->host->name;
+    EXPECT_GE(d->offset, g.begin) << d->host->name;
+    EXPECT_LE(d->offset + d->value.numel(), d->host->decay ? g.decayed : g.trainable);
+  }
   OptimizerConfig opt;
   opt.weight_decay = 0.1;
   opt.grad_clip = 0.5;
@@ -232,8 +247,9 @@ void CheckZeroShards(const std::string& moment_dtype) {
     double shard_sq = 0;
     for (int r = 0; r < kRanks; ++r) {
       DeviceParams& f = devs[r]->flat();
-      std::memcpy(f.grad_shard().raw(), f0.grads().data<float>() + f.shard_begin(),
-                  f.shard_size() * sizeof(float));
+      for (const DeviceParamRegion& g : f.regions())
+        std::memcpy(f.grad_shard().data<float>() + g.shard_offset,
+                    f0.grads().data<float>() + g.shard_begin(), g.shard_size() * sizeof(float));
       shard_sq += devs[r]->ShardSumSquares();
     }
     EXPECT_NEAR(std::sqrt(shard_sq), norm, 1e-12 * norm);
@@ -243,10 +259,11 @@ void CheckZeroShards(const std::string& moment_dtype) {
     for (int r = 0; r < kRanks; ++r) {
       DeviceParams& src = devs[r]->flat();
       for (int q = 0; q < kRanks; ++q)
-        if (q != r)
-          std::memcpy(devs[q]->flat().values().data<float>() + src.shard_begin(),
-                      src.values().data<float>() + src.shard_begin(),
-                      src.shard_size() * sizeof(float));
+        for (const DeviceParamRegion& g : src.regions())
+          if (q != r)
+            std::memcpy(devs[q]->flat().values().data<float>() + g.shard_begin(),
+                        src.values().data<float>() + g.shard_begin(),
+                        g.shard_size() * sizeof(float));
     }
   }
   for (int r = 0; r < kRanks; ++r) {
@@ -263,8 +280,11 @@ void CheckZeroShards(const std::string& moment_dtype) {
   for (const DeviceParam* d : devs[0]->params()) {
     if (!d->host->trainable) continue;
     Tensor mt(d->value.shape(), layout.moments), vt(d->value.shape(), layout.moments);
+    const DeviceParamRegion& g = f0.RegionOf(*d);
     for (int64_t i = 0; i < d->value.numel(); ++i) {
-      const int64_t x = d->offset + i, r = x / f0.shard_size(), o = x % f0.shard_size();
+      // Element x of region g sits on rank r at o in its shard buffers.
+      const int64_t x = d->offset + i - g.begin;
+      const int64_t r = x / g.shard_size(), o = g.shard_offset + x % g.shard_size();
       std::memcpy(static_cast<char*>(mt.raw()) + i * es,
                   static_cast<const char*>(m_shards[r].raw()) + o * es, es);
       std::memcpy(static_cast<char*>(vt.raw()) + i * es,
@@ -283,6 +303,7 @@ void CheckZeroShards(const std::string& moment_dtype) {
   for (int r = 0; r < kRanks; ++r) {
     Model fresh_host(m, 5, Precision::kFp32);
     layout.dp_rank = r;
+    layout.expert_dp_rank = r;
     DeviceModel fresh(m, Precision::kFp32, &fresh_host.params(), &cpu, layout);
     ASSERT_TRUE(fresh.LoadMoments(m_by_name, v_by_name).ok());
     Tensor m2, v2;
@@ -295,6 +316,9 @@ void CheckZeroShards(const std::string& moment_dtype) {
 TEST(DeviceModelTest, ZeroShardsOverThreeRanksMatchAdamW) { CheckZeroShards("fp32"); }
 TEST(DeviceModelTest, ZeroShardsOverThreeRanksMatchAdamWWithBf16Moments) {
   CheckZeroShards("bf16");
+}
+TEST(DeviceModelTest, ZeroShardsWithAnExpertRegionMatchAdamW) {
+  CheckZeroShards("fp32", /*expert_region=*/true);
 }
 
 }  // namespace

@@ -18,6 +18,11 @@
 # device path (ZeRO-1 over the flat buffers) under mpirun -n 2, parallel.dp=2, against the
 # CPU path's ZeroAdamW with the same layout, and resumed from its step-10 checkpoint; and
 # the same pair with BF16 moments.
+#
+# With `ep`: expert parallelism on the device path (trainer/device_moe_ep.cc) under mpirun
+# -n 2, parallel {ep: 2, dp: 2}, against the CPU path's EP run in fp32 and in fp8 with BF16
+# moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, each
+# path resumed from the other's checkpoint, and dp 4 x ep 2 under mpirun -n 4.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -76,6 +81,100 @@ train() {
 expect_line() {  # expect_line RUN TEXT
   grep -qF -- "$2" "$W/$1.log" || { echo "FAIL: $1 did not print '$2':"; cat "$W/$1.log"; exit 1; }
 }
+
+if [ "$MODE" = ep ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  mpi=(mpirun -n 2 --oversubscribe --mca btl self,vader -x MOETRAIN_DEVICE_BACKEND)
+  # Two EP ranks of 4 of the tiny model's 8 experts each (one expert group per rank), which
+  # also form the DP group: dense gradients reduced over both, each expert's over its rank.
+  ep=(--set parallel.dp=2 --set parallel.ep=2 --set training.generate_tokens=0)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_ep --set training.device=cpu "${ep[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_ep "${ep[@]}"
+  expect_line device_ep "[moetrain] device: the device path on the CPU backend"
+  # The expert exchange reproduces the CPU path's expert batches and sums (device_moe_ep.cc),
+  # so the losses, weights and moments are equal to the last bit. Only the gradient norm's
+  # partial sums are grouped by each path's ZeRO shards (as in the dp mode): it may differ in
+  # the last bits (1e-12 relative here), too little to move clipping's FP32 scale.
+  # Validation (every rank runs the same number of forwards for the exchange) exactly too.
+  "$PY" - "$W/cpu_ep.jsonl" "$W/device_ep.jsonl" <<'PY'
+import json, sys
+def records(path):
+    return list(map(json.loads, open(path)))
+cpu, dev = records(sys.argv[1]), records(sys.argv[2])
+a, b = [next(r for r in rs if r.get("step") == 1 and "loss" in r and "event" not in r)
+        for rs in (cpu, dev)]
+bad = [k for k in ("loss", "mtp_loss", "balance_loss") if a[k] != b[k]]
+if abs(a["grad_norm"] - b["grad_norm"]) > 1e-12 * a["grad_norm"]:
+    bad.append("grad_norm")
+val = [{r["step"]: r["val_loss"] for r in rs if r.get("event") == "validation"}
+       for rs in (cpu, dev)]
+if not val[0] or val[0] != val[1]:
+    bad.append(f"validation {val[0]} vs {val[1]}")
+print(f"ep=2, step 1: loss {a['loss']!r}, mtp {a['mtp_loss']!r}, balance {a['balance_loss']!r}",
+      f"identical; grad norm {a['grad_norm']!r} vs {b['grad_norm']!r};",
+      f"validation at steps {sorted(val[1])} identical" if not bad else f"MISMATCH in {bad}")
+sys.exit(1 if bad else 0)
+PY
+  for step in step-0000010 step-0000020; do
+    echo "ep=2: device path (CPU backend) vs training.device=cpu, $step:"
+    "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep.jsonl" "$W/cpu_ep/$step" \
+      "$W/device_ep.jsonl" "$W/device_ep/$step"
+  done
+  # Across paths: the device path resumed from the CPU path's step-10 checkpoint (each rank
+  # reads its own experts' tensors and moments) against the CPU path's uninterrupted run.
+  mkdir -p "$W/resumed_ep"
+  cp -r "$W/cpu_ep/step-0000010" "$W/resumed_ep/"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train resumed_ep "${ep[@]}" \
+    --set checkpoint.resume=auto
+  expect_line resumed_ep "resumed at step 10"
+  echo "ep=2: device path resumed from the CPU path's step 10 vs the CPU path:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/cpu_ep.jsonl" \
+    "$W/cpu_ep/step-0000020" "$W/resumed_ep.jsonl" "$W/resumed_ep/step-0000020"
+  # And the CPU path resumed from the device path's step-10 checkpoint.
+  mkdir -p "$W/cpu_from_device_ep"
+  cp -r "$W/device_ep/step-0000010" "$W/cpu_from_device_ep/"
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_from_device_ep \
+    --set training.device=cpu "${ep[@]}" --set checkpoint.resume=auto
+  expect_line cpu_from_device_ep "resumed at step 10"
+  echo "ep=2: CPU path resumed from the device path's step 10 vs the device path:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device_ep.jsonl" \
+    "$W/device_ep/step-0000020" "$W/cpu_from_device_ep.jsonl" \
+    "$W/cpu_from_device_ep/step-0000020"
+  # fp8 (DeepSeek-V3's recipe: the E4M3 dispatch, BF16 combine) with BF16 moments, at hidden
+  # 160 so that a dispatched row carries two 1x128 scale tiles (the second one partial).
+  fp8=(--set training.precision=fp8 --set optimizer.moment_dtype=bf16 --set training.steps=10
+    --set model.hidden_size=160)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_ep8 --set training.device=cpu \
+    "${ep[@]}" "${fp8[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_ep8 "${ep[@]}" "${fp8[@]}"
+  echo "ep=2, fp8: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep8.jsonl" \
+    "$W/cpu_ep8/step-0000010" "$W/device_ep8.jsonl" "$W/device_ep8/step-0000010"
+  # Top-3 of both expert groups: tokens with several slots on one EP rank and slots on both,
+  # whose input gradients the two paths sum per rank, then over the ranks
+  # (Backend::UnpermuteSumByRank), to the same bits.
+  k3=(--set model.num_experts_per_tok=3 --set model.topk_group=2 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_ep3 --set training.device=cpu \
+    "${ep[@]}" "${k3[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_ep3 "${ep[@]}" "${k3[@]}"
+  echo "ep=2, top-3 over both groups: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_ep3.jsonl" \
+    "$W/cpu_ep3/step-0000010" "$W/device_ep3.jsonl" "$W/device_ep3/step-0000010"
+  # Four ranks, dp 4 x ep 2: two expert-DP replicas, so the experts' region is reduced and
+  # gathered over a group of its own, and BF16 moments sharded in both regions.
+  mpi4=(mpirun -n 4 --oversubscribe --mca btl self,vader -x MOETRAIN_DEVICE_BACKEND)
+  dp4=(--set parallel.dp=4 --set parallel.ep=2 --set training.generate_tokens=0
+    --set training.steps=10 --set optimizer.moment_dtype=bf16)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi4[*]} $BIN" train cpu_dp4ep2 --set training.device=cpu \
+    "${dp4[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi4[*]} $BIN" train device_dp4ep2 "${dp4[@]}"
+  expect_line device_dp4ep2 "(ep 2, expert-dp 2) over 4 ranks"
+  echo "dp=4, ep=2, bf16 moments: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_dp4ep2.jsonl" \
+    "$W/cpu_dp4ep2/step-0000010" "$W/device_dp4ep2.jsonl" "$W/device_dp4ep2/step-0000010"
+  echo "device path, ep=2: ok"
+  exit 0
+fi
 
 if [ "$MODE" = dp ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
