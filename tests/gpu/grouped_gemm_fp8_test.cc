@@ -63,9 +63,49 @@ void ReplayMmaStep(bool ak, bool bk, const std::vector<double>& sa, const std::v
   }
 }
 
-// The kernel's block for `kind` (forward or data grad) over the whole grid: operand tiles of
-// decoded codes (ReplayTcLoad), per-fragment chunk sums (in double here, FP32 on the device),
-// staged row-major per fragment, promoted per lane with the kernel's scale indices.
+// One block of an FP8 kernel: operand tiles of decoded codes (ReplayTcLoad), per-fragment
+// chunk sums (in double here, FP32 on the device) staged row-major per fragment, promoted
+// per lane at the end of each 128-deep chunk t with the kernel's scale(t, m, n), and handed
+// to store(index into C, total) for the elements inside the output.
+template <typename Scale, typename Store>
+void ReplayFp8Block(bool ak, bool bk, const std::vector<float>& a_codes,
+                    const std::vector<float>& b_codes, const GroupedBlockGemm& g, Scale scale,
+                    Store store) {
+  std::vector<double> sa, sb;
+  std::vector<double> stage(kGroupedTcWarps * kGroupedTcStage, 0.0);  // chunk sums
+  std::vector<float> total(kGroupedTcWarps * 32 * kGroupedTcStagePerLane, 0.0f);
+  // f(m, n, staged index, the lane's total) for every staged element inside the output.
+  const auto each = [&](auto f) {
+    for (int w = 0; w < kGroupedTcWarps; ++w) {
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
+          const int e = lane + 32 * i;
+          const int64_t m = g.m0 + GroupedTcStageRow(w, e);
+          const int64_t n = g.n0 + GroupedTcStageCol(w, e);
+          if (m >= g.a_rows || n >= g.b_rows) continue;
+          f(m, n, w * kGroupedTcStage + e, total[(w * 32 + lane) * kGroupedTcStagePerLane + i]);
+        }
+      }
+    }
+  };
+  for (int64_t k0 = 0; k0 < g.depth; k0 += kGroupedTcTileK) {
+    ReplayTcLoad(ak, a_codes, g.a_offset, g.lda, g.a_rows, g.depth, g.m0, k0, sa);
+    ReplayTcLoad(bk, b_codes, g.b_offset, g.ldb, g.b_rows, g.depth, g.n0, k0, sb);
+    ReplayMmaStep(ak, bk, sa, sb, stage);
+    const int64_t k_next = k0 + kGroupedTcTileK;
+    if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
+    const int64_t t = k0 / kGroupedFp8Chunk;
+    each([&](int64_t m, int64_t n, int staged, float& acc) {
+      acc = std::fma(scale(t, m, n), float(stage[staged]), acc);
+    });
+    std::fill(stage.begin(), stage.end(), 0.0);
+  }
+  each([&](int64_t m, int64_t n, int, float& acc) { store(g.c_offset + m * g.ldc + n, acc); });
+}
+
+// The forward or data-grad kernel over the whole grid: the row's activation scale times the
+// weight block's (GroupedFp8WeightScaleIndex); outputs stored. A read or write past an array
+// throws (at()), which fails the test.
 void ReplayFp8Kind(GroupedGemmKind kind, const GroupedGemmShape& sh,
                    const std::vector<int32_t>& off, const std::vector<float>& a_codes,
                    const std::vector<float>& a_scales, const std::vector<float>& w_codes,
@@ -73,11 +113,9 @@ void ReplayFp8Kind(GroupedGemmKind kind, const GroupedGemmShape& sh,
                    std::vector<int>& writes) {
   std::vector<int32_t> prefix(sh.experts + 1);
   GroupedTilePrefix(off.data(), sh.experts, prefix.data());
-  const bool ak = GroupedAKMajor(kind), bk = GroupedBKMajor(kind);
   int64_t grid[3];
   GroupedGrid(kind, sh, grid);
   ASSERT_EQ(grid[2], 1);
-  std::vector<double> sa, sb;
   for (int64_t by = 0; by < grid[1]; ++by) {
     for (int64_t bx = 0; bx < grid[0]; ++bx) {
       GroupedBlockGemm g;
@@ -86,49 +124,16 @@ void ReplayFp8Kind(GroupedGemmKind kind, const GroupedGemmShape& sh,
       ASSERT_TRUE(GroupedFindTile(prefix.data(), sh.experts, bx, &expert, &tile));
       int64_t row_begin = 0, row_end = 0;
       GroupedTileRows(off.data(), expert, tile, &row_begin, &row_end);
-      std::vector<double> stage(kGroupedTcWarps * kGroupedTcStage, 0.0);  // chunk sums
-      std::vector<float> total(kGroupedTcWarps * 32 * kGroupedTcStagePerLane, 0.0f);
-      for (int64_t k0 = 0; k0 < g.depth; k0 += kGroupedTcTileK) {
-        ReplayTcLoad(ak, a_codes, g.a_offset, g.lda, g.a_rows, g.depth, g.m0, k0, sa);
-        ReplayTcLoad(bk, w_codes, g.b_offset, g.ldb, g.b_rows, g.depth, g.n0, k0, sb);
-        ReplayMmaStep(ak, bk, sa, sb, stage);
-        const int64_t k_next = k0 + kGroupedTcTileK;
-        if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
-        const int64_t t = k0 / kGroupedFp8Chunk;
-        const int64_t si = GroupedFp8WeightScaleIndex(kind, sh, expert, g.n0, t);
-        ASSERT_GE(si, 0);
-        ASSERT_LT(si, int64_t(w_scales.size()));
-        const float sw = w_scales[si];
-        for (int w = 0; w < kGroupedTcWarps; ++w) {
-          for (int lane = 0; lane < 32; ++lane) {
-            for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-              const int e = lane + 32 * i;
-              const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-              if (m >= g.a_rows) continue;
-              const int64_t ai = t * sh.rows + row_begin + m;
-              ASSERT_LT(ai, int64_t(a_scales.size()));
-              float& acc = total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-              acc = std::fma(a_scales[ai] * sw, float(stage[w * kGroupedTcStage + e]), acc);
-            }
-          }
-        }
-        std::fill(stage.begin(), stage.end(), 0.0);
-      }
-      for (int w = 0; w < kGroupedTcWarps; ++w) {
-        for (int lane = 0; lane < 32; ++lane) {
-          for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-            const int e = lane + 32 * i;
-            const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-            const int64_t n = g.n0 + GroupedTcStageCol(w, e);
-            if (m >= g.a_rows || n >= g.b_rows) continue;
-            const int64_t idx = g.c_offset + m * g.ldc + n;
-            ASSERT_GE(idx, 0);
-            ASSERT_LT(idx, int64_t(c.size()));
-            c[idx] = total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-            ++writes[idx];
-          }
-        }
-      }
+      ReplayFp8Block(
+          GroupedAKMajor(kind), GroupedBKMajor(kind), a_codes, w_codes, g,
+          [&](int64_t t, int64_t m, int64_t) {
+            const float sw = w_scales.at(GroupedFp8WeightScaleIndex(kind, sh, expert, g.n0, t));
+            return a_scales.at(t * sh.rows + row_begin + m) * sw;
+          },
+          [&](int64_t idx, float v) {
+            c.at(idx) = v;
+            ++writes.at(idx);
+          });
     }
   }
 }
@@ -138,20 +143,12 @@ void ReplayFp8Kind(GroupedGemmKind kind, const GroupedGemmShape& sh,
 // replay's chunk sums are in double, the reference's in FP32: equal up to FP32 rounding.
 // Values span 10^-2..10^2 by 1x128 tile and 128x128 block so a wrong scale index shows.
 TEST(GroupedGemmFp8Blocks, ReplayMatchesPerExpertFp8Gemm) {
-  struct Case {
-    std::vector<int32_t> counts;
-    int64_t n, k;
-  };
-  for (const Case& cs : {Case{{37, 0, 153, 1, 69}, 144, 176},
-                         Case{{70, 0, 1, 130, 64, 65}, 200, 300}, Case{{5}, 100, 64}}) {
-    SCOPED_TRACE(::testing::PrintToString(cs.counts) + " N " + std::to_string(cs.n) + " K " +
-                 std::to_string(cs.k));
+  for (const RaggedCase& cs :
+       {RaggedCase{{37, 0, 153, 1, 69}, 144, 176}, RaggedCase{{70, 0, 1, 130, 64, 65}, 200, 300},
+        RaggedCase{{5}, 100, 64}}) {
+    SCOPED_TRACE(cs.Trace());
     const auto off = OffsetsFromCounts(cs.counts);
-    GroupedGemmShape sh;
-    sh.experts = int64_t(cs.counts.size());
-    sh.rows = off.back() + 2;  // spare rows past offsets[E]
-    sh.n = cs.n;
-    sh.k = cs.k;
+    const GroupedGemmShape sh = cs.Shape(off, /*spare=*/2);
     const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -288,8 +285,8 @@ void ReplayQuantizeChunks(const std::vector<float>* src, const QuantizedActivati
   }
 }
 
-// The weight-grad block over the whole grid, from the chunk layouts: K-major tiles of both,
-// chunk sums staged per fragment, promoted with both chunk scales, added to dw.
+// The weight-grad kernel over the whole grid, from the chunk layouts: K-major tiles of both,
+// promoted with both chunk scales, added to dw.
 void ReplayFp8Wgrad(const GroupedGemmShape& sh, const std::vector<int32_t>& off, int64_t ld,
                     const std::vector<float>& dy_t, const std::vector<float>& dy_scales,
                     const std::vector<float>& x_t, const std::vector<float>& x_scales,
@@ -297,7 +294,6 @@ void ReplayFp8Wgrad(const GroupedGemmShape& sh, const std::vector<int32_t>& off,
   int64_t grid[3];
   GroupedGrid(GroupedGemmKind::kWeightGrad, sh, grid);
   ASSERT_EQ(grid[2], sh.experts);
-  std::vector<double> sa, sb;
   for (int64_t bz = 0; bz < grid[2]; ++bz) {
     for (int64_t by = 0; by < grid[1]; ++by) {
       for (int64_t bx = 0; bx < grid[0]; ++bx) {
@@ -305,43 +301,15 @@ void ReplayFp8Wgrad(const GroupedGemmShape& sh, const std::vector<int32_t>& off,
         if (!GroupedFp8WgradBlockFor(sh, off.data(), ld, bx, by, bz, &g)) continue;
         ASSERT_EQ(g.a_offset % kGroupedFp8Chunk, 0) << "expert's columns not chunk-aligned";
         const int64_t base = GroupedFp8ChunkBase(off.data(), bz);
-        std::vector<double> stage(kGroupedTcWarps * kGroupedTcStage, 0.0);
-        std::vector<float> total(kGroupedTcWarps * 32 * kGroupedTcStagePerLane, 0.0f);
-        for (int64_t k0 = 0; k0 < g.depth; k0 += kGroupedTcTileK) {
-          ReplayTcLoad(true, dy_t, g.a_offset, g.lda, g.a_rows, g.depth, g.m0, k0, sa);
-          ReplayTcLoad(true, x_t, g.b_offset, g.ldb, g.b_rows, g.depth, g.n0, k0, sb);
-          ReplayMmaStep(true, true, sa, sb, stage);
-          const int64_t k_next = k0 + kGroupedTcTileK;
-          if (k_next % kGroupedFp8Chunk != 0 && k_next < g.depth) continue;
-          const int64_t id = base + k0 / kGroupedFp8Chunk;
-          for (int w = 0; w < kGroupedTcWarps; ++w) {
-            for (int lane = 0; lane < 32; ++lane) {
-              for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-                const int e = lane + 32 * i;
-                const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-                const int64_t n = g.n0 + GroupedTcStageCol(w, e);
-                if (m >= g.a_rows || n >= g.b_rows) continue;
-                const float s = dy_scales[id * sh.n + m] * x_scales[id * sh.k + n];
-                float& acc = total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-                acc = std::fma(s, float(stage[w * kGroupedTcStage + e]), acc);
-              }
-            }
-          }
-          std::fill(stage.begin(), stage.end(), 0.0);
-        }
-        for (int w = 0; w < kGroupedTcWarps; ++w) {
-          for (int lane = 0; lane < 32; ++lane) {
-            for (int i = 0; i < kGroupedTcStagePerLane; ++i) {
-              const int e = lane + 32 * i;
-              const int64_t m = g.m0 + GroupedTcStageRow(w, e);
-              const int64_t n = g.n0 + GroupedTcStageCol(w, e);
-              if (m >= g.a_rows || n >= g.b_rows) continue;
-              const int64_t idx = g.c_offset + m * g.ldc + n;
-              dw[idx] += total[(w * 32 + lane) * kGroupedTcStagePerLane + i];
-              ++writes[idx];
-            }
-          }
-        }
+        ReplayFp8Block(
+            true, true, dy_t, x_t, g,
+            [&](int64_t t, int64_t m, int64_t n) {
+              return dy_scales.at((base + t) * sh.n + m) * x_scales.at((base + t) * sh.k + n);
+            },
+            [&](int64_t idx, float v) {
+              dw.at(idx) += v;
+              ++writes.at(idx);
+            });
       }
     }
   }
@@ -353,20 +321,12 @@ void ReplayFp8Wgrad(const GroupedGemmShape& sh, const std::vector<int32_t>& off,
 // exactly those per-expert operands' (a misplaced run shows there first); the products agree
 // up to FP32 rounding (double chunk sums here).
 TEST(GroupedGemmFp8Blocks, WgradReplayMatchesPerExpertTokenTiledGemm) {
-  struct Case {
-    std::vector<int32_t> counts;
-    int64_t n, k;
-  };
-  for (const Case& cs : {Case{{37, 0, 153, 1, 69}, 144, 176},
-                         Case{{70, 0, 1, 130, 64, 65, 257}, 200, 136}, Case{{5}, 100, 64}}) {
-    SCOPED_TRACE(::testing::PrintToString(cs.counts) + " N " + std::to_string(cs.n) + " K " +
-                 std::to_string(cs.k));
+  for (const RaggedCase& cs :
+       {RaggedCase{{37, 0, 153, 1, 69}, 144, 176},
+        RaggedCase{{70, 0, 1, 130, 64, 65, 257}, 200, 136}, RaggedCase{{5}, 100, 64}}) {
+    SCOPED_TRACE(cs.Trace());
     const auto off = OffsetsFromCounts(cs.counts);
-    GroupedGemmShape sh;
-    sh.experts = int64_t(cs.counts.size());
-    sh.rows = off.back() + 2;  // spare rows past offsets[E]
-    sh.n = cs.n;
-    sh.k = cs.k;
+    const GroupedGemmShape sh = cs.Shape(off, /*spare=*/2);
     const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
     const int64_t ld = GroupedFp8Chunks(R, E) * kGroupedFp8Chunk;
     std::mt19937 rng(13);

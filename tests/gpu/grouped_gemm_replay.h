@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -21,6 +22,24 @@ inline std::vector<int32_t> OffsetsFromCounts(const std::vector<int32_t>& counts
   for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
   return off;
 }
+
+// A test case: experts with `counts` rows each and N x K weights.
+struct RaggedCase {
+  std::vector<int32_t> counts;
+  int64_t n, k;
+  std::string Trace() const {
+    return ::testing::PrintToString(counts) + " N " + std::to_string(n) + " K " + std::to_string(k);
+  }
+  // The launch shape, with `spare` rows past offsets[E] that no kernel may write.
+  GroupedGemmShape Shape(const std::vector<int32_t>& off, int64_t spare) const {
+    GroupedGemmShape sh;
+    sh.experts = int64_t(counts.size());
+    sh.rows = off.back() + spare;
+    sh.n = n;
+    sh.k = k;
+    return sh;
+  }
+};
 
 // The kernel's LoadTcTile: op(r0 + r, k0 + k) -> s[GroupedTcVecOuter / Inner slot], zero outside
 // [0, r_lim) x [0, k_lim). s starts as NaN so that a fragment reading a slot no load wrote (the

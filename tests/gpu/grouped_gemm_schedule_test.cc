@@ -343,20 +343,12 @@ void ReplayKindTc(GroupedGemmKind kind, const GroupedGemmShape& sh, const std::v
 // Shapes that exercise every edge of the tensor-core block: N and K past a 64 multiple (and
 // K < 64, a single partial step), experts of 1, 63, 64, 65 rows and empty ones, spare rows.
 TEST(GroupedGemmTcBlocks, ReplayMatchesReferences) {
-  struct Case {
-    std::vector<int32_t> counts;
-    int64_t n, k;
-  };
-  for (const Case& cs : {Case{{70, 0, 1, 130, 64, 65, 0, 33}, 72, 100}, Case{{0, 3}, 24, 40},
-                         Case{{200}, 130, 64}, Case{{63, 1}, 64, 129}}) {
-    SCOPED_TRACE(::testing::PrintToString(cs.counts) + " N " + std::to_string(cs.n) + " K " +
-                 std::to_string(cs.k));
+  for (const RaggedCase& cs :
+       {RaggedCase{{70, 0, 1, 130, 64, 65, 0, 33}, 72, 100}, RaggedCase{{0, 3}, 24, 40},
+        RaggedCase{{200}, 130, 64}, RaggedCase{{63, 1}, 64, 129}}) {
+    SCOPED_TRACE(cs.Trace());
     const auto off = OffsetsFromCounts(cs.counts);
-    GroupedGemmShape sh;
-    sh.experts = int64_t(cs.counts.size());
-    sh.rows = off.back() + 3;  // spare rows past offsets[E]
-    sh.n = cs.n;
-    sh.k = cs.k;
+    const GroupedGemmShape sh = cs.Shape(off, /*spare=*/3);
     const int64_t R = sh.rows, E = sh.experts, N = sh.n, K = sh.k;
     std::mt19937 rng(5);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
