@@ -156,9 +156,9 @@ class CudaBackend : public Backend {
   void CrossEntropy(float* logits, const int32_t* targets, int64_t rows, int64_t V,
                     float grad_scale, double* loss_sum) override;
   // ---- FP8 (backend_cuda_fp8.cc): fp8_quant.h's kernels, byte-identical to the CPU's;
-  // Fp8Gemm on cuBLASLt's block-scaled FP8 GEMM (sm_90), else on the dequantised operands
-  // in FP32; Fp8GemmTokenTiled (Wgrad's 1D1D scaling) on grouped_gemm_fp8.cu's tensor-core
-  // weight-gradient kernel.
+  // Fp8Gemm on cuBLASLt's block-scaled FP8 GEMM (sm_90), else on grouped_gemm_fp8.cu's
+  // block-scaled tensor-core kernel; Fp8GemmTokenTiled (Wgrad's 1D1D scaling) on
+  // grouped_gemm_fp8.cu's tensor-core weight-gradient kernel.
   QuantizedActivation QuantizeFp8(const float* x, int64_t M, int64_t K) override;
   void DequantizeFp8(const QuantizedActivation& q, float* x) override;
   QuantizedActivation RetileTransposedFp8(const QuantizedActivation& q) override;
@@ -225,8 +225,8 @@ class CudaBackend : public Backend {
                                        int64_t N) override;
   // GemmBf16 calls that took the default path because cuBLASLt refused the shape.
   int64_t bf16_gemm_fallbacks() const { return bf16_gemm_fallbacks_; }
-  // Fp8Gemm calls that ran on the dequantised operands (no block scaling, or cuBLASLt
-  // refused the shape).
+  // Fp8Gemm calls that ran on grouped_gemm_fp8.cu's kernel, not cuBLASLt (no block-scaled
+  // cuBLASLt before sm_90, or cuBLASLt refused the shape).
   int64_t fp8_gemm_fallbacks() const { return fp8_gemm_fallbacks_; }
 
   // ---- MoE (backend_cuda_moe.cc) ----

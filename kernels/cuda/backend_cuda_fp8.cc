@@ -3,9 +3,11 @@
 //
 // The quantisation kernels (fp8_quant.h) give the CPU's bytes. Fp8Gemm runs cuBLASLt's
 // block-scaled FP8 GEMM (1x128 activation tiles, 128x128 weight blocks: the recipe's own
-// scaling) on sm_90 and later; elsewhere, or for a shape cuBLASLt refuses, it multiplies the
-// dequantised operands in FP32. That is the same sum of the same exact products (E4M3 x E4M3
-// is exact in FP32 and the scales are powers of two), in another order. Fp8GemmTokenTiled,
+// scaling) on sm_90 and later; elsewhere (sm_89, whose cuBLASLt has per-tensor scaling
+// only), or for a shape cuBLASLt refuses, grouped_gemm_fp8.cu's forward kernel as one
+// expert: the same block scaling on tensor cores, the codes widened exactly to BF16. Either
+// is the same sum of the same exact products (E4M3 x E4M3 is exact in FP32 and the scales
+// are powers of two) as the CPU's, in another order. Fp8GemmTokenTiled,
 // the Wgrad GEMM with both operands tiled along the tokens (DeepGEMM's 1D1D scaling), has
 // no cuBLASLt mode: it runs grouped_gemm_fp8.cu's tensor-core weight-gradient kernel as one
 // expert. The experts' three GEMMs run grouped_gemm_fp8.cu on the device offsets (one launch
@@ -99,18 +101,23 @@ void CudaBackend::Fp8Gemm(const QuantizedActivation& a, const QuantizedWeight& w
                                           K, stream());
     if (s.ok()) return Copy(out.raw(), y, out.nbytes());
     if (fp8_gemm_fallbacks_++ == 0)
-      std::fprintf(stderr, "[moetrain] FP8 GEMM %lldx%lldx%lld: cuBLASLt refused (%s); "
-                   "multiplying the dequantised operands in FP32 instead\n",
-                   static_cast<long long>(M), static_cast<long long>(N),
-                   static_cast<long long>(K), std::string(s.message()).c_str());
+      std::fprintf(stderr,
+                   "[moetrain] FP8 GEMM %lldx%lldx%lld: cuBLASLt refused (%s); "
+                   "running moetrain's block-scaled tensor-core kernel instead (said once)\n",
+                   static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K),
+                   std::string(s.message()).c_str());
   } else {
     ++fp8_gemm_fallbacks_;
   }
-  Tensor af = Uninitialized({M, K}, DType::kF32), wf = Uninitialized({N, K}, DType::kF32);
-  cuda::DequantizeActivation(Codes(a.data), a.scales.data<float>(), af.data<float>(), M, K,
-                             stream());
-  cuda::DequantizeWeight(Codes(w.data), w.scales.data<float>(), wf.data<float>(), N, K, stream());
-  Gemm(false, true, M, N, K, 1.0f, af.data<float>(), K, wf.data<float>(), K, 0.0f, y, N);
+  // The grouped FP8 forward (grouped_gemm_fp8.cu: the recipe's 1x128 x 128x128 scaling on
+  // tensor cores) as one expert: a's VEC128 scales and w's BLK128x128 grid are its layouts.
+  // So sm_89 trains with the recipe's numerics rather than per-tensor scales.
+  Tensor offsets = Uninitialized({2}, DType::kI32);
+  const int32_t host[2] = {0, static_cast<int32_t>(M)};
+  CopyFromHost(host, offsets.raw(), sizeof(host));
+  GroupedFp8GemmForward(Codes(a.data), a.scales.data<float>(), Codes(w.data),
+                        w.scales.data<float>(), y, offsets.data<int32_t>(),
+                        GroupedShapeOf(M, /*E=*/1, K, N), stream());
 }
 
 void CudaBackend::Fp8GemmTokenTiled(const QuantizedActivation& a, const QuantizedActivation& b,

@@ -137,7 +137,7 @@ TEST_F(CudaBackendBf16, TableGemmsRunOnCublasLt) {
   EXPECT_EQ((*gpu)->bf16_gemm_fallbacks(), before) << "cuBLASLt refused a table shape";
 }
 
-// The same for Fp8Gemm: its dequantise-and-FP32 fallback sums the same exact products and
+// The same for Fp8Gemm: its fallback (grouped_gemm_fp8.cu) sums the same exact products and
 // would pass the comparison too. cuBLASLt's block-scaled mode exists from sm_90 and takes K
 // (the inner dimension) in multiples of 16 only (CublasLtGemm::Fp8Linear), so the entries
 // below keep K and the Dgrad GEMM's K (the Linear's N) multiples of 16 while neither is a
