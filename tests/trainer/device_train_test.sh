@@ -28,8 +28,8 @@
 # mpirun -n 2, parallel.pp=2 with the 1F1B schedule (4 micro-batches per step, so forwards
 # run ahead of backwards), against the CPU path: losses, grad norms, validation losses and
 # checkpoints to the last bit in fp32 and in fp8 with BF16 moments, each path resumed from
-# the other's checkpoint; then pp 2 x dp 2 x ep 2 under mpirun -n 4; and DualPipe refused
-# with one error naming parallel.schedule.
+# the other's checkpoint; then pp 2 x dp 2 x ep 2 and pp 4 under mpirun -n 4; and DualPipe
+# refused with one error naming parallel.schedule.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -126,8 +126,7 @@ PY
     "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp.jsonl" "$W/cpu_pp/$step" \
       "$W/device_pp.jsonl" "$W/device_pp/$step"
   done
-  # Across paths: each resumed from the other's step-10 checkpoint (each stage reads its
-  # own tensors and moments).
+  # Across paths: each resumed from the other's step-10 checkpoint (each stage its tensors).
   mkdir -p "$W/resumed_pp" "$W/cpu_from_device_pp"
   cp -r "$W/cpu_pp/step-0000010" "$W/resumed_pp/"
   cp -r "$W/device_pp/step-0000010" "$W/cpu_from_device_pp/"
@@ -167,6 +166,15 @@ PY
   echo "pp=2, dp=2, ep=2, bf16 moments: device path vs training.device=cpu, step-0000010:"
   "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp2dp2.jsonl" \
     "$W/cpu_pp2dp2/step-0000010" "$W/device_pp2dp2.jsonl" "$W/device_pp2dp2/step-0000010"
+  # pp 4: one decoder layer per stage, two middle stages passing activations and gradients.
+  p4s=(--set parallel.pp=4 --set training.generate_tokens=0 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi4[*]} $BIN" train cpu_pp4 --set training.device=cpu \
+    "${p4s[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi4[*]} $BIN" train device_pp4 "${p4s[@]}"
+  echo "pp=4: device path vs training.device=cpu:"
+  compare cpu_pp4 device_pp4
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp4.jsonl" \
+    "$W/cpu_pp4/step-0000010" "$W/device_pp4.jsonl" "$W/device_pp4/step-0000010"
   # DualPipe stays on the CPU path: one error naming parallel.schedule.
   set +e
   # shellcheck disable=SC2086
