@@ -196,8 +196,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
 absl::Status ValidateConfig(const Config& config);
 
 // What in `config` keeps a run off the device path (training.device cuda), one phrase each
-// ("parallel.pp is 2"): it runs every layer on each data-parallel rank (pp = 1; experts
-// split over EP ranks when parallel.ep > 1), in any training.precision and
+// ("parallel.schedule is dualpipe ..."): it runs pipeline stages with the 1F1B schedule
+// (experts split over EP ranks when parallel.ep > 1), in any training.precision and
 // optimizer.moment_dtype. Empty when the config allows it.
 std::vector<std::string> DevicePathBlockers(const Config& config);
 

@@ -250,12 +250,12 @@ absl::Status ValidateTraining(const Checker& v, const Config& c) {
   // What the config alone rules out; the trainer checks the build and the GPU
   // (trainer/device_train.h).
   const std::vector<std::string> blockers = DevicePathBlockers(c);
-  RETURN_IF_ERROR(v.Require(
-      t.device != "cuda" || blockers.empty(), "training.device",
-      absl::StrCat("cuda, but ", absl::StrJoin(blockers, ", ")),
-      "parallel.pp = 1 (the GPU step runs every layer on each data-parallel rank, for now), "
-      "or training.device auto or cpu",
-      {"parallel.pp"}));
+  RETURN_IF_ERROR(
+      v.Require(t.device != "cuda" || blockers.empty(), "training.device",
+                absl::StrCat("cuda, but ", absl::StrJoin(blockers, ", ")),
+                "parallel.schedule 1f1b (the GPU step runs pipeline stages with 1F1B only), "
+                "or training.device auto or cpu",
+                {"parallel.schedule"}));
   RETURN_IF_ERROR(v.CheckSchedule("training.mtp_lambda", t.mtp_lambda));
   RETURN_IF_ERROR(v.CheckSchedule("training.bias_update_speed", t.bias_update_speed));
   RETURN_IF_ERROR(v.NonNegative("training.balance_loss_alpha", t.balance_loss_alpha));
@@ -368,9 +368,10 @@ absl::Status ValidateConfigAt(const Config& config, const KeyLocations& location
 
 std::vector<std::string> DevicePathBlockers(const Config& c) {
   std::vector<std::string> out;
-  // Expert parallelism runs on the device path (trainer/device_moe_ep.cc); pipeline
-  // stages do not yet.
-  if (c.parallel.pp != 1) out.push_back(absl::StrCat("parallel.pp is ", c.parallel.pp));
+  // Expert parallelism and pipeline stages under 1F1B run on the device path
+  // (trainer/device_moe_ep.cc, device_pipeline.h); DualPipe's two chunks per rank do not.
+  if (c.parallel.pp != 1 && c.parallel.schedule == "dualpipe")
+    out.push_back("parallel.schedule is dualpipe, which the device path does not run (1f1b does)");
   return out;
 }
 

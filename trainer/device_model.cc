@@ -1,14 +1,11 @@
-// trainer/device_model.cc: the whole model and its optimizer step on a Backend.
+// trainer/device_model.cc: the model (or one pipeline stage of it) on a Backend and its
+// per-micro-batch passes; the optimizer side is device_model_opt.cc.
 #include "trainer/device_model.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <tuple>
 #include <utility>
 
 #include "kernels/status.h"
-#include "trainer/optimizer.h"
 #include "trainer/rope.h"
 
 namespace mt {
@@ -32,21 +29,31 @@ struct DeviceModel::Mtp {
 
 DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* params,
                          Backend* backend, const DeviceOptimizerLayout& opt,
-                         const DeviceExpertGroup& ep)
+                         const DeviceExpertGroup& ep, int stage, int num_stages)
     : m_(m),
+      stage_(MakeStageSpec(m, stage, num_stages)),
       precision_(precision),
       be_(backend),
       params_(std::make_unique<DeviceParams>(backend, params, opt)),
       ep_(ep) {
   DeviceParams& ps = *params_;
-  embed_ = ps.Get("model.embed_tokens.weight");
-  for (int64_t i = 0; i < m_.num_hidden_layers; ++i) {
-    layers_.push_back(MakeDeviceLayer(ps, i, m_, &ep_));
-    if (layers_.back()->moe) moe_layers_.push_back(layers_.back()->moe.get());
+  for (int64_t l = 0; l < m_.num_hidden_layers + m_.num_nextn_predict_layers; ++l)
+    num_moe_ += m_.IsMoeLayer(l);
+  if (stage_.has_embedding(m_)) embed_ = ps.Get("model.embed_tokens.weight");
+  auto add = [&](std::unique_ptr<DLayer> layer, int64_t index) {
+    if (layer->moe) {
+      moe_layers_.push_back(layer->moe.get());
+      moe_indices_.push_back(MoeLayerIndex(m_, index));
+    }
+    return layer;
+  };
+  for (int64_t i = stage_.first_layer; i < stage_.end_layer; ++i)
+    layers_.push_back(add(MakeDeviceLayer(ps, i, m_, &ep_), i));
+  if (stage_.last()) {
+    final_norm_ = {ps.Get("model.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
+    head_ = ps.Get("lm_head.weight");
   }
-  final_norm_ = {ps.Get("model.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
-  head_ = ps.Get("lm_head.weight");
-  for (int64_t k = 0; k < m_.num_nextn_predict_layers; ++k) {
+  for (int64_t k = 0; stage_.last() && k < m_.num_nextn_predict_layers; ++k) {
     const int64_t index = m_.num_hidden_layers + k;
     const std::string p = "model.layers." + std::to_string(index) + ".";
     auto mod = std::make_unique<Mtp>();
@@ -55,9 +62,8 @@ DeviceModel::DeviceModel(const ModelConfig& m, Precision precision, ParamStore* 
     mod->eh_proj.p = ps.Get(p + "eh_proj.weight");
     mod->eh_proj.in = 2 * m_.hidden_size;
     mod->eh_proj.out = m_.hidden_size;
-    mod->layer = MakeDeviceLayer(ps, index, m_, &ep_);
+    mod->layer = add(MakeDeviceLayer(ps, index, m_, &ep_), index);
     mod->head_norm = {ps.Get(p + "shared_head.norm.weight"), m_.hidden_size, m_.rms_norm_eps};
-    if (mod->layer->moe) moe_layers_.push_back(mod->layer->moe.get());
     mtp_.push_back(std::move(mod));
   }
   ps.All();  // checks that every parameter has a layer
@@ -67,11 +73,21 @@ DeviceModel::~DeviceModel() = default;
 
 // What one micro-batch keeps between its forward and its backward.
 struct DeviceModel::Stash {
-  Tensor ids, labels;  // [T] I32
-  int64_t count = 0;
+  int64_t B = 0, S = 0;
+  double bal_scale = 0;  // grad_scale x balance_alpha
+  Tensor ids;            // [T] I32 first stage: the embedded tokens
   std::vector<DLayer::Saved> layers;
-  Tensor x_last, final_rstd, h0, dh0;  // [T,H], [T], [T,H], [T,H]
-  std::vector<Mtp::Saved> mtp;
+  Tensor x_last, final_rstd, h0, dh0;  // last stage: [T,H], [T], [T,H], [T,H]
+  std::vector<Mtp::Saved> mtp;         // [D] last stage
+};
+
+// A micro-batch's scalars on the device until TakeLosses reads them.
+struct DeviceModel::Pending {
+  int64_t T = 0, count = 0;     // positions, main targets >= 0 (last stage)
+  std::vector<int64_t> counts;  // [D] each MTP module's targets >= 0
+  double mtp_coeff = 0, balance_alpha = 0;
+  Tensor scalars;  // [1 + D + L] F64: main loss sum, MTP loss sums, each MoE layer's balance
+  Tensor load;     // [max(L, 1), E] I64
 };
 
 Tensor DeviceModel::Embed(const DeviceBatch& b, const Tensor& ids) const {
@@ -115,12 +131,7 @@ void DeviceModel::HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& 
   }
 }
 
-Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const ObjectiveWeights& w,
-                        double grad_scale, bool backward,
-                        std::vector<std::vector<int64_t>>* loads) {
-  const int64_t T = B * S, H = m_.hidden_size, E = m_.n_routed_experts;
-  const auto D = static_cast<int64_t>(mtp_.size());
-  const auto L = static_cast<int64_t>(moe_layers_.size());
+DeviceBatch DeviceModel::Batch(int64_t B, int64_t S) {
   if (rope_len_ < S) {
     const RopeTables rope = MakeRopeTables(m_, S);
     const auto n = static_cast<int64_t>(rope.cos.size());
@@ -133,6 +144,17 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
   }
   DeviceBatch b{be_, B, S, rope_cos_.data<double>(), rope_sin_.data<double>(), precision_};
   b.weights_version = params_->version();
+  return b;
+}
+
+Tensor DeviceModel::Forward(int id, const int32_t* tokens, int64_t B, int64_t S, const Tensor& x_in,
+                            const ObjectiveWeights& w, double grad_scale, bool backward) {
+  const int64_t T = B * S, H = m_.hidden_size, E = m_.n_routed_experts;
+  const auto D = static_cast<int64_t>(mtp_.size());
+  const auto L = static_cast<int64_t>(moe_layers_.size());
+  MT_CHECK(!pending_.count(id) && !stash_.count(id), "device model: micro-batch ", id,
+           " is already in flight");
+  const DeviceBatch b = Batch(B, S);
   // The micro-batch's token ids and targets, built on the host (ModelChunk::Forward).
   auto upload = [&](const std::vector<int32_t>& v, int64_t* count) {
     Tensor t({T}, DType::kI32);
@@ -140,23 +162,29 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
     if (count) *count = std::count_if(v.begin(), v.end(), [](int32_t x) { return x >= 0; });
     return be_->ToDevice(t);
   };
-  std::vector<int32_t> ids(T), labels(T);
-  for (int64_t bi = 0; bi < B; ++bi)
-    for (int64_t i = 0; i < S; ++i) {
-      ids[bi * S + i] = tokens[bi * (S + 1) + i];
-      labels[bi * S + i] = tokens[bi * (S + 1) + i + 1];
-    }
-  Stash st;
-  st.ids = upload(ids, nullptr);
-  st.labels = upload(labels, &st.count);
-  // Scalars: [0] main loss sum, [1..D] MTP loss sums, [1+D..] each MoE layer's balance loss.
-  Tensor scalars = be_->Empty({1 + D + L}, DType::kF64);
-  Tensor load = be_->Empty({std::max<int64_t>(L, 1), E}, DType::kI64);  // [L, E]
-  double* sums = scalars.data<double>();
-  auto load_of = [&](int64_t i) { return load.data<int64_t>() + i * E; };
+  auto owned = std::make_unique<Stash>();
+  Stash& st = *owned;
+  st.B = B;
+  st.S = S;
+  st.bal_scale = grad_scale * w.balance_alpha;
+  auto res = std::make_unique<Pending>();
+  res->T = T;
+  res->mtp_coeff = D > 0 ? w.mtp_lambda / D : 0.0;
+  res->balance_alpha = w.balance_alpha;
+  res->scalars = be_->Empty({1 + D + L}, DType::kF64);
+  res->load = be_->Empty({std::max<int64_t>(L, 1), E}, DType::kI64);
+  double* sums = res->scalars.data<double>();
+  auto load_of = [&](int64_t i) { return res->load.data<int64_t>() + i * E; };
 
-  // ---- forward: embedding, decoder layers, main head (its backward at once)
-  Tensor x = Embed(b, st.ids);
+  // ---- embedding (first stage), this stage's decoder layers
+  Tensor x = x_in;
+  if (stage_.first()) {
+    std::vector<int32_t> ids(T);
+    for (int64_t bi = 0; bi < B; ++bi)
+      for (int64_t i = 0; i < S; ++i) ids[bi * S + i] = tokens[bi * (S + 1) + i];
+    st.ids = upload(ids, nullptr);
+    x = Embed(b, st.ids);
+  }
   st.layers.resize(layers_.size());
   int64_t moe_i = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -165,55 +193,78 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
                             moe ? sums + 1 + D + moe_i : nullptr);
     moe_i += moe;
   }
-  st.x_last = x;
-  st.h0 = final_norm_.Forward(b, x, &st.final_rstd);
-  HeadLoss(b, st.h0, st.labels, st.count, grad_scale, sums, backward ? &st.dh0 : nullptr);
-
-  // ---- MTP modules, each with its head loss
-  const double mtp_coeff = D > 0 ? w.mtp_lambda / D : 0.0;
-  st.mtp.resize(D);
-  Tensor h_prev = st.h0;
-  for (int64_t k = 1; k <= D; ++k) {
-    const Mtp& mod = *mtp_[k - 1];
-    Mtp::Saved& s = st.mtp[k - 1];
-    std::vector<int32_t> in(T, 0), out(T, -1);
+  Tensor out;
+  if (!stage_.last()) {
+    out = x;
+  } else {
+    // ---- main head (its backward at once)
+    std::vector<int32_t> labels(T);
     for (int64_t bi = 0; bi < B; ++bi)
-      for (int64_t i = 0; i < S; ++i) {
-        if (i + k <= S) in[bi * S + i] = tokens[bi * (S + 1) + i + k];
-        if (i + k + 1 <= S) out[bi * S + i] = tokens[bi * (S + 1) + i + k + 1];
-      }
-    s.ids = upload(in, nullptr);
-    s.labels = upload(out, &s.count);
-    s.e = Embed(b, s.ids);
-    const Tensor e_n = mod.enorm.Forward(b, s.e, &s.e_rstd);
-    const Tensor h_n = mod.hnorm.Forward(b, h_prev, &s.h_rstd);
-    Tensor cat = be_->Empty({T, 2 * H});
-    be_->Copy2D(e_n.data<float>(), H, cat.data<float>(), 2 * H, T, H);
-    be_->Copy2D(h_n.data<float>(), H, cat.data<float>() + H, 2 * H, T, H);
-    s.cat = mod.eh_proj.Store(b, cat);
-    const Tensor xin = mod.eh_proj.Forward(b, s.cat);
-    const bool moe = mod.layer->moe != nullptr;
-    s.out = mod.layer->Forward(b, xin, S - k, &s.layer, moe ? load_of(moe_i) : nullptr,
-                               moe ? sums + 1 + D + moe_i : nullptr);
-    moe_i += moe;
-    const Tensor out_n = mod.head_norm.Forward(b, s.out, &s.out_rstd);
-    Tensor d_out_n;
-    HeadLoss(b, out_n, s.labels, s.count, grad_scale * mtp_coeff, sums + k,
-             backward ? &d_out_n : nullptr);
-    if (backward) s.d_out = mod.head_norm.Backward(b, d_out_n, s.out, s.out_rstd);
-    h_prev = s.out;
-  }
+      for (int64_t i = 0; i < S; ++i) labels[bi * S + i] = tokens[bi * (S + 1) + i + 1];
+    const Tensor labels_dev = upload(labels, &res->count);
+    st.x_last = x;
+    st.h0 = final_norm_.Forward(b, x, &st.final_rstd);
+    HeadLoss(b, st.h0, labels_dev, res->count, grad_scale, sums, backward ? &st.dh0 : nullptr);
 
-  // ---- backward: MTP modules last to first, the main head's norm, the decoder layers
-  if (backward) {
-    const double bal_scale = grad_scale * w.balance_alpha;
+    // ---- MTP modules, each with its head loss
+    st.mtp.resize(D);
+    res->counts.assign(D, 0);
+    Tensor h_prev = st.h0;
+    for (int64_t k = 1; k <= D; ++k) {
+      const Mtp& mod = *mtp_[k - 1];
+      Mtp::Saved& s = st.mtp[k - 1];
+      std::vector<int32_t> in(T, 0), tgt(T, -1);
+      for (int64_t bi = 0; bi < B; ++bi)
+        for (int64_t i = 0; i < S; ++i) {
+          if (i + k <= S) in[bi * S + i] = tokens[bi * (S + 1) + i + k];
+          if (i + k + 1 <= S) tgt[bi * S + i] = tokens[bi * (S + 1) + i + k + 1];
+        }
+      s.ids = upload(in, nullptr);
+      s.labels = upload(tgt, &s.count);
+      res->counts[k - 1] = s.count;
+      s.e = Embed(b, s.ids);
+      const Tensor e_n = mod.enorm.Forward(b, s.e, &s.e_rstd);
+      const Tensor h_n = mod.hnorm.Forward(b, h_prev, &s.h_rstd);
+      Tensor cat = be_->Empty({T, 2 * H});
+      be_->Copy2D(e_n.data<float>(), H, cat.data<float>(), 2 * H, T, H);
+      be_->Copy2D(h_n.data<float>(), H, cat.data<float>() + H, 2 * H, T, H);
+      s.cat = mod.eh_proj.Store(b, cat);
+      const Tensor xin = mod.eh_proj.Forward(b, s.cat);
+      const bool moe = mod.layer->moe != nullptr;
+      s.out = mod.layer->Forward(b, xin, S - k, &s.layer, moe ? load_of(moe_i) : nullptr,
+                                 moe ? sums + 1 + D + moe_i : nullptr);
+      moe_i += moe;
+      const Tensor out_n = mod.head_norm.Forward(b, s.out, &s.out_rstd);
+      Tensor d_out_n;
+      HeadLoss(b, out_n, s.labels, s.count, grad_scale * res->mtp_coeff, sums + k,
+               backward ? &d_out_n : nullptr);
+      if (backward) s.d_out = mod.head_norm.Backward(b, d_out_n, s.out, s.out_rstd);
+      h_prev = s.out;
+    }
+  }
+  pending_[id] = std::move(res);
+  if (backward) stash_[id] = std::move(owned);
+  return out;
+}
+
+Tensor DeviceModel::Backward(int id, const Tensor& dy) {
+  auto it = stash_.find(id);
+  MT_CHECK(it != stash_.end(), "device model: Backward of micro-batch ", id,
+           " without its forward");
+  Stash& st = *it->second;
+  const int64_t S = st.S, T = st.B * S, H = m_.hidden_size;
+  const auto D = static_cast<int64_t>(mtp_.size());
+  const DeviceBatch b = Batch(st.B, S);
+  Tensor dx = dy;
+  if (stage_.last()) {
+    // ---- MTP modules last to first, then the main head's norm
     Tensor dh_next;  // d loss / d h_k from module k+1
     for (int64_t k = D; k >= 1; --k) {
       const Mtp& mod = *mtp_[k - 1];
       Mtp::Saved& s = st.mtp[k - 1];
       Tensor dh = s.d_out;
       if (dh_next.defined()) be_->Add(dh_next.data<float>(), dh.data<float>(), dh.numel());
-      const Tensor dxin = mod.layer->Backward(b, dh, S - k, bal_scale, &s.layer);
+      const Tensor dxin = mod.layer->Backward(b, dh, S - k, st.bal_scale, &s.layer);
       Tensor dcat;  // [T, 2H]
       mod.eh_proj.Backward(b, dxin, s.cat, &dcat, false);
       Tensor de_n = be_->Empty({T, H}), dh_n = be_->Empty({T, H});
@@ -226,169 +277,66 @@ Losses DeviceModel::Run(const int32_t* tokens, int64_t B, int64_t S, const Objec
       dh_next = mod.hnorm.Backward(b, dh_n, h_in, s.h_rstd);
     }
     if (dh_next.defined()) be_->Add(dh_next.data<float>(), st.dh0.data<float>(), st.dh0.numel());
-    Tensor dx = final_norm_.Backward(b, st.dh0, st.x_last, st.final_rstd);
-    for (size_t l = layers_.size(); l-- > 0;)
-      dx = layers_[l]->Backward(b, dx, S, bal_scale, &st.layers[l]);
+    dx = final_norm_.Backward(b, st.dh0, st.x_last, st.final_rstd);
+  }
+  // ---- this stage's decoder layers, then the embedding (first stage)
+  for (size_t l = layers_.size(); l-- > 0;)
+    dx = layers_[l]->Backward(b, dx, S, st.bal_scale, &st.layers[l]);
+  if (stage_.first()) {
     be_->EmbeddingBackward(st.ids.data<int32_t>(), dx.data<float>(), embed_->grad.data<float>(), T,
                            H);
+    dx = Tensor();
   }
+  stash_.erase(it);
+  return dx;
+}
 
-  // ---- the step's scalars and loads to the host (the only synchronisation)
-  const Tensor sums_host = be_->ToHost(scalars), load_host = be_->ToHost(load);
+Losses DeviceModel::TakeLosses(int id, std::vector<std::vector<int64_t>>* loads) {
+  auto it = pending_.find(id);
+  MT_CHECK(it != pending_.end(), "device model: no losses of micro-batch ", id);
+  const Pending& res = *it->second;
+  const int64_t E = m_.n_routed_experts;
+  const auto D = static_cast<int64_t>(res.counts.size());
+  const auto L = static_cast<int64_t>(moe_layers_.size());
+  // ---- the micro-batch's scalars and loads to the host (its only synchronisation)
+  const Tensor sums_host = be_->ToHost(res.scalars), load_host = be_->ToHost(res.load);
   const double* sh = sums_host.data<double>();
   Losses out;
-  out.tokens = T;
-  out.main = st.count > 0 ? sh[0] / st.count : 0.0;
+  out.tokens = res.T;
+  if (stage_.last()) out.main = res.count > 0 ? sh[0] / res.count : 0.0;
   for (int64_t k = 1; k <= D; ++k) {
-    const int64_t c = st.mtp[k - 1].count;
+    const int64_t c = res.counts[k - 1];
     out.mtp.push_back(c > 0 ? sh[k] / c : 0.0);
   }
   for (int64_t i = 0; i < L; ++i) out.balance += sh[1 + D + i];
-  out.total = out.main + w.balance_alpha * out.balance;
-  for (double l : out.mtp) out.total += mtp_coeff * l;
+  out.total = out.main + res.balance_alpha * out.balance;
+  for (double l : out.mtp) out.total += res.mtp_coeff * l;
   if (loads) {
-    loads->resize(L);
+    if (static_cast<int64_t>(loads->size()) < num_moe_) loads->resize(num_moe_);
     for (int64_t i = 0; i < L; ++i) {
-      auto& l = (*loads)[i];
+      auto& l = (*loads)[moe_indices_[i]];
       l.resize(E, 0);
       for (int64_t e = 0; e < E; ++e) l[e] += load_host.data<int64_t>()[i * E + e];
     }
   }
+  pending_.erase(it);
   return out;
 }
 
 Losses DeviceModel::ForwardBackward(const int32_t* tokens, int64_t B, int64_t S,
                                     const ObjectiveWeights& w, double grad_scale,
                                     std::vector<std::vector<int64_t>>* loads) {
-  return Run(tokens, B, S, w, grad_scale, /*backward=*/true, loads);
+  MT_CHECK(stage_.first() && stage_.last(), "ForwardBackward needs the whole model");
+  Forward(-1, tokens, B, S, Tensor(), w, grad_scale, /*backward=*/true);
+  Backward(-1, Tensor());
+  return TakeLosses(-1, loads);
 }
 
 Losses DeviceModel::Evaluate(const int32_t* tokens, int64_t B, int64_t S,
                              const ObjectiveWeights& w) {
-  return Run(tokens, B, S, w, 0.0, /*backward=*/false, nullptr);
-}
-
-void DeviceModel::ZeroGrads() { be_->Zero(&params_->grads()); }
-
-double DeviceModel::GradNorm() {
-  std::vector<DeviceParam*> trainable;
-  for (DeviceParam* d : params_->All())
-    if (d->host->trainable) trainable.push_back(d);
-  return GradNorm(trainable);
-}
-
-double DeviceModel::GradNorm(const std::vector<DeviceParam*>& order) {
-  MT_CHECK(params_->shard_size() == params_->padded(),
-           "GradNorm of one rank's gradients under data parallelism: use ShardSumSquares");
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (const DeviceParam* d : order) {
-    MT_CHECK(d->host->trainable, "grad norm over ", d->host->name, ", which is not trainable");
-    ranges.emplace_back(d->offset, d->value.numel());
-  }
-  Tensor sum = be_->Empty({1}, DType::kF64);
-  be_->SumSquaresRanges(params_->grads().data<float>(), ranges, sum.data<double>());
-  return std::sqrt(be_->ToHost(sum).data<double>()[0]);
-}
-
-double DeviceModel::ShardSumSquares() {
-  Tensor sum = be_->Empty({1}, DType::kF64);
-  // Per region, dense then experts, as ZeroAdamW::ReduceGradients adds its parts.
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (const DeviceParamRegion& r : params_->regions())
-    ranges.emplace_back(r.shard_offset, r.shard_size());
-  be_->SumSquaresRanges(params_->grad_shard().data<float>(), ranges, sum.data<double>());
-  return be_->ToHost(sum).data<double>()[0];
-}
-
-void DeviceModel::OptimizerStep(const OptimizerConfig& opt, double lr, int64_t step, double norm,
-                                const std::vector<std::vector<int64_t>>& loads, double gamma) {
-  const DType moments = params_->moment_dtype();
-  MT_CHECK((opt.moment_dtype == "bf16") == (moments == DType::kBF16), "the device model keeps ",
-           DTypeName(moments), " AdamW moments, not optimizer.moment_dtype ", opt.moment_dtype);
-  const AdamCoeffs c = MakeAdamCoeffs(opt, lr, step);
-  const AdamStepCoeffs dc{c.lr, c.b1, c.b2, c.eps, c.wd, c.bc1, c.bc2};
-  // ClipScale's rule: scale by max_norm / (norm + 1e-6) only when norm exceeds max_norm.
-  // Elementwise, so the flat buffers give AdamW::Step's values exactly: one launch for the
-  // clipping and one per region and decay class in the shard (padding is skipped).
-  DeviceParams& ps = *params_;
-  ps.ValuesChanged();  // the kept FP8 and BF16 weights go stale (with DP, after the all-gather)
-  float* g = ps.grad_shard().data<float>();
-  if (opt.grad_clip > 0 && norm > opt.grad_clip)
-    be_->Scale(g, ps.shard_size(), static_cast<float>(opt.grad_clip / (norm + 1e-6)));
-  for (const DeviceParamRegion& r : ps.regions()) {
-    const int64_t begin = r.shard_begin(), end = begin + r.shard_size();
-    for (const auto& [lo, hi, decay] :
-         {std::tuple{begin, std::min(end, r.decayed), true},
-          std::tuple{std::max(begin, r.decayed), std::min(end, r.trainable), false}}) {
-      if (hi <= lo) continue;
-      const int64_t s = r.shard_offset + lo - begin;  // in grad_shard, m and v
-      float* w = ps.values().data<float>() + lo;
-      if (moments == DType::kBF16) {
-        be_->AdamWBf16Moments(w, g + s, static_cast<uint16_t*>(ps.m().raw()) + s,
-                              static_cast<uint16_t*>(ps.v().raw()) + s, hi - lo, decay, dc);
-      } else {
-        be_->AdamW(w, g + s, ps.m().data<float>() + s, ps.v().data<float>() + s, hi - lo, decay,
-                   dc);
-      }
-    }
-  }
-  // UpdateExpertBiases (trainer/optimizer.cc) on the host copy of each [E] bias.
-  if (gamma == 0) return;
-  for (size_t l = 0; l < moe_layers_.size(); ++l) {
-    const std::vector<int64_t>& load = loads[l];
-    double mean = 0;
-    for (int64_t x : load) mean += static_cast<double>(x);
-    mean /= static_cast<double>(load.size());
-    DeviceParam* bias = moe_layers_[l]->bias;
-    Tensor host = be_->ToHost(bias->value);
-    for (size_t e = 0; e < load.size(); ++e) {
-      const double diff = mean - static_cast<double>(load[e]);
-      host.data<float>()[e] += static_cast<float>(gamma * ((diff > 0) - (diff < 0)));
-    }
-    const Tensor dev = be_->ToDevice(host);
-    be_->Copy(dev.raw(), bias->value.raw(), bias->value.nbytes());
-  }
-}
-
-void DeviceModel::Download(bool grads) const { params_->Download(grads); }
-
-absl::Status DeviceModel::LoadMoments(const std::map<std::string, const Tensor*>& m,
-                                      const std::map<std::string, const Tensor*>& v) {
-  DeviceParams& ps = *params_;
-  const DType dt = ps.moment_dtype();
-  const size_t es = DTypeSize(dt);
-  for (const auto& [from, to] : {std::pair{&m, &ps.m()}, std::pair{&v, &ps.v()}}) {
-    Tensor shard({ps.shard_size()}, dt);  // padding stays zero
-    for (const DeviceParam* d : ps.All()) {
-      const Param& p = *d->host;
-      if (!p.trainable) continue;
-      auto it = from->find(p.name);
-      if (it == from->end())
-        return absl::InvalidArgumentError("the optimizer state has no moment for " + p.name);
-      if (it->second->shape() != p.value.shape())
-        return absl::InvalidArgumentError("the optimizer state's moment for " + p.name +
-                                          " is shaped " + ShapeString(it->second->shape()) +
-                                          ", expected " + ShapeString(p.value.shape()));
-      // The parameter's elements [offset, offset + n) that fall in this rank's shard of its
-      // region.
-      const DeviceParamRegion& r = ps.RegionOf(*d);
-      const int64_t begin = r.shard_begin(), end = begin + r.shard_size();
-      const int64_t lo = std::max(begin, d->offset);
-      const int64_t hi = std::min(end, d->offset + p.value.numel());
-      if (hi <= lo) continue;
-      const Tensor t = it->second->To(dt);
-      std::memcpy(static_cast<char*>(shard.raw()) + (r.shard_offset + lo - begin) * es,
-                  static_cast<const char*>(t.raw()) + (lo - d->offset) * es, (hi - lo) * es);
-    }
-    be_->CopyFromHost(shard.raw(), to->raw(), shard.nbytes());
-  }
-  be_->Synchronize();  // the host shards are about to go
-  return absl::OkStatus();
-}
-
-void DeviceModel::MomentShards(Tensor* m, Tensor* v) const {
-  *m = be_->ToHost(params_->m());
-  *v = be_->ToHost(params_->v());
+  MT_CHECK(stage_.first() && stage_.last(), "Evaluate needs the whole model");
+  Forward(-1, tokens, B, S, Tensor(), w, 0.0, /*backward=*/false);
+  return TakeLosses(-1, nullptr);
 }
 
 }  // namespace MT_REAL_NS

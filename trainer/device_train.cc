@@ -63,9 +63,9 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
     return choice;
   }
   std::vector<std::string> missing = DevicePathBlockers(cfg);
-  if (missing.empty() && world_size != cfg.parallel.dp)
-    missing.push_back(
-        absl::StrCat("the run has ", world_size, " processes for parallel.dp ", cfg.parallel.dp));
+  if (missing.empty() && world_size != cfg.parallel.pp * cfg.parallel.dp)
+    missing.push_back(absl::StrCat("the run has ", world_size, " processes for parallel.pp ",
+                                   cfg.parallel.pp, " x parallel.dp ", cfg.parallel.dp));
   choice.cpu_backend = forced == "cpu";
   if (!choice.cpu_backend) {
     const std::string cuda = CudaUnavailable(cfg.parallel.dp);
@@ -81,7 +81,8 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         cfg.source, ": training.device is cuda, but ", absl::StrJoin(missing, ", "),
         "; the GPU step needs a CUDA build, a visible GPU (and NCCL for parallel.dp > 1) and "
-        "parallel.pp = 1 (training.device auto falls back to the CPU)"));
+        "parallel.schedule 1f1b when parallel.pp > 1 (training.device auto falls back to the "
+        "CPU)"));
   choice.cpu_backend = false;
   choice.why = absl::StrJoin(missing, ", ");
   return choice;
@@ -93,6 +94,7 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   std::unique_ptr<DeviceTrainer> t(new DeviceTrainer(r));
   ProcessGroups& groups = r.model->groups();
   t->world_ = groups.world.get();
+  t->pp_ = groups.pp.get();
   t->dp_ = groups.dp.get();
   t->expert_dp_ = groups.expert_dp.get();
   // The CPU backend's device memory is host memory: its collectives are the MPI groups'.
@@ -140,8 +142,12 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
     layout.expert_dp_size = t->expert_dp_->size();
     layout.expert_dp_rank = t->expert_dp_->rank();
   }
-  t->model_ = std::make_unique<DeviceModel>(c.model, precision, &r.model->params(),
-                                            t->backend_.get(), layout, t->ep_group_);
+  // This rank's pipeline stage (the CPU path's: ParallelModel's one chunk under 1F1B).
+  const int pp = t->pp_->size();
+  t->model_ =
+      std::make_unique<DeviceModel>(c.model, precision, &r.model->params(), t->backend_.get(),
+                                    layout, t->ep_group_, t->pp_->rank(), pp);
+  if (pp > 1) t->stage_copies_ = FindStageCopies(*t->model_, pp);
 
   // The restored (or zero) moments: ZeroAdamW's full tensors by name (collective).
   ASSIGN_OR_RETURN(auto state, r.opt->GatherState());
@@ -152,14 +158,22 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   std::vector<DeviceParam*> experts;
   for (DeviceParam* d : t->model_->params()) {
     const Param& p = *d->host;
-    if (p.trainable) (p.expert ? experts : t->norm_order_).push_back(d);
+    if (p.trainable) (p.expert ? experts : t->trainable_).push_back(d);
   }
-  t->norm_order_.insert(t->norm_order_.end(), experts.begin(), experts.end());
+  t->trainable_.insert(t->trainable_.end(), experts.begin(), experts.end());
+  // Each element counts in the norm once over the pipeline ranks (ZeroAdamW's
+  // counts_in_norm): the last stage's copy of the embedding does not.
+  for (DeviceParam* d : t->trainable_) {
+    if (r.model->CountsInNorm(*d->host))
+      t->norm_order_.push_back(d);
+    else
+      t->skip_.push_back(d);
+  }
   for (const Moe* moe : r.model->moe_layers()) {
     const DeviceParam* found = nullptr;
     for (const DeviceParam* d : t->model_->params())
       if (moe && d->host == moe->bias()) found = d;
-    if (!found) return absl::InternalError("the device model lacks a router bias");
+    if (moe && !found) return absl::InternalError("the device model lacks a router bias");
     t->biases_.push_back(found);
   }
   return t;
@@ -190,17 +204,43 @@ absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
   // (n over all ranks), and its losses are added with weight 1/n (the same double), in
   // micro-batch order; then summed over the ranks.
   const double scale = 1.0 / static_cast<double>(global_batch / micro_batch);
-  for (int64_t i = 0; i < n_local; ++i) {
-    const Losses l = model_->ForwardBackward(tokens.data() + i * micro_batch * (S + 1), micro_batch,
-                                             S, w, scale, &out.loads);
-    AddLosses(l, scale, &out.losses);
+  if (pp_->size() == 1) {
+    for (int64_t i = 0; i < n_local; ++i) {
+      const Losses l = model_->ForwardBackward(tokens.data() + i * micro_batch * (S + 1),
+                                               micro_batch, S, w, scale, &out.loads);
+      AddLosses(l, scale, &out.losses);
+    }
+  } else {
+    // The CPU path's 1F1B action list for this rank (ParallelModel::ForwardBackward).
+    auto it = schedules_.find(n_local);
+    if (it == schedules_.end()) {
+      ASSIGN_OR_RETURN(PipelineSchedule s,
+                       Make1F1BSchedule(pp_->size(), static_cast<int>(n_local)));
+      it = schedules_.emplace(n_local, std::move(s)).first;
+    }
+    DevicePipelineRun run;
+    run.schedule = &it->second;
+    run.rank = pp_->rank();
+    run.model = model_.get();
+    run.pp = pp_;
+    run.tokens = [&](int i) { return tokens.data() + i * micro_batch * (S + 1); };
+    run.B = micro_batch;
+    run.S = S;
+    run.weights = w;
+    run.grad_scale = scale;
+    RETURN_IF_ERROR(RunDevicePipeline(run, scale, &out.losses, &out.loads));
+    RETURN_IF_ERROR(SumStageCopies(stage_copies_, *backend_, *pp_));
   }
   if (world_->size() > 1) RETURN_IF_ERROR(SumOverRanks(*world_, &out));
   return out;
 }
 
 absl::StatusOr<double> DeviceTrainer::GradNorm() {
-  if (dp_->size() == 1) return model_->GradNorm(norm_order_);
+  if (dp_->size() == 1) {
+    std::vector<double> sq = {model_->GradSumSquares(norm_order_)};
+    if (world_->size() > 1) RETURN_IF_ERROR(world_->AllReduce(sq, ReduceOp::kSum));
+    return std::sqrt(sq[0]);
+  }
   // ZeRO-1 (ZeroAdamW::ReduceGradients): each rank gets its shard of the summed gradients,
   // per region over its group (dense: DP; routed experts under EP: expert-DP).
   DeviceParams& flat = model_->flat();
@@ -213,17 +253,18 @@ absl::StatusOr<double> DeviceTrainer::GradNorm() {
     else
       RETURN_IF_ERROR(RegionComm(i, true)->ReduceScatter(grads, shard, ReduceOp::kSum));
   }
-  std::vector<double> sq = {model_->ShardSumSquares()};
-  RETURN_IF_ERROR(dp_->AllReduce(sq, ReduceOp::kSum));
+  // Over the world, as ZeroAdamW: each pipeline stage adds its own parameters.
+  std::vector<double> sq = {model_->ShardSumSquares(skip_)};
+  RETURN_IF_ERROR(world_->AllReduce(sq, ReduceOp::kSum));
   return std::sqrt(sq[0]);
 }
 
 void DeviceTrainer::InjectNan() {
-  if (norm_order_.empty()) return;
+  if (trainable_.empty()) return;
   Tensor nan({1}, DType::kF32);
   nan.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
   const Tensor dev = backend_->ToDevice(nan);
-  backend_->Copy(dev.raw(), norm_order_.front()->grad.raw(), sizeof(float));
+  backend_->Copy(dev.raw(), trainable_.front()->grad.raw(), sizeof(float));
   backend_->Synchronize();
 }
 
@@ -257,6 +298,10 @@ Communicator* DeviceTrainer::RegionComm(size_t region, bool device) const {
 std::vector<std::vector<float>> DeviceTrainer::Biases() const {
   std::vector<std::vector<float>> out;
   for (const DeviceParam* d : biases_) {
+    if (!d) {  // another pipeline stage's layer
+      out.emplace_back();
+      continue;
+    }
     const Tensor host = backend_->ToHost(d->value);
     out.emplace_back(host.data<float>(), host.data<float>() + host.numel());
   }
@@ -265,10 +310,10 @@ std::vector<std::vector<float>> DeviceTrainer::Biases() const {
 
 absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val, int64_t windows,
                                                int64_t micro_batch, const ObjectiveWeights& w) {
-  // ParallelModel::Evaluate without pipeline stages: batch r x dp + dp_rank on each rank,
-  // the same sums and means. Under expert parallelism every rank runs the same number of
-  // forwards (one with no batch left repeats batch 0 and drops it): the experts' exchange
-  // needs the whole EP group every time.
+  // ParallelModel::Evaluate: batch r x dp + dp_rank on each rank, through every pipeline
+  // stage in turn, the same sums and means. Under expert parallelism every rank runs the
+  // same number of forwards (one with no batch left repeats batch 0 and drops it): the
+  // experts' exchange needs the whole EP group every time.
   const int64_t S = val.seq_len(), D = model_->config().num_nextn_predict_layers;
   const int64_t batches = (windows + micro_batch - 1) / micro_batch;
   const int dp = dp_->size();
@@ -280,9 +325,10 @@ absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val
     if (!real && ep_group_.size == 1) break;
     const int64_t j0 = real ? batch * micro_batch : 0, B = std::min(micro_batch, windows - j0);
     for (int64_t b = 0; b < B; ++b) val.Sample(j0 + b, tokens.data() + b * (S + 1));
-    const Losses l = model_->Evaluate(tokens.data(), B, S, w);
+    ASSIGN_OR_RETURN(const Losses l, EvaluateStage(*model_, pp_, tokens.data(), B, S, w));
     if (!real) continue;
     sums[1] += l.balance * B;
+    if (!model_->stage().last()) continue;
     sums[0] += l.main * B;
     sums[2] += B;
     for (size_t k = 0; k < l.mtp.size(); ++k) sums[3 + k] += l.mtp[k] * B;
@@ -318,7 +364,7 @@ absl::Status DeviceTrainer::SyncToHost(bool moments) {
     }
   }
   std::map<std::string, std::vector<NamedTensor>> files;
-  for (const DeviceParam* d : norm_order_) {
+  for (const DeviceParam* d : trainable_) {
     const DeviceParamRegion& r = flat.RegionOf(*d);
     const size_t g = &r - regions.data();
     for (int i = 0; i < 2; ++i) {

@@ -10,19 +10,24 @@
 // bit the CPU path's (tests/trainer/device_train_test.sh). Before a checkpoint or
 // generation SyncToHost() copies parameters (and moments) back into the mirror.
 //
-// Data parallelism (parallel.dp > 1, one process per device; pipeline parallelism not yet
-// on this path): every rank holds the whole device model and runs its share of each global
-// batch; the gradients are reduce-scattered over the DP group, each rank updates its shard
-// of the flat parameter buffer with its shard of AdamW's moments, and the shards are
-// all-gathered back (ZeRO-1, as ZeroAdamW). Expert parallelism (parallel.ep > 1, inside
+// Data parallelism (parallel.dp > 1, one process per device): every rank holds its
+// pipeline stage's device model and runs its share of each global batch; the gradients
+// are reduce-scattered over the DP group, each rank updates its shard of the flat
+// parameter buffer with its shard of AdamW's moments, and the shards are all-gathered
+// back (ZeRO-1, as ZeroAdamW). Expert parallelism (parallel.ep > 1, inside
 // DP): each rank holds its EP rank's routed experts, every MoE layer exchanges tokens over
 // the EP group (device_moe_ep.cc), and the experts' region of the flat buffers is reduced
 // over the expert-DP group instead (ZeroAdamW's second part). On the CPU backend the
 // collectives are the run's MPI communicators; on CUDA NCCL communicators over the DP, EP
-// and expert-DP groups, on the compute stream.
+// and expert-DP groups, on the compute stream. Pipeline parallelism (parallel.pp > 1,
+// schedule 1f1b): each rank holds the CPU path's stage of the model and runs the CPU
+// path's 1F1B action list (trainer/device_pipeline.h), activations and gradients moving
+// over the PP group's MPI communicator; the embedding's copy on the last stage (MTP) has
+// its gradient summed with the first stage's, and counts in the norm on the first only.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +38,7 @@
 #include "parallel/communicator.h"
 #include "trainer/config.h"
 #include "trainer/device_model.h"
+#include "trainer/device_pipeline.h"
 #include "trainer/parallel_model.h"
 #include "trainer/train_run.h"
 
@@ -74,8 +80,9 @@ class DeviceTrainer {
                                                     int64_t cursor, int64_t global_batch,
                                                     int64_t micro_batch, const ObjectiveWeights& w);
   // The global gradient norm, summed as ZeroAdamW::ReduceGradients sums it (dense
-  // parameters, then routed experts), so clipping scales by the same factor. With DP,
-  // first reduce-scatters the gradients (collective).
+  // parameters, then routed experts, each element once over the pipeline stages), so
+  // clipping scales by the same factor. With DP, first reduce-scatters the gradients
+  // (collective).
   absl::StatusOr<double> GradNorm();
   // Fault injection (training.fault_inject_nan_step): a NaN in one gradient.
   void InjectNan();
@@ -100,7 +107,8 @@ class DeviceTrainer {
   Communicator* RegionComm(size_t region, bool device) const;
 
   Run& r_;
-  Communicator* world_ = nullptr;             // host scalars: losses, loads
+  Communicator* world_ = nullptr;             // host scalars: losses, loads, the norm
+  Communicator* pp_ = nullptr;                // host activations between pipeline stages
   Communicator* dp_ = nullptr;                // host buffers over the DP group: norms, moments
   Communicator* dp_device_ = nullptr;         // the backend's buffers over the DP group
   Communicator* expert_dp_ = nullptr;         // host buffers over the expert-DP group: moments
@@ -111,8 +119,12 @@ class DeviceTrainer {
   std::unique_ptr<Communicator> nccl_ep_, nccl_expert_dp_;  // the same for EP, expert-DP
   std::string device_name_;
   std::unique_ptr<DeviceModel> model_;      // destroyed before backend_
-  std::vector<DeviceParam*> norm_order_;    // trainable: dense, then routed experts
-  std::vector<const DeviceParam*> biases_;  // per MoE layer
+  std::vector<DeviceParam*> trainable_;     // trainable: dense, then routed experts
+  std::vector<DeviceParam*> norm_order_;    // those of trainable_ this rank counts in the norm
+  std::vector<const DeviceParam*> skip_;    // those it does not (another stage's copy)
+  std::vector<const DeviceParam*> biases_;  // per MoE layer of the model; null: another stage's
+  StageCopies stage_copies_;                // parameters other pipeline ranks hold too
+  std::map<int64_t, PipelineSchedule> schedules_;  // 1F1B by micro-batches per step
 };
 
 }  // namespace mt::train_internal

@@ -77,6 +77,17 @@ TEST(RuleBase, DevicePathTakesExpertParallelism) {
   EXPECT_TRUE(ValidateConfig(*c).ok());
 }
 
+TEST(RuleBase, DevicePathTakesPipelineStagesUnder1F1B) {
+  // parallel.pp > 1 with the 1F1B schedule runs on the device path
+  // (trainer/device_pipeline.h), with data and expert parallelism inside each stage.
+  absl::StatusOr<Config> c = ParseConfig(kBase, "base.yaml",
+                                         {"training.device=cuda", "training.micro_batch_size=8",
+                                          "parallel.pp=2", "parallel.dp=2", "parallel.ep=2"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(DevicePathBlockers(*c).empty());
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+}
+
 TEST_P(RuleTest, IsRejected) {
   const RuleCase& rc = GetParam();
   absl::StatusOr<Config> c = ParseConfig(kBase, "base.yaml", rc.overrides);
@@ -224,12 +235,15 @@ const RuleCase kRules[] = {
     {"device",
      {"training.device=gpu"},
      "training.device: got \"gpu\"; expected one of auto, cpu, cuda"},
-    {"device_cuda_layout",
-     {"training.device=cuda", "parallel.pp=2"},
-     "training.device: cuda, but parallel.pp is 2; expected parallel.pp = 1"},
-    {"device_cuda_layout_with_experts_split",
-     {"training.device=cuda", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2"},
-     "training.device: cuda, but parallel.pp is 2; expected parallel.pp = 1"},
+    {"device_cuda_dualpipe",
+     {"training.device=cuda", "parallel.pp=2", "parallel.schedule=dualpipe",
+      "training.micro_batch_size=8", "training.batch_ramp=null"},
+     "training.device: cuda, but parallel.schedule is dualpipe, which the device path does not "
+     "run (1f1b does); expected parallel.schedule 1f1b"},
+    {"device_cuda_dualpipe_with_experts_split",
+     {"training.device=cuda", "parallel.pp=2", "parallel.schedule=dualpipe", "parallel.dp=2",
+      "parallel.ep=2", "training.micro_batch_size=4", "training.batch_ramp=null"},
+     "training.device: cuda, but parallel.schedule is dualpipe"},
     {"mtp_lambda", {"training.mtp_lambda=-0.1"}, "training.mtp_lambda: segment 0 goes from -0.1"},
     {"bias_update_speed",
      {"training.bias_update_speed=[{until: 1T, constant: -1}]"},

@@ -23,6 +23,13 @@
 # -n 2, parallel {ep: 2, dp: 2}, against the CPU path's EP run in fp32 and in fp8 with BF16
 # moments (losses and checkpoints to the last bit), top-3 routing over both EP ranks, each
 # path resumed from the other's checkpoint, and dp 4 x ep 2 under mpirun -n 4.
+#
+# With `pp`: pipeline parallelism on the device path (trainer/device_pipeline.h) under
+# mpirun -n 2, parallel.pp=2 with the 1F1B schedule (4 micro-batches per step, so forwards
+# run ahead of backwards), against the CPU path: losses, grad norms, validation losses and
+# checkpoints to the last bit in fp32 and in fp8 with BF16 moments, each path resumed from
+# the other's checkpoint; then pp 2 x dp 2 x ep 2 and pp 4 under mpirun -n 4; and DualPipe
+# refused with one error naming parallel.schedule.
 set -euo pipefail
 BIN=$1
 MODE=${2:-single}
@@ -81,6 +88,107 @@ train() {
 expect_line() {  # expect_line RUN TEXT
   grep -qF -- "$2" "$W/$1.log" || { echo "FAIL: $1 did not print '$2':"; cat "$W/$1.log"; exit 1; }
 }
+
+if [ "$MODE" = pp ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  mpi=(mpirun -n 2 --oversubscribe --mca btl self,vader -x MOETRAIN_DEVICE_BACKEND)
+  # Stage 0: the embedding and layers 0-1; stage 1: layers 2-3, the head and the MTP module
+  # with its copy of the embedding (whose gradient both stages sum).
+  pp=(--set parallel.pp=2 --set training.generate_tokens=0)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_pp --set training.device=cpu "${pp[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_pp "${pp[@]}"
+  expect_line device_pp "[moetrain] device: the device path on the CPU backend"
+  # compare RUN_A RUN_B: every step's losses and grad norm, and every validation loss, equal.
+  compare() {
+    "$PY" - "$W/$1.jsonl" "$W/$2.jsonl" <<'PY'
+import json, sys
+def records(path):
+    return list(map(json.loads, open(path)))
+cpu, dev = records(sys.argv[1]), records(sys.argv[2])
+steps = [{r["step"]: r for r in rs if "loss" in r and "event" not in r} for rs in (cpu, dev)]
+bad = [f"step {s} {k}" for s in steps[0] for k in ("loss", "mtp_loss", "balance_loss", "grad_norm")
+       if steps[0][s][k] != steps[1].get(s, {}).get(k)]
+val = [{r["step"]: r["val_loss"] for r in rs if r.get("event") == "validation"}
+       for rs in (cpu, dev)]
+if not val[0] or val[0] != val[1]:
+    bad.append(f"validation {val[0]} vs {val[1]}")
+if not steps[0] or steps[0].keys() != steps[1].keys():
+    bad.append("steps")
+print(f"steps {min(steps[0])}-{max(steps[0])}: losses and grad norms identical; validation at "
+      f"steps {sorted(val[1])} identical" if not bad else f"MISMATCH in {bad[:5]}")
+sys.exit(1 if bad else 0)
+PY
+  }
+  echo "pp=2: device path (CPU backend) vs training.device=cpu:"
+  compare cpu_pp device_pp
+  for step in step-0000010 step-0000020; do
+    echo "pp=2: device path vs training.device=cpu, $step:"
+    "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp.jsonl" "$W/cpu_pp/$step" \
+      "$W/device_pp.jsonl" "$W/device_pp/$step"
+  done
+  # Across paths: each resumed from the other's step-10 checkpoint (each stage its tensors).
+  mkdir -p "$W/resumed_pp" "$W/cpu_from_device_pp"
+  cp -r "$W/cpu_pp/step-0000010" "$W/resumed_pp/"
+  cp -r "$W/device_pp/step-0000010" "$W/cpu_from_device_pp/"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train resumed_pp "${pp[@]}" \
+    --set checkpoint.resume=auto
+  expect_line resumed_pp "resumed at step 10"
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_from_device_pp \
+    --set training.device=cpu "${pp[@]}" --set checkpoint.resume=auto
+  expect_line cpu_from_device_pp "resumed at step 10"
+  echo "pp=2: device path resumed from the CPU path's step 10 vs the CPU path:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/cpu_pp.jsonl" \
+    "$W/cpu_pp/step-0000020" "$W/resumed_pp.jsonl" "$W/resumed_pp/step-0000020"
+  echo "pp=2: CPU path resumed from the device path's step 10 vs the device path:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 --resumed "$W/device_pp.jsonl" \
+    "$W/device_pp/step-0000020" "$W/cpu_from_device_pp.jsonl" \
+    "$W/cpu_from_device_pp/step-0000020"
+  # fp8 (DeepSeek-V3's recipe) with BF16 moments.
+  fp8=(--set training.precision=fp8 --set optimizer.moment_dtype=bf16 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi[*]} $BIN" train cpu_pp8 --set training.device=cpu \
+    "${pp[@]}" "${fp8[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi[*]} $BIN" train device_pp8 "${pp[@]}" "${fp8[@]}"
+  echo "pp=2, fp8: device path vs training.device=cpu:"
+  compare cpu_pp8 device_pp8
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp8.jsonl" \
+    "$W/cpu_pp8/step-0000010" "$W/device_pp8.jsonl" "$W/device_pp8/step-0000010"
+  # pp 2 x dp 2 x ep 2 over four ranks: each stage's dense gradients reduce-scattered over
+  # its DP pair, its experts split over its EP pair (2 micro-batches per rank and step).
+  mpi4=(mpirun -n 4 --oversubscribe --mca btl self,vader -x MOETRAIN_DEVICE_BACKEND)
+  p4=("${pp[@]}" --set parallel.dp=2 --set parallel.ep=2 --set training.steps=10
+    --set optimizer.moment_dtype=bf16)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi4[*]} $BIN" train cpu_pp2dp2 --set training.device=cpu \
+    "${p4[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi4[*]} $BIN" train device_pp2dp2 "${p4[@]}"
+  # The losses and tensors exactly; the norm's partial sums are grouped by each path's ZeRO
+  # shards (as in the dp mode): it may differ in the last bits, too little to move
+  # clipping's FP32 scale.
+  echo "pp=2, dp=2, ep=2, bf16 moments: device path vs training.device=cpu, step-0000010:"
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp2dp2.jsonl" \
+    "$W/cpu_pp2dp2/step-0000010" "$W/device_pp2dp2.jsonl" "$W/device_pp2dp2/step-0000010"
+  # pp 4: one decoder layer per stage, two middle stages passing activations and gradients.
+  p4s=(--set parallel.pp=4 --set training.generate_tokens=0 --set training.steps=10)
+  MOETRAIN_DEVICE_BACKEND= BIN="${mpi4[*]} $BIN" train cpu_pp4 --set training.device=cpu \
+    "${p4s[@]}"
+  MOETRAIN_DEVICE_BACKEND=cpu BIN="${mpi4[*]} $BIN" train device_pp4 "${p4s[@]}"
+  echo "pp=4: device path vs training.device=cpu:"
+  compare cpu_pp4 device_pp4
+  "$PY" "$HERE/../parallel/compare_runs.py" --rtol 0 "$W/cpu_pp4.jsonl" \
+    "$W/cpu_pp4/step-0000010" "$W/device_pp4.jsonl" "$W/device_pp4/step-0000010"
+  # DualPipe stays on the CPU path: one error naming parallel.schedule.
+  set +e
+  # shellcheck disable=SC2086
+  MOETRAIN_DEVICE_BACKEND=cpu ${mpi[*]} "$BIN" train --config "$W/cfg.yaml" "${pp[@]}" \
+    --set parallel.schedule=dualpipe --set training.device=cuda --set training.steps=1 \
+    --set checkpoint.dir= --set logging.metrics_file= > "$W/dualpipe.log" 2>&1
+  rc=$?
+  set -e
+  [ $rc -ne 0 ] && grep -q "parallel.schedule is dualpipe" "$W/dualpipe.log" ||
+    { echo "FAIL: DualPipe on the device path was not refused:"; cat "$W/dualpipe.log"; exit 1; }
+  echo "dualpipe: $(grep -o "cuda, but parallel.schedule is dualpipe[^;]*" "$W/dualpipe.log" | head -1)"
+  echo "device path, pp=2: ok"
+  exit 0
+fi
 
 if [ "$MODE" = ep ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
