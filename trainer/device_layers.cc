@@ -25,20 +25,16 @@ DAct DLinear::Store(const DeviceBatch& b, const Tensor& x) const {
 }
 
 const Tensor& KeptBf16::Of(const DeviceBatch& b, const Tensor& values) {
-  if (version != b.weights_version) {
-    w = b.be->Bf16Weight(values.data<float>(), values.numel());
-    version = b.weights_version;
-  }
-  return w;
+  return Kept::Of(b, [&] { return b.be->Bf16Weight(values.data<float>(), values.numel()); });
 }
 
 const DLinear::Fp8Weights& DLinear::Fp8(const DeviceBatch& b) const {
-  if (fp8_cache.version != b.weights_version) {
-    fp8_cache.w = b.be->QuantizeWeightFp8(p->value.data<float>(), out, in);
-    fp8_cache.wt = b.be->TransposeWeightFp8(fp8_cache.w);
-    fp8_cache.version = b.weights_version;
-  }
-  return fp8_cache;
+  return fp8_cache.Of(b, [&] {
+    Fp8Weights q;
+    q.w = b.be->QuantizeWeightFp8(p->value.data<float>(), out, in);
+    q.wt = b.be->TransposeWeightFp8(q.w);
+    return q;
+  });
 }
 
 Tensor DLinear::Forward(const DeviceBatch& b, const DAct& x) const {

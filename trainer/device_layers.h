@@ -156,12 +156,26 @@ struct DAct {
   bool quantized() const { return q.data.defined(); }
 };
 
-// A parameter's values as the backend's BF16 GEMMs read them (Backend::Bf16Weight), rebuilt
-// when DeviceParams::version moves: the recipe's BF16 GEMMs then round a weight once per
-// optimizer step rather than on every call (the head: twice per 256-row chunk of logits).
-struct KeptBf16 {
+// A copy derived from parameter values (a weight rounded to BF16 or quantised to E4M3),
+// rebuilt by `make` only when DeviceParams::version has moved since: the GEMMs then convert
+// a weight once per optimizer step rather than on every call (the head: twice per chunk of
+// logits).
+template <typename T>
+struct Kept {
   int64_t version = -1;
-  Tensor w;  // [numel of the values]
+  T value;
+  template <typename Make>
+  const T& Of(const DeviceBatch& b, Make make) {
+    if (version != b.weights_version) {
+      value = make();
+      version = b.weights_version;
+    }
+    return value;
+  }
+};
+
+// The values as the backend's BF16 GEMMs read them (Backend::Bf16Weight).
+struct KeptBf16 : Kept<Tensor> {  // [numel of the values]
   const Tensor& Of(const DeviceBatch& b, const Tensor& values);
 };
 
@@ -183,14 +197,13 @@ struct DLinear {
     BackwardWeight(b, dy, x);
   }
 
-  // fp8: W's E4M3 blocks for Fprop and W^T's for Dgrad, quantised once per version of the
-  // values (an optimizer step's micro-batches share them) instead of once per GEMM.
+  // fp8: W's E4M3 blocks for Fprop and W^T's for Dgrad, kept (an optimizer step's
+  // micro-batches share them).
   struct Fp8Weights {
-    int64_t version = -1;
     QuantizedWeight w, wt;  // [out, in], [in, out]
   };
   const Fp8Weights& Fp8(const DeviceBatch& b) const;
-  mutable Fp8Weights fp8_cache;
+  mutable Kept<Fp8Weights> fp8_cache;
   mutable KeptBf16 bf16_cache;  // bf16
 };
 
@@ -307,13 +320,12 @@ struct DMoe {
   DeviceParam* router = nullptr;  // [E,H]
   DeviceParam* bias = nullptr;    // [E]
   Tensor gate_w, up_w, down_w;    // [E_l,F,H], [E_l,F,H], [E_l,H,F] stacked expert weights
-  // fp8: the stacks quantised per expert, once per version of the values (as DLinear's).
+  // fp8: the stacks quantised per expert, kept (as DLinear's).
   struct Fp8Experts {
-    int64_t version = -1;
     QuantizedExperts gate, up, down;
   };
   const Fp8Experts& Fp8(const DeviceBatch& b) const;  // fp8 only
-  mutable Fp8Experts fp8_cache;
+  mutable Kept<Fp8Experts> fp8_cache;
   // BF16 copies: the router's (bf16 and fp8), the stacks' (bf16).
   mutable KeptBf16 router_bf16, gate_bf16, up_bf16, down_bf16;
   // The three projections' weights as the batch's precision reads them.

@@ -61,13 +61,13 @@ void GroupedGemms::BackwardWeight(const Tensor& dy, const DAct& x, Tensor* dw,
 }
 
 const DMoe::Fp8Experts& DMoe::Fp8(const DeviceBatch& b) const {
-  if (fp8_cache.version != b.weights_version) {
-    fp8_cache.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E_local, F, H);
-    fp8_cache.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E_local, F, H);
-    fp8_cache.down = b.be->QuantizeExpertsFp8(down_w.data<float>(), E_local, H, F);
-    fp8_cache.version = b.weights_version;
-  }
-  return fp8_cache;
+  return fp8_cache.Of(b, [&] {
+    Fp8Experts q;
+    q.gate = b.be->QuantizeExpertsFp8(gate_w.data<float>(), E_local, F, H);
+    q.up = b.be->QuantizeExpertsFp8(up_w.data<float>(), E_local, F, H);
+    q.down = b.be->QuantizeExpertsFp8(down_w.data<float>(), E_local, H, F);
+    return q;
+  });
 }
 
 DMoe::Weights DMoe::KeptWeights(const DeviceBatch& b) const {

@@ -14,12 +14,6 @@
 namespace mt::train_internal {
 namespace {
 
-// A training step's pipeline tags are 2 x micro-batch + direction (pipeline_runner.cc);
-// the copies' gradients and validation's chain use parallel_model.cc's.
-int Tag(int micro_batch, bool forward) { return micro_batch * 2 + (forward ? 0 : 1); }
-constexpr int kReplicaTag = 30000;
-constexpr int kEvalTag = 30001;
-
 // The host tensor that carries device tensor t (t itself on the CPU backend).
 Tensor ToWire(Backend& be, const Tensor& t) {
   return be.device() == Device::kCPU ? t : be.ToHost(t);
@@ -37,9 +31,10 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
   Backend& be = model.backend();
   const StageSpec& stage = model.stage();
   const int64_t H = model.config().hidden_size;
-  if (s.num_chunks != 1)
-    return absl::UnimplementedError(
-        "the device path runs one pipeline chunk per rank (parallel.schedule 1f1b)");
+  if (s.num_chunks != 1)  // DevicePathBlockers refuses DualPipe before a run gets here
+    return absl::FailedPreconditionError(
+        absl::StrCat("device pipeline: a schedule of ", s.num_chunks,
+                     " chunks per rank; the device path runs one (parallel.schedule 1f1b)"));
   std::map<int, Tensor> fwd_in, fwd_out, bwd_in, bwd_out;  // by micro-batch: [B*S, H]
   std::vector<std::unique_ptr<Request>> sends;
   std::vector<Tensor> in_flight;  // what the pending sends read (host)
@@ -54,13 +49,14 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
     if (it == from.end()) return missing(a, "nothing to send");
     in_flight.push_back(ToWire(be, it->second));
     from.erase(it);
-    ASSIGN_OR_RETURN(auto req, run.pp->ISend(in_flight.back(), a.peer, Tag(a.micro_batch, fwd)));
+    ASSIGN_OR_RETURN(auto req,
+                     run.pp->ISend(in_flight.back(), a.peer, PipelineTag(a.micro_batch, fwd)));
     sends.push_back(std::move(req));
     return absl::OkStatus();
   };
   auto recv = [&](std::map<int, Tensor>& into, const PipelineAction& a, bool fwd) -> absl::Status {
     Tensor t({run.B * run.S, H}, DType::kF32);
-    RETURN_IF_ERROR(run.pp->Recv(t, a.peer, Tag(a.micro_batch, fwd)));
+    RETURN_IF_ERROR(run.pp->Recv(t, a.peer, PipelineTag(a.micro_batch, fwd)));
     into[a.micro_batch] = FromWire(be, std::move(t));
     return absl::OkStatus();
   };
@@ -133,8 +129,8 @@ absl::Status SumStageCopies(const StageCopies& copies, Backend& be, Communicator
     }
     const Tensor out = ToWire(be, mine);
     Tensor in({n}, DType::kF32);
-    ASSIGN_OR_RETURN(auto req, pp.ISend(out, peer, kReplicaTag));
-    RETURN_IF_ERROR(pp.Recv(in, peer, kReplicaTag));
+    ASSIGN_OR_RETURN(auto req, pp.ISend(out, peer, kPipelineReplicaTag));
+    RETURN_IF_ERROR(pp.Recv(in, peer, kPipelineReplicaTag));
     RETURN_IF_ERROR(req->Wait());
     const Tensor theirs = FromWire(be, std::move(in));
     o = 0;
@@ -154,11 +150,11 @@ absl::StatusOr<Losses> EvaluateStage(DeviceModel& model, Communicator* pp, const
   Tensor x;
   if (!stage.first()) {
     Tensor t({B * S, model.config().hidden_size}, DType::kF32);
-    RETURN_IF_ERROR(pp->Recv(t, stage.stage - 1, kEvalTag));
+    RETURN_IF_ERROR(pp->Recv(t, stage.stage - 1, kPipelineEvalTag));
     x = FromWire(be, std::move(t));
   }
   const Tensor y = model.Forward(-1, tokens, B, S, x, w, 0.0, /*backward=*/false);
-  if (!stage.last()) RETURN_IF_ERROR(pp->Send(ToWire(be, y), stage.stage + 1, kEvalTag));
+  if (!stage.last()) RETURN_IF_ERROR(pp->Send(ToWire(be, y), stage.stage + 1, kPipelineEvalTag));
   return model.TakeLosses(-1, nullptr);
 }
 

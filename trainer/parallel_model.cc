@@ -7,14 +7,6 @@
 #include "trainer/pipeline_runner.h"
 
 namespace mt {
-namespace {
-
-// Tags of the replicated-gradient exchange and of validation's forward chain; a training
-// step's pipeline tags are 2 x micro-batch + direction.
-constexpr int kReplicaTag = 30000;
-constexpr int kEvalTag = 30001;
-
-}  // namespace
 
 LayoutSpec LayoutOf(const Config& cfg, int64_t global_batch) {
   LayoutSpec s;
@@ -140,8 +132,8 @@ absl::Status ParallelModel::SumReplicatedGradients() {
       std::copy_n(p->grad.data<Real>(), p->grad.numel(), mine.data<Real>() + o);
       o += p->grad.numel();
     }
-    ASSIGN_OR_RETURN(auto req, pp.ISend(mine, peer, kReplicaTag));
-    RETURN_IF_ERROR(pp.Recv(theirs, peer, kReplicaTag));
+    ASSIGN_OR_RETURN(auto req, pp.ISend(mine, peer, kPipelineReplicaTag));
+    RETURN_IF_ERROR(pp.Recv(theirs, peer, kPipelineReplicaTag));
     RETURN_IF_ERROR(req->Wait());
     // a + b == b + a in IEEE arithmetic: both copies end up bit-identical.
     o = 0;
@@ -228,12 +220,12 @@ absl::StatusOr<Losses> ParallelModel::Evaluate(const data::ValidationSource& val
     Tensor x;
     if (stage > 0) {
       x = Tensor({B * S, H}, kRealDType);
-      RETURN_IF_ERROR(groups_->pp->Recv(x, stage - 1, kEvalTag));
+      RETURN_IF_ERROR(groups_->pp->Recv(x, stage - 1, kPipelineEvalTag));
     }
     Losses l;
     Tensor y = chunk.Forward(-1, MicroBatch{tokens.data(), B, S}, x, w, 0.0, /*backward=*/false, &l,
                              nullptr);
-    if (stage + 1 < pp) RETURN_IF_ERROR(groups_->pp->Send(y, stage + 1, kEvalTag));
+    if (stage + 1 < pp) RETURN_IF_ERROR(groups_->pp->Send(y, stage + 1, kPipelineEvalTag));
     if (!real) continue;
     sums[1] += l.balance * B;
     if (chunk.stage().last()) {

@@ -9,7 +9,6 @@
 namespace mt {
 namespace {
 
-int Tag(int micro_batch, bool forward) { return micro_batch * 2 + (forward ? 0 : 1); }
 
 }  // namespace
 
@@ -51,7 +50,7 @@ absl::Status RunPipeline(const PipelineRun& run, double loss_scale, Losses* loss
       return absl::InternalError(absl::StrCat("pipeline rank ", run.rank, ": nothing to send for ",
                                               fwd ? "forward" : "backward", " of micro-batch ",
                                               mb));
-    ASSIGN_OR_RETURN(auto req, run.pp->ISend(it->second, peer, Tag(mb, fwd)));
+    ASSIGN_OR_RETURN(auto req, run.pp->ISend(it->second, peer, PipelineTag(mb, fwd)));
     sends.push_back(std::move(req));
     in_flight.push_back(std::move(it->second));
     from.erase(it);
@@ -59,7 +58,7 @@ absl::Status RunPipeline(const PipelineRun& run, double loss_scale, Losses* loss
   };
   auto recv = [&](std::map<int, Tensor>& into, int mb, int peer, bool fwd) -> absl::Status {
     Tensor t(shape(mb), kRealDType);
-    RETURN_IF_ERROR(run.pp->Recv(t, peer, Tag(mb, fwd)));
+    RETURN_IF_ERROR(run.pp->Recv(t, peer, PipelineTag(mb, fwd)));
     into[mb] = std::move(t);
     return absl::OkStatus();
   };

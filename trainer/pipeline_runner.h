@@ -19,6 +19,15 @@
 
 namespace mt {
 
+// The PP group's message tags, one scheme for both training paths (the device path's
+// trainer/device_pipeline.cc too): a step's activations and gradients by (micro-batch,
+// direction), then the stage copies' gradient sums and validation's forward chain.
+inline int PipelineTag(int micro_batch, bool forward) {
+  return micro_batch * 2 + (forward ? 0 : 1);
+}
+constexpr int kPipelineReplicaTag = 30000;
+constexpr int kPipelineEvalTag = 30001;
+
 struct PipelineRun {
   const PipelineSchedule* schedule = nullptr;
   int rank = 0;                          // in the PP group
