@@ -3,8 +3,10 @@
 //
 // A Communicator is one process group (world, pp, dp, ep or expert-dp; see
 // communicator_groups.h). Backends: LocalCommunicator (one process, here), MpiCommunicator
-// (CPU buffers over MPI, communicator_mpi.h) and later NCCL for GPU buffers. Every call
-// blocks until the local buffers may be reused, except ISend/IRecv, which return a Request.
+// (CPU buffers over MPI, communicator_mpi.h) and NcclCommunicator (GPU buffers,
+// communicator_nccl.h). Every call blocks until the local buffers may be reused, except
+// ISend/IRecv, which return a Request (over NCCL they go out with the next blocking call:
+// p2p_group.h).
 // Calls are collective over the group unless noted: every member must make the same calls
 // in the same order with the same counts (a rank that diverges hangs the others until the
 // watchdog of communicator_watchdog.h ends the job).

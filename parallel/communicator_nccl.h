@@ -6,6 +6,10 @@
 // interface's contract ("blocks until the local buffers may be reused"); the trainer orders
 // compute against it with events. All-to-all-v is a group of ncclSend/ncclRecv pairs.
 // Send/Recv match by call order per peer: NCCL has no tags, so `tag` is only checked.
+// ISend and IRecv are held back and launched with the next blocking Send, Recv or Wait as
+// one NCCL group (parallel/p2p_group.h): an NCCL send waits for its receive, so a lone one
+// could wait on a peer that waits on us. A collective while any are held is an error.
+// ValidateGroupedRendezvous (pipeline_schedule.h) proves a schedule's lists safe under this.
 //
 // Setup is collective over a bootstrap communicator of the same members (an MPI group):
 // rank 0 makes the NCCL unique id and broadcasts its 128 bytes over it.
@@ -25,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
+#include "parallel/p2p_group.h"
 
 namespace mt {
 
@@ -57,6 +62,8 @@ class NcclCommunicator : public Communicator {
  protected:
   absl::Status DoSend(InBuffer buf, int peer, int tag) override;
   absl::Status DoRecv(OutBuffer buf, int peer, int tag) override;
+  absl::StatusOr<std::unique_ptr<Request>> DoISend(InBuffer buf, int peer, int tag) override;
+  absl::StatusOr<std::unique_ptr<Request>> DoIRecv(OutBuffer buf, int peer, int tag) override;
   absl::Status DoAllReduce(OutBuffer inout, ReduceOp op) override;
   absl::Status DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) override;
   absl::Status DoAllGather(InBuffer in, OutBuffer out) override;
@@ -75,12 +82,15 @@ class NcclCommunicator : public Communicator {
   absl::Status Check(ncclResult_t result, const char* op) const;
   // Waits for the stream: the interface's calls return with their buffers reusable.
   absl::Status Finish(const char* op) const;
+  // One group of sends and receives, all at once, waited for (GroupedP2p's Launch).
+  absl::Status LaunchP2p(const std::vector<P2pOp>& group);
 
   ncclComm_t comm_;
   cudaStream_t stream_;
   int rank_, size_;
   std::string group_;
   int* barrier_word_;  // one device int for Barrier's all-reduce
+  GroupedP2p p2p_;     // ISend/IRecv held for the next blocking call
 };
 
 }  // namespace mt

@@ -92,6 +92,14 @@ absl::StatusOr<PipelineSchedule> MakePipelineSchedule(ScheduleKind kind, int pp,
 // chunk). The message names the rank, the action index and what was wrong.
 absl::Status ValidateSchedule(const PipelineSchedule& schedule);
 
+// Checks that the schedule also runs over NCCL as NcclCommunicator drives point to point
+// (parallel/p2p_batch.h). NCCL has no tags, so the k-th send from rank a to rank b must be
+// what b's k-th receive from a expects; and an NCCL send completes only when received, so
+// each rank's sends go out in one group with its next receive (or with the step's final
+// waits) and the rank waits for all of the group. The message names the mismatched pair,
+// or each stuck rank and the peer's action it waits for.
+absl::Status ValidateGroupedRendezvous(const PipelineSchedule& schedule);
+
 // Per rank, the most (micro-batch, chunk) activation sets held at once: counted from a
 // forward until that micro-batch's last backward action on that chunk.
 std::vector<int> PeakActivationsInFlight(const PipelineSchedule& schedule);

@@ -369,7 +369,8 @@ absl::Status ValidateConfigAt(const Config& config, const KeyLocations& location
 std::vector<std::string> DevicePathBlockers(const Config& c) {
   std::vector<std::string> out;
   // Expert parallelism and pipeline stages under 1F1B run on the device path
-  // (trainer/device_moe_ep.cc, device_pipeline.h); DualPipe's two chunks per rank do not.
+  // (trainer/device_moe_ep.cc, device_pipeline.h); DualPipe's two chunks per rank do not,
+  // and its lists need MPI's buffered tagged sends (not NCCL's: ValidateGroupedRendezvous).
   if (c.parallel.pp != 1 && c.parallel.schedule == "dualpipe")
     out.push_back("parallel.schedule is dualpipe, which the device path does not run (1f1b does)");
   return out;

@@ -12,18 +12,6 @@
 #include "trainer/pipeline_runner.h"
 
 namespace mt::train_internal {
-namespace {
-
-// The host tensor that carries device tensor t (t itself on the CPU backend).
-Tensor ToWire(Backend& be, const Tensor& t) {
-  return be.device() == Device::kCPU ? t : be.ToHost(t);
-}
-Tensor FromWire(Backend& be, Tensor host) {
-  return be.device() == Device::kCPU ? host : be.ToDevice(host);
-}
-
-}  // namespace
-
 absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, Losses* losses,
                                std::vector<std::vector<int64_t>>* loads) {
   const PipelineSchedule& s = *run.schedule;
@@ -37,7 +25,7 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
                      " chunks per rank; the device path runs one (parallel.schedule 1f1b)"));
   std::map<int, Tensor> fwd_in, fwd_out, bwd_in, bwd_out;  // by micro-batch: [B*S, H]
   std::vector<std::unique_ptr<Request>> sends;
-  std::vector<Tensor> in_flight;  // what the pending sends read (host)
+  std::vector<Tensor> in_flight;  // what the pending sends read
   std::vector<int> forwards;      // micro-batches in forward order: their losses' order
 
   auto missing = [&](const PipelineAction& a, const char* what) {
@@ -47,7 +35,7 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
   auto send = [&](std::map<int, Tensor>& from, const PipelineAction& a, bool fwd) -> absl::Status {
     auto it = from.find(a.micro_batch);
     if (it == from.end()) return missing(a, "nothing to send");
-    in_flight.push_back(ToWire(be, it->second));
+    in_flight.push_back(std::move(it->second));
     from.erase(it);
     ASSIGN_OR_RETURN(auto req,
                      run.pp->ISend(in_flight.back(), a.peer, PipelineTag(a.micro_batch, fwd)));
@@ -55,9 +43,9 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
     return absl::OkStatus();
   };
   auto recv = [&](std::map<int, Tensor>& into, const PipelineAction& a, bool fwd) -> absl::Status {
-    Tensor t({run.B * run.S, H}, DType::kF32);
+    Tensor t = be.Empty({run.B * run.S, H});
     RETURN_IF_ERROR(run.pp->Recv(t, a.peer, PipelineTag(a.micro_batch, fwd)));
-    into[a.micro_batch] = FromWire(be, std::move(t));
+    into[a.micro_batch] = std::move(t);
     return absl::OkStatus();
   };
   for (const PipelineAction& a : s.actions[run.rank]) {
@@ -127,12 +115,10 @@ absl::Status SumStageCopies(const StageCopies& copies, Backend& be, Communicator
       be.Copy(d->grad.raw(), mine.data<float>() + o, d->grad.nbytes());
       o += d->grad.numel();
     }
-    const Tensor out = ToWire(be, mine);
-    Tensor in({n}, DType::kF32);
-    ASSIGN_OR_RETURN(auto req, pp.ISend(out, peer, kPipelineReplicaTag));
-    RETURN_IF_ERROR(pp.Recv(in, peer, kPipelineReplicaTag));
+    Tensor theirs = be.Empty({n});
+    ASSIGN_OR_RETURN(auto req, pp.ISend(mine, peer, kPipelineReplicaTag));
+    RETURN_IF_ERROR(pp.Recv(theirs, peer, kPipelineReplicaTag));
     RETURN_IF_ERROR(req->Wait());
-    const Tensor theirs = FromWire(be, std::move(in));
     o = 0;
     for (DeviceParam* d : params) {
       be.Add(theirs.data<float>() + o, d->grad.data<float>(), d->grad.numel());
@@ -149,12 +135,11 @@ absl::StatusOr<Losses> EvaluateStage(DeviceModel& model, Communicator* pp, const
   const StageSpec& stage = model.stage();
   Tensor x;
   if (!stage.first()) {
-    Tensor t({B * S, model.config().hidden_size}, DType::kF32);
-    RETURN_IF_ERROR(pp->Recv(t, stage.stage - 1, kPipelineEvalTag));
-    x = FromWire(be, std::move(t));
+    x = be.Empty({B * S, model.config().hidden_size});
+    RETURN_IF_ERROR(pp->Recv(x, stage.stage - 1, kPipelineEvalTag));
   }
   const Tensor y = model.Forward(-1, tokens, B, S, x, w, 0.0, /*backward=*/false);
-  if (!stage.last()) RETURN_IF_ERROR(pp->Send(ToWire(be, y), stage.stage + 1, kPipelineEvalTag));
+  if (!stage.last()) RETURN_IF_ERROR(pp->Send(y, stage.stage + 1, kPipelineEvalTag));
   return model.TakeLosses(-1, nullptr);
 }
 

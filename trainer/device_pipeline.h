@@ -4,11 +4,11 @@
 // gradient sum, and validation's forward chain, as trainer/pipeline_runner.cc and
 // parallel_model.cc do them on the module model.
 //
-// Activations go forward and their gradients backward over the PP group's MPI communicator,
-// on host tensors: the CPU backend's device tensors are host tensors already; on CUDA they
-// are staged through host copies. MPI's non-blocking sends are what the schedule's
-// deadlock-freedom proof assumes (NCCL has no tagged non-blocking send here), at the cost of
-// a device-host round trip per activation on a GPU.
+// Activations go forward and their gradients backward over the PP group's communicator for
+// the backend's buffers: NCCL on CUDA, straight from device memory; MPI on the CPU backend,
+// whose device tensors are host tensors. Over NCCL the runner's sends are held back and go
+// out with its next receive as one group (parallel/p2p_group.h); the trainer checks its
+// schedule with ValidateGroupedRendezvous, which proves that order free of deadlock too.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +27,7 @@ struct DevicePipelineRun {
   const PipelineSchedule* schedule = nullptr;  // one chunk per rank (1F1B)
   int rank = 0;                                // in the PP group
   DeviceModel* model = nullptr;                // this rank's stage
-  Communicator* pp = nullptr;                  // the PP group, host buffers
+  Communicator* pp = nullptr;                  // the PP group, the backend's buffers
   std::function<const int32_t*(int)> tokens;   // micro-batch i's tokens [B, S + 1]
   int64_t B = 0, S = 0;
   ObjectiveWeights weights;

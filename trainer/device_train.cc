@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/backend_cpu.h"
 #include "kernels/status.h"
+#include "parallel/p2p_group.h"
 #include "trainer/pipeline_runner.h"
 #include "trainer/safetensors.h"
 
@@ -29,19 +30,21 @@ namespace mt::train_internal {
 namespace {
 
 constexpr char kBackendEnv[] = "MOETRAIN_DEVICE_BACKEND";
+constexpr char kEmulateNcclP2pEnv[] = "MOETRAIN_EMULATE_NCCL_P2P";
 constexpr char kExpAvg[] = "optimizer-exp_avg";
 constexpr char kExpAvgSq[] = "optimizer-exp_avg_sq";
 
 // Why CudaBackend cannot run here for `dp` data-parallel ranks ("" when it can).
-std::string CudaUnavailable(int dp) {
+// `ranks`: parallel.pp x parallel.dp. More than one moves device buffers over NCCL.
+std::string CudaUnavailable(int ranks) {
 #ifdef MOETRAIN_HAVE_CUDA
   if (cuda::DeviceCount() == 0) return "no CUDA device visible";
 #ifndef MOETRAIN_HAVE_NCCL
-  if (dp > 1) return "this build has no NCCL communicator (nccl.h / libnccl not found)";
+  if (ranks > 1) return "this build has no NCCL communicator (nccl.h / libnccl not found)";
 #endif
   return "";
 #else
-  (void)dp;
+  (void)ranks;
   return "this build has no CUDA backend (configured with MOETRAIN_CUDA OFF)";
 #endif
 }
@@ -68,7 +71,7 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
                                    cfg.parallel.pp, " x parallel.dp ", cfg.parallel.dp));
   choice.cpu_backend = forced == "cpu";
   if (!choice.cpu_backend) {
-    const std::string cuda = CudaUnavailable(cfg.parallel.dp);
+    const std::string cuda = CudaUnavailable(cfg.parallel.pp * cfg.parallel.dp);
     if (!cuda.empty()) missing.insert(missing.begin(), cuda);
   }
   if (missing.empty()) {
@@ -80,7 +83,7 @@ absl::StatusOr<DeviceChoice> ChooseDevice(const Config& cfg, int world_size) {
   if (device == "cuda")
     return absl::FailedPreconditionError(absl::StrCat(
         cfg.source, ": training.device is cuda, but ", absl::StrJoin(missing, ", "),
-        "; the GPU step needs a CUDA build, a visible GPU (and NCCL for parallel.dp > 1) and "
+        "; the GPU step needs a CUDA build, a visible GPU (and NCCL for more than one rank) and "
         "parallel.schedule 1f1b when parallel.pp > 1 (training.device auto falls back to the "
         "CPU)"));
   choice.cpu_backend = false;
@@ -100,10 +103,17 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
   // The CPU backend's device memory is host memory: its collectives are the MPI groups'.
   t->dp_device_ = t->dp_;
   t->expert_dp_device_ = t->expert_dp_;
+  t->pp_device_ = t->pp_;
   const int ep = groups.ep->size();
   t->ep_group_ = {ep, groups.ep->rank(), groups.ep.get(), groups.ep.get()};
   if (choice.cpu_backend) {
     t->backend_ = std::make_unique<CpuBackend>();
+    // Tests: the pipeline's point to point as over NCCL (untagged, grouped; p2p_group.h).
+    const char* emulate = std::getenv(kEmulateNcclP2pEnv);
+    if (emulate != nullptr && std::string(emulate) == "1" && t->pp_->size() > 1) {
+      t->emulated_pp_ = std::make_unique<GroupedP2pCommunicator>(t->pp_);
+      t->pp_device_ = t->emulated_pp_.get();
+    }
   } else {
 #ifdef MOETRAIN_HAVE_CUDA
     ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaBackend> be, cuda::CudaBackend::Create(local_rank));
@@ -126,10 +136,15 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
                        NcclCommunicator::Create(*t->expert_dp_, be->stream(), "expert_dp"));
       t->expert_dp_device_ = t->nccl_expert_dp_.get();
     }
+    // Pipeline stages: activations and their gradients straight from device memory.
+    if (t->pp_->size() > 1) {
+      ASSIGN_OR_RETURN(t->nccl_pp_, NcclCommunicator::Create(*t->pp_, be->stream(), "pp"));
+      t->pp_device_ = t->nccl_pp_.get();
+    }
 #endif
     t->backend_ = std::move(be);
 #else
-    return absl::FailedPreconditionError(CudaUnavailable(t->dp_->size()));
+    return absl::FailedPreconditionError(CudaUnavailable(t->world_->size()));
 #endif
   }
   const Config& c = r.cfg;
@@ -184,8 +199,10 @@ DeviceTrainer::~DeviceTrainer() = default;
 bool DeviceTrainer::on_gpu() const { return backend_->device() != Device::kCPU; }
 
 std::string DeviceTrainer::Describe() const {
-  return on_gpu() ? absl::StrCat(backend_->name(), " (", device_name_, ")")
-                  : std::string("the device path on the CPU backend");
+  std::string out = on_gpu() ? absl::StrCat(backend_->name(), " (", device_name_, ")")
+                             : std::string("the device path on the CPU backend");
+  if (pp_->size() > 1) absl::StrAppend(&out, ", pipeline stages over ", pp_device_->name());
+  return out;
 }
 
 absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
@@ -216,20 +233,22 @@ absl::StatusOr<GlobalBatchResult> DeviceTrainer::ForwardBackward(
     if (it == schedules_.end()) {
       ASSIGN_OR_RETURN(PipelineSchedule s,
                        Make1F1BSchedule(pp_->size(), static_cast<int>(n_local)));
+      // Over NCCL too: untagged, and each send held for the next receive (p2p_group.h).
+      RETURN_IF_ERROR(ValidateGroupedRendezvous(s));
       it = schedules_.emplace(n_local, std::move(s)).first;
     }
     DevicePipelineRun run;
     run.schedule = &it->second;
     run.rank = pp_->rank();
     run.model = model_.get();
-    run.pp = pp_;
+    run.pp = pp_device_;
     run.tokens = [&](int i) { return tokens.data() + i * micro_batch * (S + 1); };
     run.B = micro_batch;
     run.S = S;
     run.weights = w;
     run.grad_scale = scale;
     RETURN_IF_ERROR(RunDevicePipeline(run, scale, &out.losses, &out.loads));
-    RETURN_IF_ERROR(SumStageCopies(stage_copies_, *backend_, *pp_));
+    RETURN_IF_ERROR(SumStageCopies(stage_copies_, *backend_, *pp_device_));
   }
   if (world_->size() > 1) RETURN_IF_ERROR(SumOverRanks(*world_, &out));
   return out;
@@ -325,7 +344,7 @@ absl::StatusOr<Losses> DeviceTrainer::Evaluate(const data::ValidationSource& val
     if (!real && ep_group_.size == 1) break;
     const int64_t j0 = real ? batch * micro_batch : 0, B = std::min(micro_batch, windows - j0);
     for (int64_t b = 0; b < B; ++b) val.Sample(j0 + b, tokens.data() + b * (S + 1));
-    ASSIGN_OR_RETURN(const Losses l, EvaluateStage(*model_, pp_, tokens.data(), B, S, w));
+    ASSIGN_OR_RETURN(const Losses l, EvaluateStage(*model_, pp_device_, tokens.data(), B, S, w));
     if (!real) continue;
     sums[1] += l.balance * B;
     if (!model_->stage().last()) continue;

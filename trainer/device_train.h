@@ -18,12 +18,13 @@
 // DP): each rank holds its EP rank's routed experts, every MoE layer exchanges tokens over
 // the EP group (device_moe_ep.cc), and the experts' region of the flat buffers is reduced
 // over the expert-DP group instead (ZeroAdamW's second part). On the CPU backend the
-// collectives are the run's MPI communicators; on CUDA NCCL communicators over the DP, EP
-// and expert-DP groups, on the compute stream. Pipeline parallelism (parallel.pp > 1,
+// collectives are the run's MPI communicators; on CUDA NCCL communicators over the DP, EP,
+// expert-DP and PP groups, on the compute stream. Pipeline parallelism (parallel.pp > 1,
 // schedule 1f1b): each rank holds the CPU path's stage of the model and runs the CPU
 // path's 1F1B action list (trainer/device_pipeline.h), activations and gradients moving
-// over the PP group's MPI communicator; the embedding's copy on the last stage (MTP) has
-// its gradient summed with the first stage's, and counts in the norm on the first only.
+// over the PP group's communicator for device buffers; the embedding's copy on the last
+// stage (MTP) has its gradient summed with the first stage's, and counts in the norm on the
+// first only.
 #pragma once
 
 #include <cstdint>
@@ -68,7 +69,8 @@ class DeviceTrainer {
 
   Backend& backend() const { return *backend_; }
   bool on_gpu() const;
-  // "cuda (NVIDIA H200)" or "the device path on the CPU backend": for the run's header.
+  // "cuda (NVIDIA H200)" or "the device path on the CPU backend", then with pipeline stages
+  // the PP group's communicator ("..., pipeline stages over nccl:pp"): for the run's header.
   std::string Describe() const;
   // CUDA's name of the device ("NVIDIA H200"); empty on the CPU backend.
   const std::string& device_name() const { return device_name_; }
@@ -108,7 +110,8 @@ class DeviceTrainer {
 
   Run& r_;
   Communicator* world_ = nullptr;             // host scalars: losses, loads, the norm
-  Communicator* pp_ = nullptr;                // host activations between pipeline stages
+  Communicator* pp_ = nullptr;                // host buffers over the PP group: its size, rank
+  Communicator* pp_device_ = nullptr;         // the backend's buffers: activations, gradients
   Communicator* dp_ = nullptr;                // host buffers over the DP group: norms, moments
   Communicator* dp_device_ = nullptr;         // the backend's buffers over the DP group
   Communicator* expert_dp_ = nullptr;         // host buffers over the expert-DP group: moments
@@ -116,7 +119,8 @@ class DeviceTrainer {
   DeviceExpertGroup ep_group_;                // the EP group: counts (host), rows (device)
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Communicator> nccl_dp_;  // dp_device_ on CUDA: uses backend_'s stream
-  std::unique_ptr<Communicator> nccl_ep_, nccl_expert_dp_;  // the same for EP, expert-DP
+  std::unique_ptr<Communicator> nccl_ep_, nccl_expert_dp_, nccl_pp_;  // EP, expert-DP, PP
+  std::unique_ptr<Communicator> emulated_pp_;  // MOETRAIN_EMULATE_NCCL_P2P=1 on the CPU backend
   std::string device_name_;
   std::unique_ptr<DeviceModel> model_;      // destroyed before backend_
   std::vector<DeviceParam*> trainable_;     // trainable: dense, then routed experts

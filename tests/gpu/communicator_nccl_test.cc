@@ -66,5 +66,35 @@ TEST(NcclCommunicatorGpu, OneRankCollectivesOnDeviceBuffers) {
   EXPECT_FALSE(nccl.AllReduce(OutBuffer(codes.get(), 8, DType::kF8E4M3), ReduceOp::kSum).ok());
 }
 
+// A rank sending to itself is the smallest case of two sends that wait for each other's
+// receive: launched alone, ncclSend to self would never finish; held back and launched with
+// the receive (GroupedP2p), it completes. Messages match by order, not tag.
+TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
+  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
+  ASSERT_TRUE(cuda::SelectDevice(0).ok());
+  cuda::Streams streams;
+  LocalCommunicator boot;
+  auto c = NcclCommunicator::Create(boot, streams.comm(), "pp");
+  ASSERT_TRUE(c.ok()) << c.status();
+  NcclCommunicator& nccl = **c;
+  const std::vector<float> a = {1.5f, -2.0f, 3.25f}, b = {7.0f, 8.0f};
+  DeviceBuffer<float> da(a), db(b), ra(a.size()), rb(b.size());
+  auto sa = nccl.ISend(InBuffer::Of(da.get(), 3), 0, 4);
+  auto sb = nccl.ISend(InBuffer::Of(db.get(), 2), 0, 5);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  // A collective may not overtake the held sends.
+  const absl::Status held = nccl.Barrier();
+  EXPECT_TRUE(absl::IsFailedPrecondition(held)) << held;
+  auto qa = nccl.IRecv(OutBuffer::Of(ra.get(), 3), 0, 4);
+  ASSERT_TRUE(qa.ok());
+  ASSERT_TRUE(nccl.Recv(OutBuffer::Of(rb.get(), 2), 0, 5).ok());  // one group of four
+  EXPECT_TRUE((*qa)->Wait().ok());
+  EXPECT_TRUE((*sa)->Wait().ok());
+  EXPECT_TRUE((*sb)->Wait().ok());
+  EXPECT_EQ(ra.ToHost(), a);
+  EXPECT_EQ(rb.ToHost(), b);
+  EXPECT_TRUE(nccl.Barrier().ok());
+}
+
 }  // namespace
 }  // namespace mt

@@ -5,7 +5,8 @@
 # micro-batches per step, so forwards run ahead of backwards), against the CPU path: losses,
 # grad norms, validation losses and checkpoints to the last bit in fp32 and in fp8 with BF16
 # moments, each path resumed from the other's checkpoint; then pp 2 x dp 2 x ep 2 and pp 4
-# under mpirun -n 4; and DualPipe refused with one error naming parallel.schedule.
+# under mpirun -n 4; pp 4 and pp 2 with NCCL's point-to-point order emulated; and DualPipe
+# refused with one error naming parallel.schedule.
 LAUNCH=$MPI2
 # Stage 0: the embedding and layers 0-1; stage 1: layers 2-3, the head and the MTP module
 # with its copy of the embedding (whose gradient both stages sum).
@@ -55,8 +56,19 @@ same 0 cpu_pp2dp2 device_pp2dp2 step-0000010
 both pp4 --set parallel.pp=4 --set training.generate_tokens=0 --set training.steps=10
 same_steps cpu_pp4 device_pp4
 same 0 cpu_pp4 device_pp4 step-0000010
-# DualPipe stays on the CPU path: one error naming parallel.schedule.
+# Point to point as NcclCommunicator does it (parallel/p2p_group.h): untagged, so messages
+# match by order, and each rank's sends held for its next receive and waited for with it.
+# Over this MPI the activations' 4 KiB messages are above the shared-memory eager limit and
+# complete only once received, as NCCL's do: a wrong order hangs or mixes messages up.
+MOETRAIN_EMULATE_NCCL_P2P=1 MOETRAIN_DEVICE_BACKEND=cpu train nccl_pp4 --set parallel.pp=4 \
+  --set training.generate_tokens=0 --set training.steps=10
+expect_line nccl_pp4 "pipeline stages over grouped-mpi:pp"
+same_steps cpu_pp4 nccl_pp4
 LAUNCH=$MPI2
+MOETRAIN_EMULATE_NCCL_P2P=1 MOETRAIN_DEVICE_BACKEND=cpu train nccl_pp "${pp[@]}"
+same_steps cpu_pp nccl_pp
+same 0 cpu_pp nccl_pp step-0000020
+# DualPipe stays on the CPU path: one error naming parallel.schedule.
 set +e
 # shellcheck disable=SC2086
 MOETRAIN_DEVICE_BACKEND=cpu $LAUNCH "$BIN" train --config "$W/cfg.yaml" "${pp[@]}" \
