@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/status.h"
+#include "parallel/completion_poll.h"
 
 namespace mt {
 
@@ -46,9 +47,9 @@ ncclRedOp_t NcclOp(ReduceOp op) {
   return ncclSum;
 }
 
-absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Communicator& bootstrap,
-                                                                           cudaStream_t stream,
-                                                                           std::string group) {
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
+    Communicator& bootstrap, cudaStream_t stream, std::string group,
+    std::shared_ptr<CommWatchdog> watchdog) {
   if (cuda::DeviceCount() == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("nccl:", group, ": no CUDA device is visible on rank ", bootstrap.rank()));
@@ -63,25 +64,36 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Commu
   }
   RETURN_IF_ERROR(bootstrap.Broadcast(OutBuffer(&id, sizeof(id), DType::kU8), 0));
   ncclComm_t comm = nullptr;
-  const ncclResult_t r = ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank());
+  ncclResult_t r;
+  {  // blocks until every member joins: a rank that never does is the watchdog's
+    CommWatchdog::Scope watch =
+        watchdog == nullptr
+            ? CommWatchdog::Scope()
+            : watchdog->Watch(absl::StrCat("ncclCommInitRank of nccl:", group, " (group rank ",
+                                           bootstrap.rank(), " of ", bootstrap.size(), ")"));
+    r = ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank());
+  }
   if (r != ncclSuccess) {
     return absl::InternalError(absl::StrCat("nccl:", group, " rank ", bootstrap.rank(),
                                             ": ncclCommInitRank: ", ncclGetErrorString(r)));
   }
   int* word = nullptr;
   CUDA_CHECK(cudaMalloc(&word, sizeof(int)));
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
-      comm, stream, bootstrap.rank(), bootstrap.size(), std::move(group), word));
+  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(comm, stream, bootstrap.rank(),
+                                                                bootstrap.size(), std::move(group),
+                                                                word, std::move(watchdog)));
 }
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size,
-                                   std::string group, int* barrier_word)
+                                   std::string group, int* barrier_word,
+                                   std::shared_ptr<CommWatchdog> watchdog)
     : comm_(comm),
       stream_(stream),
       rank_(rank),
       size_(size),
       group_(std::move(group)),
       barrier_word_(barrier_word),
+      watchdog_(std::move(watchdog)),
       p2p_([this](const std::vector<P2pOp>& g) { return LaunchP2p(g); },
            absl::StrCat(name(), " rank ", rank)) {}
 
@@ -92,17 +104,38 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 absl::Status NcclCommunicator::Check(ncclResult_t result, const char* op) const {
+  if (!aborted_.ok()) return aborted_;
   if (result == ncclSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(name(), " rank ", rank_, ": ", op, ": ",
                                           ncclGetErrorString(result), " (", ncclGetLastError(comm_),
                                           ")"));
 }
 
-absl::Status NcclCommunicator::Finish(const char* op) const {
-  const cudaError_t err = cudaStreamSynchronize(stream_);
-  if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(
-      absl::StrCat(name(), " rank ", rank_, ": ", op, ": ", cudaGetErrorString(err)));
+absl::Status NcclCommunicator::Finish(const char* op) {
+  CommWatchdog::Scope watch =
+      watchdog_ == nullptr
+          ? CommWatchdog::Scope()
+          : watchdog_->Watch(absl::StrCat("NCCL ", op, " on ", name(), " (group rank ", rank_,
+                                          " of ", size_, ")"));
+  auto done = [&]() -> absl::StatusOr<bool> {
+    const cudaError_t err = cudaStreamQuery(stream_);
+    if (err == cudaSuccess) return true;
+    if (err == cudaErrorNotReady) return false;
+    return absl::InternalError(
+        absl::StrCat(name(), " rank ", rank_, ": ", op, ": ", cudaGetErrorString(err)));
+  };
+  auto async_error = [&]() -> absl::Status {
+    ncclResult_t async = ncclSuccess;
+    RETURN_IF_ERROR(Check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError"));
+    if (async == ncclSuccess || async == ncclInProgress) return absl::OkStatus();
+    const absl::Status failed = Check(async, op);
+    ncclCommAbort(comm_);  // frees what the failed operation holds; the stream can finish
+    comm_ = nullptr;
+    aborted_ = absl::UnavailableError(absl::StrCat(
+        failed.message(), "; the communicator was aborted (a peer failed or was aborted)"));
+    return aborted_;
+  };
+  return PollUntilDone(done, async_error);
 }
 
 absl::Status NcclCommunicator::LaunchP2p(const std::vector<P2pOp>& group) {

@@ -14,6 +14,12 @@
 // Setup is collective over a bootstrap communicator of the same members (an MPI group):
 // rank 0 makes the NCCL unique id and broadcasts its 128 bytes over it.
 //
+// Failures (reliability.md §5.5): every wait polls the stream and ncclCommGetAsyncError
+// (parallel/completion_poll.h), so a peer's failure that NCCL reports ends the call with
+// NCCL's message and aborts the communicator (ncclCommAbort; every later call returns the
+// same error) instead of hanging; a call that never finishes with nothing reported is
+// ended by the run's CommWatchdog, as the MPI groups' calls are, initialisation included.
+//
 // Example:
 //   ASSIGN_OR_RETURN(auto ep, NcclCommunicator::Create(*groups.ep, streams.comm(), "ep"));
 //   RETURN_IF_ERROR(ep->AllToAllV(send, send_counts, send_displs, recv, recv_counts,
@@ -29,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
+#include "parallel/communicator_watchdog.h"
 #include "parallel/p2p_group.h"
 
 namespace mt {
@@ -48,9 +55,10 @@ class NcclCommunicator : public Communicator {
  public:
   // Collective over `bootstrap`; the current CUDA device is used. FailedPrecondition when
   // no device is visible, Internal with NCCL's message when initialisation fails.
-  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(Communicator& bootstrap,
-                                                                  cudaStream_t stream,
-                                                                  std::string group);
+  // `watchdog` may be null (no deadline).
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(
+      Communicator& bootstrap, cudaStream_t stream, std::string group,
+      std::shared_ptr<CommWatchdog> watchdog = nullptr);
   ~NcclCommunicator() override;
 
   int rank() const override { return rank_; }
@@ -77,11 +85,13 @@ class NcclCommunicator : public Communicator {
 
  private:
   NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size, std::string group,
-                   int* barrier_word);
-  // Turns an NCCL result into a Status naming this communicator, the op and NCCL's message.
+                   int* barrier_word, std::shared_ptr<CommWatchdog> watchdog);
+  // Turns an NCCL result into a Status naming this communicator, the op and NCCL's message;
+  // once aborted, the abort's error whatever the result.
   absl::Status Check(ncclResult_t result, const char* op) const;
-  // Waits for the stream: the interface's calls return with their buffers reusable.
-  absl::Status Finish(const char* op) const;
+  // Waits for the stream: the interface's calls return with their buffers reusable. Polls
+  // NCCL's asynchronous error meanwhile; on one, aborts the communicator.
+  absl::Status Finish(const char* op);
   // One group of sends and receives, all at once, waited for (GroupedP2p's Launch).
   absl::Status LaunchP2p(const std::vector<P2pOp>& group);
 
@@ -90,7 +100,9 @@ class NcclCommunicator : public Communicator {
   int rank_, size_;
   std::string group_;
   int* barrier_word_;  // one device int for Barrier's all-reduce
-  GroupedP2p p2p_;     // ISend/IRecv held for the next blocking call
+  std::shared_ptr<CommWatchdog> watchdog_;  // may be null
+  absl::Status aborted_;                    // set when NCCL reported a failure
+  GroupedP2p p2p_;                          // ISend/IRecv held for the next blocking call
 };
 
 }  // namespace mt

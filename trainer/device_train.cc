@@ -122,23 +122,26 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
     // On the compute stream: the collectives follow the backward and precede AdamW in
     // stream order, and return once done (NcclCommunicator's contract).
     if (t->dp_->size() > 1) {
-      ASSIGN_OR_RETURN(t->nccl_dp_, NcclCommunicator::Create(*t->dp_, be->stream(), "dp"));
+      ASSIGN_OR_RETURN(t->nccl_dp_,
+                       NcclCommunicator::Create(*t->dp_, be->stream(), "dp", groups.watchdog));
       t->dp_device_ = t->nccl_dp_.get();
     }
     // Expert parallelism: the token exchange over the EP group, the experts' gradients
     // over the expert-DP group (in the same stream order as the DP group's).
     if (ep > 1) {
-      ASSIGN_OR_RETURN(t->nccl_ep_, NcclCommunicator::Create(*groups.ep, be->stream(), "ep"));
+      ASSIGN_OR_RETURN(t->nccl_ep_,
+                       NcclCommunicator::Create(*groups.ep, be->stream(), "ep", groups.watchdog));
       t->ep_group_.device = t->nccl_ep_.get();
     }
     if (ep > 1 && t->expert_dp_->size() > 1) {
-      ASSIGN_OR_RETURN(t->nccl_expert_dp_,
-                       NcclCommunicator::Create(*t->expert_dp_, be->stream(), "expert_dp"));
+      ASSIGN_OR_RETURN(t->nccl_expert_dp_, NcclCommunicator::Create(*t->expert_dp_, be->stream(),
+                                                                    "expert_dp", groups.watchdog));
       t->expert_dp_device_ = t->nccl_expert_dp_.get();
     }
     // Pipeline stages: activations and their gradients straight from device memory.
     if (t->pp_->size() > 1) {
-      ASSIGN_OR_RETURN(t->nccl_pp_, NcclCommunicator::Create(*t->pp_, be->stream(), "pp"));
+      ASSIGN_OR_RETURN(t->nccl_pp_,
+                       NcclCommunicator::Create(*t->pp_, be->stream(), "pp", groups.watchdog));
       t->pp_device_ = t->nccl_pp_.get();
     }
 #endif

@@ -74,7 +74,9 @@ TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
   ASSERT_TRUE(cuda::SelectDevice(0).ok());
   cuda::Streams streams;
   LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, streams.comm(), "pp");
+  // With the run's watchdog (a deadline nothing here comes near): the calls run under it.
+  auto c = NcclCommunicator::Create(boot, streams.comm(), "pp",
+                                    std::make_shared<CommWatchdog>(120, "rank 0"));
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
   const std::vector<float> a = {1.5f, -2.0f, 3.25f}, b = {7.0f, 8.0f};
