@@ -12,20 +12,26 @@
 // waiting on this one trips its own watchdog.
 //
 // The thread never calls MPI (MPI is initialised MPI_THREAD_FUNNELED), so it ends the
-// process with std::_Exit rather than MPI_Abort.
+// process with std::_Exit rather than MPI_Abort. Before it does, it prints the rank's last
+// kTraceLength calls, numbered from the first (a flight recorder, reliability.md §5.5): every
+// rank makes the same calls in the same order, so the ranks' numbers show which one diverged
+// or where each stopped.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace mt {
 
 class CommWatchdog {
  public:
   static constexpr int kExitCode = 124;  // like timeout(1)
+  static constexpr int kTraceLength = 8;
 
   // `deadline_s` <= 0 disables the watchdog (no thread). `who` names this process in the
   // message, e.g. "rank 3".
@@ -53,10 +59,20 @@ class CommWatchdog {
   [[nodiscard]] Scope Watch(const std::string& what);
 
   double deadline_s() const { return deadline_s_; }
+  // The trace the timeout prints: "#12 MPI_Allreduce on ... (0.003 s); #13 ... (running
+  // 600.1 s)", oldest first.
+  std::string Trace();
 
  private:
+  struct Call {
+    uint64_t number = 0;  // 1 for the process's first call
+    std::string what;
+    std::chrono::steady_clock::time_point start;
+    double seconds = -1;  // -1 while running
+  };
   void End();
   void Loop();
+  std::string TraceLocked() const;
 
   const double deadline_s_;
   const std::string who_;
@@ -64,8 +80,8 @@ class CommWatchdog {
   std::condition_variable cv_;
   bool stop_ = false;
   int depth_ = 0;  // calls in flight (nested)
-  std::string what_;
-  std::chrono::steady_clock::time_point start_;
+  uint64_t calls_ = 0;
+  std::vector<Call> trace_;  // ring of the last kTraceLength outermost calls
   std::thread thread_;
 };
 

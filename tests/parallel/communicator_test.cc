@@ -148,6 +148,36 @@ TEST(CommWatchdogTest, EndsTheProcessNamingTheRankAndTheCall) {
       "rank 7: MPI_Allreduce on mpi:dp \\(group rank 1 of 2\\) has not completed");
 }
 
+// The flight recorder: the last kTraceLength outermost calls, numbered from the first, so
+// that two ranks' traces line up; the timeout prints it.
+TEST(CommWatchdogTest, TracesTheLastCallsNumbered) {
+  std::string t;
+  {  // its thread ends before the death test forks
+    CommWatchdog dog(600, "rank 0");
+    for (int i = 1; i <= CommWatchdog::kTraceLength + 3; ++i) {
+      CommWatchdog::Scope outer = dog.Watch("call " + std::to_string(i));
+      CommWatchdog::Scope inner = dog.Watch("nested");  // not a call of its own
+    }
+    CommWatchdog::Scope running = dog.Watch("MPI_Barrier on mpi:pp");
+    t = dog.Trace();
+  }
+  EXPECT_EQ(t.find("#4 call 4"), std::string::npos) << t;  // pushed out of the ring
+  EXPECT_EQ(t.find("nested"), std::string::npos) << t;
+  EXPECT_EQ(t.find("#5 call 5 ("), 0u) << t;  // oldest first
+  EXPECT_NE(t.find("; #11 call 11 ("), std::string::npos) << t;
+  EXPECT_NE(t.find("; #12 MPI_Barrier on mpi:pp (running "), std::string::npos) << t;
+  EXPECT_EXIT(
+      {
+        CommWatchdog d(0.05, "rank 3");
+        { CommWatchdog::Scope a = d.Watch("MPI_Allreduce on mpi:world"); }
+        CommWatchdog::Scope b = d.Watch("MPI_Recv on mpi:pp");
+        std::this_thread::sleep_for(std::chrono::seconds(30));
+      },
+      ::testing::ExitedWithCode(CommWatchdog::kExitCode),
+      "rank 3: its last communication calls, oldest first: #1 MPI_Allreduce on mpi:world "
+      "\\([0-9.]+ s\\); #2 MPI_Recv on mpi:pp \\(running");
+}
+
 TEST(CommWatchdogTest, IdleTimeBetweenCallsDoesNotCount) {
   CommWatchdog dog(0.05, "rank 0");
   for (int i = 0; i < 3; ++i) {

@@ -106,6 +106,14 @@ TEST(RankDeathTest, HungRankTripsTheWatchdog) {
                           "has not completed"),
             std::string::npos)
       << r.output;
+  // The flight recorder: the first all-reduce done, the second still running.
+  EXPECT_NE(r.output.find("[moetrain] rank 0: its last communication calls, oldest first: #1 "
+                          "MPI_Allreduce on mpi:world (group rank 0 of 2) ("),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("; #2 MPI_Allreduce on mpi:world (group rank 0 of 2) (running "),
+            std::string::npos)
+      << r.output;
 }
 
 // A rank that fails with an error ends the whole job through MpiRuntime::AbortJob.
