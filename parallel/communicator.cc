@@ -98,11 +98,13 @@ absl::StatusOr<std::unique_ptr<Request>> Communicator::IRecv(OutBuffer buf, int 
 }
 
 absl::Status Communicator::AllReduce(OutBuffer inout, ReduceOp op) {
+  RETURN_IF_ERROR(BeforeCollective("AllReduce"));
   RETURN_IF_ERROR(CheckReducible("AllReduce", inout.dtype));
   return DoAllReduce(inout, op);
 }
 
 absl::Status Communicator::ReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
+  RETURN_IF_ERROR(BeforeCollective("ReduceScatter"));
   RETURN_IF_ERROR(CheckReducible("ReduceScatter", in.dtype));
   RETURN_IF_ERROR(SameDType(*this, "ReduceScatter", in.dtype, out.dtype));
   if (in.count != out.count * size())
@@ -113,6 +115,7 @@ absl::Status Communicator::ReduceScatter(InBuffer in, OutBuffer out, ReduceOp op
 }
 
 absl::Status Communicator::AllGather(InBuffer in, OutBuffer out) {
+  RETURN_IF_ERROR(BeforeCollective("AllGather"));
   RETURN_IF_ERROR(SameDType(*this, "AllGather", in.dtype, out.dtype));
   if (out.count != in.count * size())
     return BadArgument("AllGather", absl::StrCat("output has ", out.count,
@@ -122,6 +125,7 @@ absl::Status Communicator::AllGather(InBuffer in, OutBuffer out) {
 }
 
 absl::Status Communicator::AllToAll(InBuffer in, OutBuffer out) {
+  RETURN_IF_ERROR(BeforeCollective("AllToAll"));
   RETURN_IF_ERROR(SameDType(*this, "AllToAll", in.dtype, out.dtype));
   if (in.count != out.count || in.count % size() != 0)
     return BadArgument("AllToAll",
@@ -136,6 +140,7 @@ absl::Status Communicator::AllToAllV(InBuffer in, const std::vector<int64_t>& se
                                      const std::vector<int64_t>& send_displs, OutBuffer out,
                                      const std::vector<int64_t>& recv_counts,
                                      const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(BeforeCollective("AllToAllV"));
   RETURN_IF_ERROR(SameDType(*this, "AllToAllV", in.dtype, out.dtype));
   RETURN_IF_ERROR(CheckRagged(*this, "send", send_counts, send_displs, in.count));
   RETURN_IF_ERROR(CheckRagged(*this, "receive", recv_counts, recv_displs, out.count));
@@ -143,12 +148,16 @@ absl::Status Communicator::AllToAllV(InBuffer in, const std::vector<int64_t>& se
 }
 
 absl::Status Communicator::Broadcast(OutBuffer inout, int root) {
+  RETURN_IF_ERROR(BeforeCollective("Broadcast"));
   if (root < 0 || root >= size())
     return BadArgument("Broadcast", absl::StrCat("root ", root, " is outside the group"));
   return DoBroadcast(inout, root);
 }
 
-absl::Status Communicator::Barrier() { return DoBarrier(); }
+absl::Status Communicator::Barrier() {
+  RETURN_IF_ERROR(BeforeCollective("Barrier"));
+  return DoBarrier();
+}
 
 // ---- Defaults: the backend does not have the operation -------------------------------------
 

@@ -130,6 +130,10 @@ class Communicator {
   virtual absl::Status DoBroadcast(OutBuffer inout, int root);
   virtual absl::Status DoBarrier();
 
+  // Called by every collective before its arguments are checked; a backend refuses one
+  // here when it cannot start (GroupingCommunicator, p2p_group.h: while sends are held).
+  virtual absl::Status BeforeCollective(const char* /*op*/) { return absl::OkStatus(); }
+
   // UnimplementedError("<backend> does not support <op>").
   absl::Status Unsupported(const std::string& op) const;
   // InvalidArgumentError("<name> rank r: <op>: <what>").

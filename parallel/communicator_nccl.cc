@@ -93,12 +93,10 @@ NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int ran
       size_(size),
       group_(std::move(group)),
       barrier_word_(barrier_word),
-      watchdog_(std::move(watchdog)),
-      p2p_([this](const std::vector<P2pOp>& g) { return LaunchP2p(g); },
-           absl::StrCat(name(), " rank ", rank)) {}
+      watchdog_(std::move(watchdog)) {}
 
 NcclCommunicator::~NcclCommunicator() {
-  p2p_.Flush().IgnoreError();  // while comm_ lives: no peer is left waiting for what we held
+  FlushHeld();  // while comm_ lives: no peer is left waiting for what we held
   if (comm_ != nullptr) ncclCommDestroy(comm_);
   if (barrier_word_ != nullptr) cudaFree(barrier_word_);
 }
@@ -138,7 +136,7 @@ absl::Status NcclCommunicator::Finish(const char* op) {
   return PollUntilDone(done, async_error);
 }
 
-absl::Status NcclCommunicator::LaunchP2p(const std::vector<P2pOp>& group) {
+absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
   RETURN_IF_ERROR(Check(ncclGroupStart(), "p2p group start"));
   for (const P2pOp& op : group) {
     const ncclResult_t r = op.send
@@ -153,26 +151,7 @@ absl::Status NcclCommunicator::LaunchP2p(const std::vector<P2pOp>& group) {
   return Finish("p2p group");
 }
 
-absl::Status NcclCommunicator::DoSend(InBuffer buf, int peer, int tag) {
-  return p2p_.Run(P2pSend(buf, peer, tag));
-}
-
-absl::Status NcclCommunicator::DoRecv(OutBuffer buf, int peer, int tag) {
-  return p2p_.Run(P2pRecv(buf, peer, tag));
-}
-
-absl::StatusOr<std::unique_ptr<Request>> NcclCommunicator::DoISend(InBuffer buf, int peer,
-                                                                   int tag) {
-  return p2p_.Post(P2pSend(buf, peer, tag));
-}
-
-absl::StatusOr<std::unique_ptr<Request>> NcclCommunicator::DoIRecv(OutBuffer buf, int peer,
-                                                                   int tag) {
-  return p2p_.Post(P2pRecv(buf, peer, tag));
-}
-
 absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllReduce"));
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(inout.dtype));
   RETURN_IF_ERROR(
       Check(ncclAllReduce(inout.data, inout.data, inout.count, e.type, NcclOp(op), comm_, stream_),
@@ -181,7 +160,6 @@ absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
 }
 
 absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("ReduceScatter"));
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(in.dtype));
   RETURN_IF_ERROR(
       Check(ncclReduceScatter(in.data, out.data, out.count, e.type, NcclOp(op), comm_, stream_),
@@ -190,7 +168,6 @@ absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, Reduc
 }
 
 absl::Status NcclCommunicator::DoAllGather(InBuffer in, OutBuffer out) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllGather"));
   const NcclElements e = NcclTypeForMove(in.dtype);
   RETURN_IF_ERROR(
       Check(ncclAllGather(in.data, out.data, in.count * e.multiplier, e.type, comm_, stream_),
@@ -210,7 +187,6 @@ absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_
                                            const std::vector<int64_t>& send_displs, OutBuffer out,
                                            const std::vector<int64_t>& recv_counts,
                                            const std::vector<int64_t>& recv_displs) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllToAllV"));
   const NcclElements e = NcclTypeForMove(in.dtype);
   const int64_t bytes = e.multiplier;  // per dtype element, moved as ncclUint8
   const char* src = static_cast<const char*>(in.data);
@@ -240,7 +216,6 @@ absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_
 }
 
 absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("Broadcast"));
   const NcclElements e = NcclTypeForMove(inout.dtype);
   RETURN_IF_ERROR(Check(ncclBroadcast(inout.data, inout.data, inout.count * e.multiplier, e.type,
                                       root, comm_, stream_),
@@ -249,7 +224,6 @@ absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
 }
 
 absl::Status NcclCommunicator::DoBarrier() {
-  RETURN_IF_ERROR(p2p_.CheckIdle("Barrier"));
   RETURN_IF_ERROR(
       Check(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),
             "Barrier"));

@@ -51,7 +51,7 @@ absl::StatusOr<NcclElements> NcclTypeForReduce(DType dtype);
 NcclElements NcclTypeForMove(DType dtype);
 ncclRedOp_t NcclOp(ReduceOp op);
 
-class NcclCommunicator : public Communicator {
+class NcclCommunicator : public GroupingCommunicator {
  public:
   // Collective over `bootstrap`; the current CUDA device is used. FailedPrecondition when
   // no device is visible, Internal with NCCL's message when initialisation fails.
@@ -68,10 +68,8 @@ class NcclCommunicator : public Communicator {
   cudaStream_t stream() const { return stream_; }
 
  protected:
-  absl::Status DoSend(InBuffer buf, int peer, int tag) override;
-  absl::Status DoRecv(OutBuffer buf, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<Request>> DoISend(InBuffer buf, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<Request>> DoIRecv(OutBuffer buf, int peer, int tag) override;
+  // One group of sends and receives, all at once, waited for.
+  absl::Status LaunchGroup(const std::vector<P2pOp>& group) override;
   absl::Status DoAllReduce(OutBuffer inout, ReduceOp op) override;
   absl::Status DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) override;
   absl::Status DoAllGather(InBuffer in, OutBuffer out) override;
@@ -92,8 +90,6 @@ class NcclCommunicator : public Communicator {
   // Waits for the stream: the interface's calls return with their buffers reusable. Polls
   // NCCL's asynchronous error meanwhile; on one, aborts the communicator.
   absl::Status Finish(const char* op);
-  // One group of sends and receives, all at once, waited for (GroupedP2p's Launch).
-  absl::Status LaunchP2p(const std::vector<P2pOp>& group);
 
   ncclComm_t comm_;
   cudaStream_t stream_;
@@ -102,7 +98,6 @@ class NcclCommunicator : public Communicator {
   int* barrier_word_;  // one device int for Barrier's all-reduce
   std::shared_ptr<CommWatchdog> watchdog_;  // may be null
   absl::Status aborted_;                    // set when NCCL reported a failure
-  GroupedP2p p2p_;                          // ISend/IRecv held for the next blocking call
 };
 
 }  // namespace mt

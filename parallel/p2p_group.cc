@@ -36,7 +36,7 @@ class GroupedP2p::Ticket : public Request {
   uint64_t ticket_;
 };
 
-GroupedP2p::GroupedP2p(Launch launch, std::string name)
+GroupedP2p::GroupedP2p(Launch launch, std::function<std::string()> name)
     : launch_(std::move(launch)), name_(std::move(name)) {}
 
 GroupedP2p::~GroupedP2p() { Flush().IgnoreError(); }
@@ -64,7 +64,7 @@ absl::Status GroupedP2p::Flush() {
   const absl::Status s = launch_(group);
   if (!s.ok()) {
     failed_from_ = first;
-    error_ = absl::Status(s.code(), absl::StrCat(name_, ": a group of ", group.size(),
+    error_ = absl::Status(s.code(), absl::StrCat(name_(), ": a group of ", group.size(),
                                                  " point-to-point operations: ", s.message()));
   }
   return error_;
@@ -77,19 +77,31 @@ absl::Status GroupedP2p::StatusOf(uint64_t ticket) const {
 absl::Status GroupedP2p::CheckIdle(const char* op) const {
   if (held_.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(
-      absl::StrCat(name_, ": ", op, " with ", held_.size(),
+      absl::StrCat(name_(), ": ", op, " with ", held_.size(),
                    " point-to-point operations still held: Wait their requests first (a collective "
                    "launched behind them could wait for receives the peers post only after it)"));
 }
 
-GroupedP2pCommunicator::GroupedP2pCommunicator(Communicator* inner)
-    : inner_(inner),
-      p2p_([this](const std::vector<P2pOp>& g) { return Launch(g); },
-           absl::StrCat(name(), " rank ", inner->rank())) {}
+GroupingCommunicator::GroupingCommunicator()
+    : p2p_([this](const std::vector<P2pOp>& g) { return LaunchGroup(g); },
+           [this] { return absl::StrCat(name(), " rank ", rank()); }) {}
 
-GroupedP2pCommunicator::~GroupedP2pCommunicator() { p2p_.Flush().IgnoreError(); }
+absl::Status GroupingCommunicator::DoSend(InBuffer b, int peer, int tag) {
+  return p2p_.Run(P2pSend(b, peer, tag));
+}
+absl::Status GroupingCommunicator::DoRecv(OutBuffer b, int peer, int tag) {
+  return p2p_.Run(P2pRecv(b, peer, tag));
+}
+absl::StatusOr<std::unique_ptr<Request>> GroupingCommunicator::DoISend(InBuffer b, int peer,
+                                                                       int tag) {
+  return p2p_.Post(P2pSend(b, peer, tag));
+}
+absl::StatusOr<std::unique_ptr<Request>> GroupingCommunicator::DoIRecv(OutBuffer b, int peer,
+                                                                       int tag) {
+  return p2p_.Post(P2pRecv(b, peer, tag));
+}
 
-absl::Status GroupedP2pCommunicator::Launch(const std::vector<P2pOp>& group) {
+absl::Status GroupedP2pCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
   std::vector<std::unique_ptr<Request>> pending;
   for (const P2pOp& op : group) {
     absl::StatusOr<std::unique_ptr<Request>> r =
@@ -102,34 +114,16 @@ absl::Status GroupedP2pCommunicator::Launch(const std::vector<P2pOp>& group) {
   return absl::OkStatus();
 }
 
-absl::Status GroupedP2pCommunicator::DoSend(InBuffer b, int peer, int tag) {
-  return p2p_.Run(P2pSend(b, peer, tag));
-}
-absl::Status GroupedP2pCommunicator::DoRecv(OutBuffer b, int peer, int tag) {
-  return p2p_.Run(P2pRecv(b, peer, tag));
-}
-absl::StatusOr<std::unique_ptr<Request>> GroupedP2pCommunicator::DoISend(InBuffer b, int peer,
-                                                                         int tag) {
-  return p2p_.Post(P2pSend(b, peer, tag));
-}
-absl::StatusOr<std::unique_ptr<Request>> GroupedP2pCommunicator::DoIRecv(OutBuffer b, int peer,
-                                                                         int tag) {
-  return p2p_.Post(P2pRecv(b, peer, tag));
-}
 absl::Status GroupedP2pCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllReduce"));
   return inner_->AllReduce(inout, op);
 }
 absl::Status GroupedP2pCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("ReduceScatter"));
   return inner_->ReduceScatter(in, out, op);
 }
 absl::Status GroupedP2pCommunicator::DoAllGather(InBuffer in, OutBuffer out) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllGather"));
   return inner_->AllGather(in, out);
 }
 absl::Status GroupedP2pCommunicator::DoAllToAll(InBuffer in, OutBuffer out) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllToAll"));
   return inner_->AllToAll(in, out);
 }
 absl::Status GroupedP2pCommunicator::DoAllToAllV(InBuffer in,
@@ -138,16 +132,11 @@ absl::Status GroupedP2pCommunicator::DoAllToAllV(InBuffer in,
                                                  OutBuffer out,
                                                  const std::vector<int64_t>& recv_counts,
                                                  const std::vector<int64_t>& recv_displs) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("AllToAllV"));
   return inner_->AllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
 }
 absl::Status GroupedP2pCommunicator::DoBroadcast(OutBuffer inout, int root) {
-  RETURN_IF_ERROR(p2p_.CheckIdle("Broadcast"));
   return inner_->Broadcast(inout, root);
 }
-absl::Status GroupedP2pCommunicator::DoBarrier() {
-  RETURN_IF_ERROR(p2p_.CheckIdle("Barrier"));
-  return inner_->Barrier();
-}
+absl::Status GroupedP2pCommunicator::DoBarrier() { return inner_->Barrier(); }
 
 }  // namespace mt

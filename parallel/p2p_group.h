@@ -11,10 +11,10 @@
 // exactly these rules: a blocking call launches everything held with itself and waits for
 // all of it; a Request's Wait launches what is held if its own operation is among it.
 //
-// Example (inside a Communicator backend):
-//   GroupedP2p p2p_([this](const std::vector<P2pOp>& ops) { return LaunchAndWait(ops); });
-//   DoISend: return p2p_.Post(P2pSend(buf, peer, tag));
-//   DoRecv:  return p2p_.Run(P2pRecv(buf, peer, tag));
+// Example (a backend: GroupingCommunicator below does the rest):
+//   absl::Status LaunchGroup(const std::vector<P2pOp>& g) override {
+//     ncclGroupStart(); for (op : g) ncclSend or ncclRecv; ncclGroupEnd(); wait for the stream
+//   }
 #pragma once
 
 #include <cstdint>
@@ -44,8 +44,8 @@ class GroupedP2p {
  public:
   // Runs one group, every operation at once, and returns when all are done.
   using Launch = std::function<absl::Status(const std::vector<P2pOp>& group)>;
-  // `name` prefixes messages ("nccl:pp rank 1").
-  GroupedP2p(Launch launch, std::string name);
+  // `name()` prefixes messages ("nccl:pp rank 1"); it is called only for one.
+  GroupedP2p(Launch launch, std::function<std::string()> name);
   ~GroupedP2p();  // launches what is still held, so no peer waits for it forever
 
   // Holds `op` until the next blocking call (or the returned Request's Wait). The Request
@@ -69,7 +69,7 @@ class GroupedP2p {
   absl::Status StatusOf(uint64_t ticket) const;
 
   Launch launch_;
-  std::string name_;
+  std::function<std::string()> name_;
   std::vector<P2pOp> held_;
   uint64_t next_ticket_ = 0;    // the ticket of the next Post or Run
   uint64_t launched_upto_ = 0;  // tickets below it were launched
@@ -78,16 +78,37 @@ class GroupedP2p {
   int64_t groups_ = 0;
 };
 
+// A Communicator whose point to point goes through a GroupedP2p: ISend and IRecv held, Send,
+// Recv and a Request's Wait launching what is held with them as one group, and collectives
+// refused while anything is held. A backend supplies LaunchGroup and calls FlushHeld in its
+// destructor, while its transport still lives.
+class GroupingCommunicator : public Communicator {
+ protected:
+  GroupingCommunicator();
+  // One group, every operation at once; returns when all are done.
+  virtual absl::Status LaunchGroup(const std::vector<P2pOp>& group) = 0;
+  void FlushHeld() { p2p_.Flush().IgnoreError(); }
+
+  absl::Status DoSend(InBuffer buf, int peer, int tag) final;
+  absl::Status DoRecv(OutBuffer buf, int peer, int tag) final;
+  absl::StatusOr<std::unique_ptr<Request>> DoISend(InBuffer buf, int peer, int tag) final;
+  absl::StatusOr<std::unique_ptr<Request>> DoIRecv(OutBuffer buf, int peer, int tag) final;
+  absl::Status BeforeCollective(const char* op) final { return p2p_.CheckIdle(op); }
+
+ private:
+  GroupedP2p p2p_;
+};
+
 // Point to point as NcclCommunicator does it, over another communicator: untagged (every
 // message goes with tag 0, so the inner MPI matches by order per peer, as NCCL does) and
-// grouped by a GroupedP2p whose group waits for all its operations (over MPI a send above
-// the eager limit completes only once received, as NCCL's). Collectives pass through once
-// nothing is held. For tests: the device path's pipeline on the CPU backend runs over it
+// grouped (GroupingCommunicator), each group waited for whole (over MPI a send above the
+// eager limit completes only once received, as NCCL's). Collectives pass through. For
+// tests: the device path's pipeline on the CPU backend runs over it
 // (MOETRAIN_EMULATE_NCCL_P2P, trainer/device_train.cc), so the NCCL order is checked in CI.
-class GroupedP2pCommunicator : public Communicator {
+class GroupedP2pCommunicator : public GroupingCommunicator {
  public:
-  explicit GroupedP2pCommunicator(Communicator* inner);  // which must outlive this
-  ~GroupedP2pCommunicator() override;
+  explicit GroupedP2pCommunicator(Communicator* inner) : inner_(inner) {}  // inner outlives it
+  ~GroupedP2pCommunicator() override { FlushHeld(); }
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
@@ -95,10 +116,7 @@ class GroupedP2pCommunicator : public Communicator {
   std::string backend() const override { return "grouped-" + inner_->backend(); }
 
  protected:
-  absl::Status DoSend(InBuffer buf, int peer, int tag) override;
-  absl::Status DoRecv(OutBuffer buf, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<Request>> DoISend(InBuffer buf, int peer, int tag) override;
-  absl::StatusOr<std::unique_ptr<Request>> DoIRecv(OutBuffer buf, int peer, int tag) override;
+  absl::Status LaunchGroup(const std::vector<P2pOp>& group) override;
   absl::Status DoAllReduce(OutBuffer inout, ReduceOp op) override;
   absl::Status DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) override;
   absl::Status DoAllGather(InBuffer in, OutBuffer out) override;
@@ -111,10 +129,7 @@ class GroupedP2pCommunicator : public Communicator {
   absl::Status DoBarrier() override;
 
  private:
-  absl::Status Launch(const std::vector<P2pOp>& group);
-
   Communicator* inner_;
-  GroupedP2p p2p_;
 };
 
 }  // namespace mt

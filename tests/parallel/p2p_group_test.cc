@@ -46,7 +46,7 @@ P2pOp Recv(std::vector<float>& v, int tag = 0) {
 
 TEST(GroupedP2p, HeldSendsGoOutWithTheNextReceive) {
   Loopback wire;
-  GroupedP2p p2p(wire.launch(), "loop rank 0");
+  GroupedP2p p2p(wire.launch(), [] { return "loop rank 0"; });
   std::vector<float> a = {1, 2}, b = {3, 4, 5}, ra(2), rb(3);
   std::unique_ptr<Request> sa = p2p.Post(Send(a));
   EXPECT_TRUE(wire.groups.empty());  // nothing launched while only a send is posted
@@ -68,7 +68,7 @@ TEST(GroupedP2p, HeldSendsGoOutWithTheNextReceive) {
 
 TEST(GroupedP2p, WaitLaunchesTheHeldGroupOnce) {
   Loopback wire;
-  GroupedP2p p2p(wire.launch(), "loop rank 0");
+  GroupedP2p p2p(wire.launch(), [] { return "loop rank 0"; });
   std::vector<float> a = {7, 8, 9}, r(3);
   std::unique_ptr<Request> s = p2p.Post(Send(a, 3));
   std::unique_ptr<Request> q = p2p.Post(Recv(r, 3));
@@ -84,7 +84,7 @@ TEST(GroupedP2p, ARequestDroppedUnwaitedStillGoesOut) {
   Loopback wire;
   std::vector<float> a = {1}, r(1);
   {
-    GroupedP2p p2p(wire.launch(), "loop rank 0");
+    GroupedP2p p2p(wire.launch(), [] { return "loop rank 0"; });
     {
       std::unique_ptr<Request> s = p2p.Post(Send(a));
       std::unique_ptr<Request> q = p2p.Post(Recv(r));
@@ -104,7 +104,7 @@ TEST(GroupedP2p, ARequestDroppedUnwaitedStillGoesOut) {
 
 TEST(GroupedP2p, CollectivesMustNotOvertakeHeldOperations) {
   Loopback wire;
-  GroupedP2p p2p(wire.launch(), "nccl:pp rank 1");
+  GroupedP2p p2p(wire.launch(), [] { return "nccl:pp rank 1"; });
   EXPECT_TRUE(p2p.CheckIdle("AllReduce").ok());
   std::vector<float> a = {1};
   std::unique_ptr<Request> s = p2p.Post(Send(a));
@@ -121,7 +121,7 @@ TEST(GroupedP2p, CollectivesMustNotOvertakeHeldOperations) {
 
 TEST(GroupedP2p, AFailedGroupFailsItsRequestsAndEverythingAfter) {
   Loopback wire;
-  GroupedP2p p2p(wire.launch(), "nccl:pp rank 0");
+  GroupedP2p p2p(wire.launch(), [] { return "nccl:pp rank 0"; });
   std::vector<float> a = {1}, r(1);
   std::unique_ptr<Request> early = p2p.Post(Send(a));
   ASSERT_TRUE(p2p.Run(Recv(r)).ok());
