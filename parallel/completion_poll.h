@@ -17,8 +17,9 @@
 namespace mt {
 
 // Polls `done` (true: finished; an error ends the wait with it) and, between polls,
-// `async_error` (non-OK ends the wait with it). Spins briefly, then sleeps between polls
-// (50 us), so that short collectives keep their latency and long ones cost no core.
+// `async_error` (non-OK ends the wait with it). Spins for the first 10 ms, then sleeps
+// 50 us between polls, so that short collectives keep their latency and long waits cost
+// no core.
 absl::Status PollUntilDone(const std::function<absl::StatusOr<bool>()>& done,
                            const std::function<absl::Status()>& async_error);
 

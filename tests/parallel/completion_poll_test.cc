@@ -3,7 +3,9 @@
 // plain cudaStreamSynchronize would hang in).
 #include "parallel/completion_poll.h"
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -13,7 +15,10 @@ namespace {
 TEST(PollUntilDone, ReturnsOnceTheWorkFinishes) {
   int polls = 0, checks = 0;
   const absl::Status s = PollUntilDone(
-      [&]() -> absl::StatusOr<bool> { return ++polls == 5000; },  // past the spinning phase
+      [&]() -> absl::StatusOr<bool> {
+        if (polls == 100) std::this_thread::sleep_for(std::chrono::milliseconds(15));
+        return ++polls == 5000;  // and on, past the spinning phase
+      },
       [&] {
         ++checks;
         return absl::OkStatus();
