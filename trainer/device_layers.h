@@ -11,9 +11,13 @@
 // (device_moe_ep.cc).
 //
 // training.precision fp32, bf16 and fp8 (DeviceBatch); each layer's forward and its
-// backward (input and weight gradients at once) sit side by side. Float build only.
+// backward sit side by side. The backward takes the input gradients at once and the weight
+// gradients at once or, when the batch queues them (DeviceBatch::WeightGrad), later: the
+// split zero-bubble schedules need, with the CPU modules' choice of which gradients wait
+// (the Linears', the router's and the experts'; the norms' never). Float build only.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,6 +44,20 @@ struct DeviceBatch {
   // the recipe's BF16 operators (embedding, router, head, attention core) round to BF16.
   Precision precision = Precision::kFp32;
   int64_t weights_version = 0;  // DeviceParams::version() of the values the layers read
+  // A split backward's weight-gradient passes (DeviceModel::BackwardInput queues them,
+  // BackwardWeight runs them in order); null: the layers take their weight gradients at
+  // once. Either way each parameter's gradient sees the same calls on the same operands.
+  std::vector<std::function<void()>>* weight_passes = nullptr;
+  // Runs `pass` (dW +=) now, or queues it. It holds by value the tensors it reads, so a
+  // queued pass keeps them alive until it runs; no pass reads the weights or their kept
+  // copies (Kept), and they do not change between the two halves of a step.
+  template <typename Pass>
+  void WeightGrad(Pass&& pass) const {
+    if (weight_passes)
+      weight_passes->emplace_back(std::forward<Pass>(pass));
+    else
+      pass();
+  }
   bool round_bf16() const { return precision != Precision::kFp32; }
   bool fp8() const { return precision == Precision::kFp8; }
   int64_t T() const { return B * S; }
@@ -87,7 +105,7 @@ struct DLinear {
   Tensor Forward(const DeviceBatch& b, const Tensor& x) const { return Forward(b, Store(b, x)); }
   // dx [T,in] (+)= dy W (dx allocated when undefined).
   void BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx, bool accumulate) const;
-  // dW += dy^T x.
+  // dW += dy^T x, now or queued (DeviceBatch::WeightGrad).
   void BackwardWeight(const DeviceBatch& b, const Tensor& dy, const DAct& x) const;
   // Both.
   void Backward(const DeviceBatch& b, const Tensor& dy, const DAct& x, Tensor* dx,
