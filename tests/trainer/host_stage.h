@@ -16,13 +16,13 @@ inline ParamStore& WithPrecision(ParamStore& ps, const PrecisionPolicy* precisio
   return ps;
 }
 
-// Stage `stage` of `num_stages` with the whole model's values, by name; `precision` must
-// outlive it.
+// Stage `stage` of `num_stages` with the whole model's values, by name; `precision` (and
+// `dispatcher`, with which the stage holds only its EP rank's experts) must outlive it.
 struct HostStage {
   HostStage(const ModelConfig& m, int stage, Model& whole, const PrecisionPolicy* precision,
-            int num_stages = 2)
+            int num_stages = 2, ExpertDispatcher* dispatcher = nullptr)
       : ps(/*seed=*/1, m.initializer_range),
-        chunk(WithPrecision(ps, precision), m, MakeStageSpec(m, stage, num_stages)) {
+        chunk(WithPrecision(ps, precision), m, MakeStageSpec(m, stage, num_stages), dispatcher) {
     for (const auto& p : ps.all()) {
       const Param* src = whole.params().Find(p->name);
       EXPECT_NE(src, nullptr) << p->name;
