@@ -72,17 +72,19 @@ void DLinear::BackwardInput(const DeviceBatch& b, const Tensor& dy, Tensor* dx,
 }
 
 void DLinear::BackwardWeight(const DeviceBatch& b, const Tensor& dy, const DAct& x) const {
-  Backend& be = *b.be;
-  const int64_t T = dy.dim(0);
-  float* dw = p->grad.data<float>();
-  if (b.fp8()) {
-    be.Fp8LinearBackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
-                               x.quantized() ? nullptr : x.values.data<float>(), dw, T, in, out);
-  } else if (b.round_bf16()) {
-    be.LinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
-  } else {
-    be.LinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
-  }
+  b.WeightGrad([b, this, dy, x] {
+    Backend& be = *b.be;
+    const int64_t T = dy.dim(0);
+    float* dw = p->grad.data<float>();
+    if (b.fp8()) {
+      be.Fp8LinearBackwardWeight(dy.data<float>(), x.quantized() ? &x.q : nullptr,
+                                 x.quantized() ? nullptr : x.values.data<float>(), dw, T, in, out);
+    } else if (b.round_bf16()) {
+      be.LinearBackwardWeightBf16(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
+    } else {
+      be.LinearBackwardWeight(dy.data<float>(), x.values.data<float>(), dw, T, in, out);
+    }
+  });
 }
 
 Tensor DNorm::Forward(const DeviceBatch& b, const Tensor& x, Tensor* rstd) const {

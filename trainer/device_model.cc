@@ -3,6 +3,7 @@
 #include "trainer/device_model.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "kernels/status.h"
@@ -79,6 +80,11 @@ struct DeviceModel::Stash {
   std::vector<DLayer::Saved> layers;
   Tensor x_last, final_rstd, h0, dh0;  // last stage: [T,H], [T], [T,H], [T,H]
   std::vector<Mtp::Saved> mtp;         // [D] last stage
+  bool input_done = false;             // BackwardInput has run
+  // Split backward: the decoder layers' weight-gradient passes (DeviceBatch::WeightGrad),
+  // and on the first stage the embedding's gradient [T,H], for BackwardWeight.
+  std::vector<std::function<void()>> weight_passes;
+  Tensor dx_embed;
 };
 
 // A micro-batch's scalars on the device until TakeLosses reads them.
@@ -248,13 +254,29 @@ Tensor DeviceModel::Forward(int id, const int32_t* tokens, int64_t B, int64_t S,
 }
 
 Tensor DeviceModel::Backward(int id, const Tensor& dy) {
+  // The weight gradients at once (no queue): less held at a time, the same bits.
+  Tensor dx = BackwardInput(id, dy, /*split=*/false);
+  BackwardWeight(id);
+  return dx;
+}
+
+Tensor DeviceModel::BackwardInput(int id, const Tensor& dy) {
+  return BackwardInput(id, dy, /*split=*/true);
+}
+
+Tensor DeviceModel::BackwardInput(int id, const Tensor& dy, bool split) {
   auto it = stash_.find(id);
-  MT_CHECK(it != stash_.end(), "device model: Backward of micro-batch ", id,
-           " without its forward");
+  MT_CHECK(it != stash_.end() && !it->second->input_done,
+           "device model: BackwardInput of micro-batch ", id, " without its forward");
   Stash& st = *it->second;
+  st.input_done = true;
   const int64_t S = st.S, T = st.B * S, H = m_.hidden_size;
   const auto D = static_cast<int64_t>(mtp_.size());
+  // The MTP modules and the heads take their weight gradients here (ModelChunk's split);
+  // the decoder layers queue theirs when split.
   const DeviceBatch b = Batch(st.B, S);
+  DeviceBatch layers_b = b;
+  if (split) layers_b.weight_passes = &st.weight_passes;
   Tensor dx = dy;
   if (stage_.last()) {
     // ---- MTP modules last to first, then the main head's norm
@@ -278,17 +300,29 @@ Tensor DeviceModel::Backward(int id, const Tensor& dy) {
     }
     if (dh_next.defined()) be_->Add(dh_next.data<float>(), st.dh0.data<float>(), st.dh0.numel());
     dx = final_norm_.Backward(b, st.dh0, st.x_last, st.final_rstd);
+    st.mtp.clear();
+    st.x_last = st.h0 = st.dh0 = st.final_rstd = Tensor();
   }
-  // ---- this stage's decoder layers, then the embedding (first stage)
+  // ---- this stage's decoder layers; the embedding's gradient waits for BackwardWeight
   for (size_t l = layers_.size(); l-- > 0;)
-    dx = layers_[l]->Backward(b, dx, S, st.bal_scale, &st.layers[l]);
+    dx = layers_[l]->Backward(layers_b, dx, S, st.bal_scale, &st.layers[l]);
   if (stage_.first()) {
-    be_->EmbeddingBackward(st.ids.data<int32_t>(), dx.data<float>(), embed_->grad.data<float>(), T,
-                           H);
-    dx = Tensor();
+    st.dx_embed = dx;
+    return Tensor();
   }
-  stash_.erase(it);
   return dx;
+}
+
+void DeviceModel::BackwardWeight(int id) {
+  auto it = stash_.find(id);
+  MT_CHECK(it != stash_.end() && it->second->input_done,
+           "device model: BackwardWeight of micro-batch ", id, " without its BackwardInput");
+  Stash& st = *it->second;
+  for (auto& pass : st.weight_passes) pass();
+  if (stage_.first())
+    be_->EmbeddingBackward(st.ids.data<int32_t>(), st.dx_embed.data<float>(),
+                           embed_->grad.data<float>(), st.B * st.S, m_.hidden_size);
+  stash_.erase(it);
 }
 
 Losses DeviceModel::TakeLosses(int id, std::vector<std::vector<int64_t>>* loads) {

@@ -17,8 +17,9 @@
 // model.norm, lm_head and the MTP modules on the last): one process, or ZeRO-1 data
 // parallelism, with expert parallelism inside it (each rank holds its EP rank's routed
 // experts and exchanges tokens). A stage runs micro-batches one pass at a time (Forward,
-// Backward, TakeLosses by micro-batch id), so a pipeline schedule can hold several in
-// flight (trainer/device_pipeline.h). Float build only.
+// Backward or its halves BackwardInput and BackwardWeight, TakeLosses by micro-batch id),
+// so a pipeline schedule can hold several in flight and defer weight gradients as
+// zero-bubble schedules do (trainer/device_pipeline.h). Float build only.
 #pragma once
 
 #include <cstdint>
@@ -64,7 +65,7 @@ class DeviceModel {
   DeviceParams& flat() const { return *params_; }
   const StageSpec& stage() const { return stage_; }
 
-  // One pipeline stage's passes of micro-batch `id` (ModelChunk's, with the backward whole):
+  // One pipeline stage's passes of micro-batch `id` (ModelChunk's):
   // tokens [B, S+1] on the host; x_in [B*S, H] on the device, the previous stage's output
   // (ignored on the first stage). Returns this stage's output [B*S, H] (undefined on the
   // last stage, which runs the heads' backward at once when `backward`). Gradients are of
@@ -76,6 +77,13 @@ class DeviceModel {
   Tensor Forward(int id, const int32_t* tokens, int64_t B, int64_t S, const Tensor& x_in,
                  const ObjectiveWeights& w, double grad_scale, bool backward);
   Tensor Backward(int id, const Tensor& dy);
+  // Backward in two halves, as ModelChunk's (zero-bubble schedules run the second later):
+  // BackwardInput returns the gradient of x_in and takes the weight gradients of the MTP
+  // modules, the heads and the norms; the decoder layers' Linear, router and expert weight
+  // gradients and the embedding's (first stage) wait for BackwardWeight, their operands
+  // held until then. Backward is the two at once, to the same bits.
+  Tensor BackwardInput(int id, const Tensor& dy);
+  void BackwardWeight(int id);
   Losses TakeLosses(int id, std::vector<std::vector<int64_t>>* loads);
 
   // Model::ForwardBackward's contract (one stage holding the whole model): tokens [B, S+1]
@@ -117,6 +125,8 @@ class DeviceModel {
   struct Stash;
   struct Pending;
   DeviceBatch Batch(int64_t B, int64_t S);
+  // split: the decoder layers queue their weight gradients in the stash.
+  Tensor BackwardInput(int id, const Tensor& dy, bool split);
   // Cross-entropy through the shared head in row chunks; *loss_sum (F64) += the summed
   // loss; with dh, dh [T,H] = d(coeff x mean loss)/dh and the head's gradient accumulates.
   void HeadLoss(const DeviceBatch& b, const Tensor& h, const Tensor& labels, int64_t count,
@@ -138,7 +148,7 @@ class DeviceModel {
   std::vector<DMoe*> moe_layers_;  // main layers' then MTP modules', as Model::moe_layers()
   std::vector<int> moe_indices_;   // [moe_layers_] their indices among the model's MoE layers
   int num_moe_ = 0;                // MoE layers of the whole model
-  std::map<int, std::unique_ptr<Stash>> stash_;      // by micro-batch, Forward to Backward
+  std::map<int, std::unique_ptr<Stash>> stash_;      // by micro-batch, Forward to Backward(Weight)
   std::map<int, std::unique_ptr<Pending>> pending_;  // by micro-batch, to TakeLosses
   Tensor rope_cos_, rope_sin_;                       // [S, dr/2] F64
   int64_t rope_len_ = 0;

@@ -176,14 +176,19 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   be.RouterBackward(s->scores.data<float>(), s->topk.data<int32_t>(), dweight.data<double>(),
                     s->f.data<double>(), balance_scale, d_logits.data<float>(), Shape(b, valid));
   const float* dl = d_logits.data<float>();
-  if (b.round_bf16()) {
+  if (b.round_bf16())
     be.LinearBackwardInputBf16(dl, router_bf16.Of(b, router->value), dx.data<float>(), T, H, E,
                                true);
-    be.LinearBackwardWeightBf16(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
-  } else {
+  else
     be.LinearBackwardInput(dl, router->value.data<float>(), dx.data<float>(), T, H, E, true);
-    be.LinearBackwardWeight(dl, s->x.data<float>(), router->grad.data<float>(), T, H, E);
-  }
+  b.WeightGrad([b, this, d_logits, x = s->x, T] {
+    const float* dl = d_logits.data<float>();
+    float* dw = router->grad.data<float>();
+    if (b.round_bf16())
+      b.be->LinearBackwardWeightBf16(dl, x.data<float>(), dw, T, H, E);
+    else
+      b.be->LinearBackwardWeight(dl, x.data<float>(), dw, T, H, E);
+  });
   *s = Saved{};
   return dx;
 }
@@ -216,12 +221,16 @@ Tensor DMoe::ExpertsBackward(const DeviceBatch& b, const Tensor& dye, Saved* s) 
   gg.BackwardInput(dye, w.down, &dh, offsets, P, E, F, H, false);
   Tensor du;
   const Tensor dg = SwigluBackwardRecompute(b, dh, s->in, &s->h, &du);
-  gg.BackwardWeight(dye, DAct{s->h, {}}, &down_g, offsets, P, E, F, H);
   Tensor dxp = be.Empty({P, H});
   gg.BackwardInput(dg, w.gate, &dxp, offsets, P, E, H, F, false);
   gg.BackwardInput(du, w.up, &dxp, offsets, P, E, H, F, true);
-  gg.BackwardWeight(dg, s->xp, &gate_g, offsets, P, E, H, F);
-  gg.BackwardWeight(du, s->xp, &up_g, offsets, P, E, H, F);
+  // The weight gradients hold the plan's offsets themselves: *s goes with the backward.
+  b.WeightGrad([gg, this, dye, dg, du, h = s->h, xp = s->xp, off = s->offsets, P] {
+    const int32_t* o = off.data<int32_t>();
+    gg.BackwardWeight(dye, DAct{h, {}}, &down_g, o, P, E, F, H);
+    gg.BackwardWeight(dg, xp, &gate_g, o, P, E, H, F);
+    gg.BackwardWeight(du, xp, &up_g, o, P, E, H, F);
+  });
   return dxp;
 }
 

@@ -218,11 +218,17 @@ Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s
     const DAct x = SourceInput(ex, r);
     const Tensor dys = Part(dyr, at, n), dgs = Part(dg, at, n), dus = Part(du, at, n);
     Tensor dxs = Part(dxr, at, n);
-    gg.BackwardWeight(dys, DAct{Part(s->h, at, n), {}}, &down_g, o, n, L, F, H);
     gg.BackwardInput(dgs, w.gate, &dxs, o, n, L, H, F, false);
     gg.BackwardInput(dus, w.up, &dxs, o, n, L, H, F, true);
-    gg.BackwardWeight(dgs, x, &gate_g, o, n, L, H, F);
-    gg.BackwardWeight(dus, x, &up_g, o, n, L, H, F);
+    // No exchange in the weight gradients: a split backward queues them like the local
+    // experts' (trainer/moe_parallel.cc defers them too), each source's in rank order.
+    b.WeightGrad(
+        [gg, this, dys, dgs, dus, x, hs = Part(s->h, at, n), ro = ex.recv_offsets, r, n, L] {
+          const int32_t* o = ro.data<int32_t>() + r * (L + 1);
+          gg.BackwardWeight(dys, DAct{hs, {}}, &down_g, o, n, L, F, H);
+          gg.BackwardWeight(dgs, x, &gate_g, o, n, L, H, F);
+          gg.BackwardWeight(dus, x, &up_g, o, n, L, H, F);
+        });
   }
   // The dispatch's backward: each slot's input gradient back to its token's rank.
   Tensor dxp = Rows(be, dye.dim(0), H);

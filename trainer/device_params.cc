@@ -1,7 +1,8 @@
-// trainer/device_params.cc: DeviceParams (device_layers.h), every parameter of a ParamStore
+// trainer/device_params.cc: DeviceParams (device_params.h), every parameter of a ParamStore
 // in flat value, gradient and moment buffers on a Backend, by optimizer region and class.
+#include "trainer/device_params.h"
+
 #include "kernels/status.h"
-#include "trainer/device_layers.h"
 
 namespace mt {
 inline namespace MT_REAL_NS {

@@ -22,7 +22,7 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
   if (s.num_chunks != 1)  // DevicePathBlockers refuses DualPipe before a run gets here
     return absl::FailedPreconditionError(
         absl::StrCat("device pipeline: a schedule of ", s.num_chunks,
-                     " chunks per rank; the device path runs one (parallel.schedule 1f1b)"));
+                     " chunks per rank; the device path runs one (1F1B, ZB1P)"));
   std::map<int, Tensor> fwd_in, fwd_out, bwd_in, bwd_out;  // by micro-batch: [B*S, H]
   std::vector<std::unique_ptr<Request>> sends;
   std::vector<Tensor> in_flight;  // what the pending sends read
@@ -48,25 +48,40 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
     into[a.micro_batch] = std::move(t);
     return absl::OkStatus();
   };
+  auto forward = [&](const PipelineAction& a, int mb) -> absl::Status {
+    if (!stage.first() && !fwd_in.count(mb)) return missing(a, "activations never received");
+    Tensor out = model.Forward(mb, run.tokens(mb), run.B, run.S, fwd_in[mb], run.weights,
+                               run.grad_scale, /*backward=*/true);
+    fwd_in.erase(mb);
+    forwards.push_back(mb);
+    if (!stage.last()) fwd_out[mb] = std::move(out);
+    return absl::OkStatus();
+  };
+  // The backward whole (split: its input half only, the weight half a later action).
+  auto backward = [&](const PipelineAction& a, int mb, bool split) -> absl::Status {
+    if (!stage.last() && !bwd_in.count(mb)) return missing(a, "gradient never received");
+    Tensor dx = split ? model.BackwardInput(mb, bwd_in[mb]) : model.Backward(mb, bwd_in[mb]);
+    bwd_in.erase(mb);
+    if (dx.defined()) bwd_out[mb] = std::move(dx);
+    return absl::OkStatus();
+  };
   for (const PipelineAction& a : s.actions[run.rank]) {
     const int mb = a.micro_batch;
     switch (a.op) {
-      case PipelineOp::kForward: {
-        if (!stage.first() && !fwd_in.count(mb)) return missing(a, "activations never received");
-        Tensor out = model.Forward(mb, run.tokens(mb), run.B, run.S, fwd_in[mb], run.weights,
-                                   run.grad_scale, /*backward=*/true);
-        fwd_in.erase(mb);
-        forwards.push_back(mb);
-        if (!stage.last()) fwd_out[mb] = std::move(out);
+      case PipelineOp::kForward:
+        RETURN_IF_ERROR(forward(a, mb));
         break;
-      }
-      case PipelineOp::kBackward: {
-        if (!stage.last() && !bwd_in.count(mb)) return missing(a, "gradient never received");
-        Tensor dx = model.Backward(mb, bwd_in[mb]);
-        bwd_in.erase(mb);
-        if (dx.defined()) bwd_out[mb] = std::move(dx);
+      case PipelineOp::kBackward:
+        RETURN_IF_ERROR(backward(a, mb, /*split=*/false));
         break;
-      }
+      case PipelineOp::kBackwardInput:
+        RETURN_IF_ERROR(backward(a, mb, /*split=*/true));
+        break;
+      case PipelineOp::kBackwardWeight:
+        model.BackwardWeight(mb);
+        break;
+      case PipelineOp::kForwardBackward:  // two chunks: refused above
+        return missing(a, "DualPipe's overlapped pair, which the device path does not run");
       case PipelineOp::kRecvForward:
         RETURN_IF_ERROR(recv(fwd_in, a, /*fwd=*/true));
         break;
@@ -79,8 +94,6 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
       case PipelineOp::kSendBackward:
         RETURN_IF_ERROR(send(bwd_out, a, /*fwd=*/false));
         break;
-      default:
-        return missing(a, "not an action of the 1F1B schedule");
     }
   }
   for (auto& r : sends) RETURN_IF_ERROR(r->Wait());

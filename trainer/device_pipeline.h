@@ -1,7 +1,8 @@
 // trainer/device_pipeline.h: pipeline parallelism on the device path (training.device,
 // trainer/device_train.h): one rank's action list of the CPU path's schedule
-// (parallel/pipeline_schedule.h, 1F1B) over its DeviceModel stage, the stage copies'
-// gradient sum, and validation's forward chain, as trainer/pipeline_runner.cc and
+// (parallel/pipeline_schedule.h: any of one chunk per rank, 1F1B or ZB1P's split backward
+// of DeviceModel::BackwardInput and BackwardWeight) over its DeviceModel stage, the stage
+// copies' gradient sum, and validation's forward chain, as trainer/pipeline_runner.cc and
 // parallel_model.cc do them on the module model.
 //
 // Activations go forward and their gradients backward over the PP group's communicator for
@@ -24,7 +25,7 @@
 namespace mt::train_internal {
 
 struct DevicePipelineRun {
-  const PipelineSchedule* schedule = nullptr;  // one chunk per rank (1F1B)
+  const PipelineSchedule* schedule = nullptr;  // one chunk per rank (1F1B, ZB1P)
   int rank = 0;                                // in the PP group
   DeviceModel* model = nullptr;                // this rank's stage
   Communicator* pp = nullptr;                  // the PP group, the backend's buffers

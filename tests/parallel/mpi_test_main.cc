@@ -3,6 +3,7 @@
 // report, the other ranks only their failures, prefixed with their rank. Run directly, the
 // binary is a world of one.
 #include <cstdio>
+#include <string>
 
 #include "gtest/gtest.h"
 #include "tests/parallel/mpi_test_util.h"
@@ -16,17 +17,23 @@ LaunchEnv g_env;  // written once in main, before any test runs
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
  public:
   explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  // The test's name is noted here: asking UnitTest::current_test_info() inside
+  // OnTestPartResult takes the lock AddTestPartResult already holds, and the failing rank
+  // then hangs (until the communicators' watchdog ends the job) instead of reporting.
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    test_ = std::string(info.test_suite_name()) + "." + info.name();
+  }
+  void OnTestEnd(const ::testing::TestInfo&) override { test_ = "?"; }
   void OnTestPartResult(const ::testing::TestPartResult& r) override {
     if (!r.failed()) return;
-    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::fprintf(stderr, "[rank %d] FAILED %s.%s at %s:%d\n%s\n", rank_,
-                 info ? info->test_suite_name() : "?", info ? info->name() : "?",
+    std::fprintf(stderr, "[rank %d] FAILED %s at %s:%d\n%s\n", rank_, test_.c_str(),
                  r.file_name() ? r.file_name() : "?", r.line_number(), r.message());
     std::fflush(stderr);
   }
 
  private:
   int rank_;
+  std::string test_ = "?";
 };
 
 }  // namespace
