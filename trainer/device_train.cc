@@ -34,8 +34,8 @@ constexpr char kEmulateNcclP2pEnv[] = "MOETRAIN_EMULATE_NCCL_P2P";
 constexpr char kExpAvg[] = "optimizer-exp_avg";
 constexpr char kExpAvgSq[] = "optimizer-exp_avg_sq";
 
-// Why CudaBackend cannot run here for `dp` data-parallel ranks ("" when it can).
-// `ranks`: parallel.pp x parallel.dp. More than one moves device buffers over NCCL.
+// Why CudaBackend cannot run here for `ranks` (parallel.pp x parallel.dp) ranks ("" when it
+// can): more than one moves device buffers over NCCL.
 std::string CudaUnavailable(int ranks) {
 #ifdef MOETRAIN_HAVE_CUDA
   if (cuda::DeviceCount() == 0) return "no CUDA device visible";
