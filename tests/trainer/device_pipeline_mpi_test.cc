@@ -3,15 +3,17 @@
 // pipeline_runner.h), both running one ZB1P action list over two MPI ranks, one stage each:
 // the split backward's passes (BackwardInput now, BackwardWeight later) in the schedule's
 // order must give each rank's losses, loads and every gradient to the last bit, at every
-// precision. And the split under expert parallelism (two EP ranks, one stage): DeviceModel's
-// BackwardInput and BackwardWeight against ModelChunk's with the expert dispatcher, and
-// against its own whole Backward. Run under `mpirun -np 2` (tests/parallel/CMakeLists.txt).
+// precision, also with NCCL's point-to-point rules. And the split under expert parallelism (two EP
+// ranks, one stage): DeviceModel's BackwardInput and BackwardWeight against ModelChunk's with the
+// expert dispatcher, and against its own whole Backward. Run under `mpirun -np 2`
+// (tests/parallel/CMakeLists.txt).
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/backend_cpu.h"
 #include "parallel/expert_dispatch.h"
+#include "parallel/p2p_group.h"
 #include "parallel/pipeline_schedule.h"
 #include "tests/parallel/mpi_test_util.h"
 #include "tests/trainer/host_stage.h"
@@ -23,7 +25,10 @@
 namespace mt {
 namespace {
 
-void CheckZb1p(const ProcessGroups& g, Precision precision, const std::string& what) {
+// With nccl_rules the device runner's point to point goes as over NCCL (untagged, grouped:
+// parallel/p2p_group.h GroupedP2pCommunicator), which ZB1P's lists must survive too.
+void CheckZb1p(const ProcessGroups& g, Precision precision, const std::string& what,
+               bool nccl_rules = false) {
   const int rank = g.pp->rank(), n = 4;
   ModelConfig m = testing_tiny::TinyConfig();
   m.num_hidden_layers = 4;  // stage 0: the embedding, layers 0 (dense) and 1; stage 1: the rest
@@ -41,7 +46,9 @@ void CheckZb1p(const ProcessGroups& g, Precision precision, const std::string& w
   DeviceModel dev(m, precision, &dev_host.ps, &be, {}, {}, rank, 2);
   dev.ZeroGrads();
   std::vector<std::vector<int32_t>> tokens;
-  const int64_t B = 2, S = 10;
+  // Over NCCL's rules, activations of 5 KiB: above Open MPI's shared-memory eager limit, so
+  // a send completes only once received, as NCCL's does.
+  const int64_t B = 2, S = nccl_rules ? 40 : 10;
   for (int i = 0; i < n; ++i)
     tokens.push_back(testing_tiny::RandomTokens(B * (S + 1), m.vocab_size, 60 + i));
   const ObjectiveWeights w{0.3, 0.01};
@@ -66,7 +73,8 @@ void CheckZb1p(const ProcessGroups& g, Precision precision, const std::string& w
   drun.schedule = &*schedule;
   drun.rank = rank;
   drun.model = &dev;
-  drun.pp = g.pp.get();
+  GroupedP2pCommunicator grouped(g.pp.get());
+  drun.pp = nccl_rules ? static_cast<Communicator*>(&grouped) : g.pp.get();
   drun.tokens = [&](int i) { return tokens[i].data(); };
   drun.B = B;
   drun.S = S;
@@ -94,6 +102,7 @@ TEST(DevicePipelineMpiTest, Zb1pMatchesTheCpuRunner) {
   CheckZb1p(*g, Precision::kFp32, "fp32");
   CheckZb1p(*g, Precision::kBf16, "bf16");
   CheckZb1p(*g, Precision::kFp8, "fp8");
+  CheckZb1p(*g, Precision::kFp32, "fp32 over NCCL's point-to-point rules", /*nccl_rules=*/true);
 }
 
 // One stage of the whole model on two EP ranks, each routing its own tokens: the split
