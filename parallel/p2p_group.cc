@@ -59,7 +59,6 @@ absl::Status GroupedP2p::Flush() {
   held_.clear();
   const uint64_t first = launched_upto_;
   launched_upto_ = next_ticket_;
-  ++groups_;
   if (!error_.ok()) return error_;  // nothing more goes out after a failed group
   const absl::Status s = launch_(group);
   if (!s.ok()) {

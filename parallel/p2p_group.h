@@ -60,7 +60,6 @@ class GroupedP2p {
   absl::Status CheckIdle(const char* op) const;
 
   int64_t held() const { return static_cast<int64_t>(held_.size()); }
-  int64_t groups_launched() const { return groups_; }
 
  private:
   class Ticket;
@@ -75,7 +74,6 @@ class GroupedP2p {
   uint64_t launched_upto_ = 0;  // tickets below it were launched
   uint64_t failed_from_ = UINT64_MAX;
   absl::Status error_;
-  int64_t groups_ = 0;
 };
 
 // A Communicator whose point to point goes through a GroupedP2p: ISend and IRecv held, Send,

@@ -69,6 +69,11 @@ std::string PipelineActionName(const PipelineAction& a) {
   return "?";
 }
 
+std::string PipelineScheduleName(const PipelineSchedule& s) {
+  return absl::StrCat("pipeline schedule (", ScheduleKindName(s.kind), ", pp=", s.num_ranks,
+                      ", m=", s.num_micro_batches, ")");
+}
+
 namespace {
 
 absl::Status CheckSizes(int pp, int m) {

@@ -69,6 +69,14 @@ struct PipelineSchedule {
 const char* ScheduleKindName(ScheduleKind kind);  // "1f1b", "zb1p", "dualpipe"
 absl::StatusOr<ScheduleKind> ParseScheduleKind(const std::string& name);
 std::string PipelineActionName(const PipelineAction& action);  // "F3.1", "B0", "F2&B5.1"
+// "pipeline schedule (1f1b, pp=4, m=8)": how the validators' messages name a schedule.
+std::string PipelineScheduleName(const PipelineSchedule& schedule);
+inline bool IsPipelineSend(PipelineOp op) {
+  return op == PipelineOp::kSendForward || op == PipelineOp::kSendBackward;
+}
+inline bool IsPipelineRecv(PipelineOp op) {
+  return op == PipelineOp::kRecvForward || op == PipelineOp::kRecvBackward;
+}
 
 // Generators. Errors (one message each) for pp < 1, m < 1, and for DualPipe pp odd, m odd
 // or m < 2*pp (its steady phase needs both directions full).

@@ -22,12 +22,6 @@
 namespace mt {
 namespace {
 
-bool IsSend(PipelineOp op) {
-  return op == PipelineOp::kSendForward || op == PipelineOp::kSendBackward;
-}
-bool IsRecv(PipelineOp op) {
-  return op == PipelineOp::kRecvForward || op == PipelineOp::kRecvBackward;
-}
 bool IsForwardMessage(PipelineOp op) {
   return op == PipelineOp::kSendForward || op == PipelineOp::kRecvForward;
 }
@@ -47,10 +41,7 @@ struct RankOps {
   int active = 0;                        // the first group not completed
 };
 
-std::string Header(const PipelineSchedule& s) {
-  return absl::StrCat("pipeline schedule (", ScheduleKindName(s.kind), ", pp=", s.num_ranks,
-                      ", m=", s.num_micro_batches, ") over NCCL");
-}
+std::string Header(const PipelineSchedule& s) { return PipelineScheduleName(s) + " over NCCL"; }
 
 }  // namespace
 
@@ -68,7 +59,7 @@ absl::Status ValidateGroupedRendezvous(const PipelineSchedule& s) {
     std::vector<int> pending;
     for (int i = 0; i < static_cast<int>(s.actions[r].size()); ++i) {
       const PipelineAction& a = s.actions[r][i];
-      if (!IsSend(a.op) && !IsRecv(a.op)) continue;
+      if (!IsPipelineSend(a.op) && !IsPipelineRecv(a.op)) continue;
       if (a.peer < 0 || a.peer >= pp || a.peer == r) {
         return absl::FailedPreconditionError(
             absl::StrCat(Header(s), ": rank ", r, ", action ", i, " (", PipelineActionName(a),
@@ -77,7 +68,7 @@ absl::Status ValidateGroupedRendezvous(const PipelineSchedule& s) {
       const int k = static_cast<int>(ro.ops.size());
       ro.ops.push_back({i, static_cast<int>(ro.groups.size())});
       pending.push_back(k);
-      if (IsSend(a.op)) {
+      if (IsPipelineSend(a.op)) {
         sends[{r, a.peer}].push_back(k);
       } else {
         recvs[{a.peer, r}].push_back(k);

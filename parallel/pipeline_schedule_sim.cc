@@ -47,13 +47,8 @@ bool IsCompute(PipelineOp op) {
          op == PipelineOp::kForwardBackward;
 }
 
-std::string Header(const PipelineSchedule& s) {
-  return absl::StrCat("pipeline schedule (", ScheduleKindName(s.kind), ", pp=", s.num_ranks,
-                      ", m=", s.num_micro_batches, ")");
-}
-
 std::string Where(const PipelineSchedule& s, int rank, int index) {
-  std::string where = absl::StrCat(Header(s), ": rank ", rank);
+  std::string where = absl::StrCat(PipelineScheduleName(s), ": rank ", rank);
   if (index >= 0) {
     absl::StrAppend(&where, ", action ", index, " (", PipelineActionName(s.actions[rank][index]),
                     ")");
@@ -229,8 +224,8 @@ absl::StatusOr<PipelineTimeline> SimulateSchedule(const PipelineSchedule& s,
         }
       }
       return absl::FailedPreconditionError(absl::StrCat(
-          Header(s), ": deadlock, every rank waits for an input that is never produced (", blocked,
-          ")"));
+          PipelineScheduleName(s),
+          ": deadlock, every rank waits for an input that is never produced (", blocked, ")"));
     }
   }
   t.makespan = *std::max_element(clock.begin(), clock.end());
@@ -272,8 +267,8 @@ absl::Status ValidateSchedule(const PipelineSchedule& s) {
       auto st = [&](int mb, int chunk) -> int& {
         return state[static_cast<size_t>(mb) * pp + s.StageOf(r, chunk)];
       };
-      const bool is_recv = a.op == PipelineOp::kRecvForward || a.op == PipelineOp::kRecvBackward;
-      const bool is_send = a.op == PipelineOp::kSendForward || a.op == PipelineOp::kSendBackward;
+      const bool is_recv = IsPipelineRecv(a.op);
+      const bool is_send = IsPipelineSend(a.op);
       if (is_recv || is_send) {
         const bool backward =
             a.op == PipelineOp::kRecvBackward || a.op == PipelineOp::kSendBackward;
@@ -357,7 +352,7 @@ absl::Status ValidateSchedule(const PipelineSchedule& s) {
   }
   if (sends != recvs) {
     return absl::FailedPreconditionError(
-        absl::StrCat(Header(s), ": the sends do not match the receives one to one"));
+        absl::StrCat(PipelineScheduleName(s), ": the sends do not match the receives one to one"));
   }
   ASSIGN_OR_RETURN(PipelineTimeline timeline,
                    SimulateSchedule(s, PipelineCosts::Uniform(pp, 1, 2, 1)));
