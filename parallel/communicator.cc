@@ -55,12 +55,12 @@ absl::Status SameDType(const Communicator& c, const char* op, DType in, DType ou
 }
 
 // Checks ragged counts/displacements against a buffer of `capacity` elements.
-absl::Status CheckRagged(const Communicator& c, const char* which,
+absl::Status CheckRagged(const Communicator& c, const char* op, const char* which,
                          const std::vector<int64_t>& counts, const std::vector<int64_t>& displs,
                          int64_t capacity) {
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(
-        absl::StrCat(c.name(), " rank ", c.rank(), ": AllToAllV: ", which, " ", what));
+        absl::StrCat(c.name(), " rank ", c.rank(), ": ", op, ": ", which, " ", what));
   };
   if (counts.size() != static_cast<size_t>(c.size()) ||
       displs.size() != static_cast<size_t>(c.size()))
@@ -142,9 +142,20 @@ absl::Status Communicator::AllToAllV(InBuffer in, const std::vector<int64_t>& se
                                      const std::vector<int64_t>& recv_displs) {
   RETURN_IF_ERROR(BeforeCollective("AllToAllV"));
   RETURN_IF_ERROR(SameDType(*this, "AllToAllV", in.dtype, out.dtype));
-  RETURN_IF_ERROR(CheckRagged(*this, "send", send_counts, send_displs, in.count));
-  RETURN_IF_ERROR(CheckRagged(*this, "receive", recv_counts, recv_displs, out.count));
+  RETURN_IF_ERROR(CheckRagged(*this, "AllToAllV", "send", send_counts, send_displs, in.count));
+  RETURN_IF_ERROR(CheckRagged(*this, "AllToAllV", "receive", recv_counts, recv_displs, out.count));
   return DoAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
+}
+
+absl::StatusOr<std::unique_ptr<Request>> Communicator::IAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(BeforeCollective("IAllToAllV"));
+  RETURN_IF_ERROR(SameDType(*this, "IAllToAllV", in.dtype, out.dtype));
+  RETURN_IF_ERROR(CheckRagged(*this, "IAllToAllV", "send", send_counts, send_displs, in.count));
+  RETURN_IF_ERROR(CheckRagged(*this, "IAllToAllV", "receive", recv_counts, recv_displs, out.count));
+  return DoIAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
 }
 
 absl::Status Communicator::Broadcast(OutBuffer inout, int root) {
@@ -179,6 +190,22 @@ absl::Status Communicator::DoAllToAllV(InBuffer, const std::vector<int64_t>&,
                                        const std::vector<int64_t>&, OutBuffer,
                                        const std::vector<int64_t>&, const std::vector<int64_t>&) {
   return Unsupported("AllToAllV");
+}
+
+namespace {
+// What a backend without an overlapping exchange returns: the work is done already.
+class DoneRequest : public Request {
+ public:
+  absl::Status Wait() override { return absl::OkStatus(); }
+};
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Request>> Communicator::DoIAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(DoAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs));
+  return std::unique_ptr<Request>(new DoneRequest);
 }
 absl::Status Communicator::DoBroadcast(OutBuffer, int) { return Unsupported("Broadcast"); }
 absl::Status Communicator::DoBarrier() { return Unsupported("Barrier"); }

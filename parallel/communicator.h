@@ -6,7 +6,8 @@
 // (CPU buffers over MPI, communicator_mpi.h) and NcclCommunicator (GPU buffers,
 // communicator_nccl.h). Every call blocks until the local buffers may be reused, except
 // ISend/IRecv, which return a Request (over NCCL they go out with the next blocking call:
-// p2p_group.h).
+// p2p_group.h), and IAllToAllV, which starts the exchange and returns a Request, so the
+// caller can compute while it moves (over NCCL on the comm stream, kernels/cuda/runtime.h).
 // Calls are collective over the group unless noted: every member must make the same calls
 // in the same order with the same counts (a rank that diverges hangs the others until the
 // watchdog of communicator_watchdog.h ends the job).
@@ -109,6 +110,16 @@ class Communicator {
                          const std::vector<int64_t>& send_displs, OutBuffer out,
                          const std::vector<int64_t>& recv_counts,
                          const std::vector<int64_t>& recv_displs);
+  // AllToAllV started: `in` and `out` must stay alive and untouched until the Request's
+  // Wait, which returns once `out` holds everything. Members start their exchanges in the
+  // same order as any other collective. A backend without an overlapping form runs the
+  // exchange here and returns a Request that is already done.
+  absl::StatusOr<std::unique_ptr<Request>> IAllToAllV(InBuffer in,
+                                                      const std::vector<int64_t>& send_counts,
+                                                      const std::vector<int64_t>& send_displs,
+                                                      OutBuffer out,
+                                                      const std::vector<int64_t>& recv_counts,
+                                                      const std::vector<int64_t>& recv_displs);
   // inout [n]: root's values everywhere.
   absl::Status Broadcast(OutBuffer inout, int root);
   absl::Status Barrier();
@@ -127,6 +138,10 @@ class Communicator {
                                    const std::vector<int64_t>& send_displs, OutBuffer out,
                                    const std::vector<int64_t>& recv_counts,
                                    const std::vector<int64_t>& recv_displs);
+  virtual absl::StatusOr<std::unique_ptr<Request>> DoIAllToAllV(
+      InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+      OutBuffer out, const std::vector<int64_t>& recv_counts,
+      const std::vector<int64_t>& recv_displs);
   virtual absl::Status DoBroadcast(OutBuffer inout, int root);
   virtual absl::Status DoBarrier();
 

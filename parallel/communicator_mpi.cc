@@ -57,12 +57,17 @@ bool MpiFinalized() {
 
 }  // namespace
 
-// A pending ISend/IRecv. It must not outlive its communicator.
+// A pending ISend, IRecv or IAllToAllV. It must not outlive its communicator.
 class MpiRequest : public Request {
  public:
   MpiRequest(const MpiCommunicator* comm, MPI_Request request, MPI_Datatype type, int expected,
-             const char* call)
-      : comm_(comm), request_(request), type_(type), expected_(expected), call_(call) {}
+             const char* call, std::vector<int> args = {})
+      : comm_(comm),
+        request_(request),
+        type_(type),
+        expected_(expected),
+        call_(call),
+        args_(std::move(args)) {}
   ~MpiRequest() override {
     if (pending_ && !MpiFinalized()) MPI_Wait(&request_, MPI_STATUS_IGNORE);
   }
@@ -90,6 +95,8 @@ class MpiRequest : public Request {
   MPI_Datatype type_;
   int expected_;  // elements a receive must get; -1 for a send
   const char* call_;
+  // A nonblocking collective's counts and displacements: MPI reads them until it completes.
+  std::vector<int> args_;
   bool pending_ = true;
 };
 
@@ -220,6 +227,26 @@ absl::Status MpiCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_t
   return Check(
       MPI_Alltoallv(in.data, sc.data(), sd.data(), t, out.data, rc.data(), rd.data(), t, comm_),
       "MPI_Alltoallv");
+}
+
+absl::StatusOr<std::unique_ptr<Request>> MpiCommunicator::DoIAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(Count(in.count, "MPI_Ialltoallv").status());
+  RETURN_IF_ERROR(Count(out.count, "MPI_Ialltoallv").status());
+  const size_t p = send_counts.size();
+  std::vector<int> args;  // [4p]: send counts, send displs, receive counts, receive displs
+  args.reserve(4 * p);
+  for (const std::vector<int64_t>* v : {&send_counts, &send_displs, &recv_counts, &recv_displs})
+    args.insert(args.end(), v->begin(), v->end());
+  const MPI_Datatype t = MpiType(in.dtype);
+  MPI_Request req;
+  RETURN_IF_ERROR(Check(MPI_Ialltoallv(in.data, &args[0], &args[p], t, out.data, &args[2 * p],
+                                       &args[3 * p], t, comm_, &req),
+                        "MPI_Ialltoallv"));
+  return std::unique_ptr<Request>(
+      new MpiRequest(this, req, t, -1, "MPI_Ialltoallv", std::move(args)));
 }
 
 absl::Status MpiCommunicator::DoBroadcast(OutBuffer inout, int root) {

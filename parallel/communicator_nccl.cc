@@ -48,7 +48,7 @@ ncclRedOp_t NcclOp(ReduceOp op) {
 }
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
-    Communicator& bootstrap, cudaStream_t stream, std::string group,
+    Communicator& bootstrap, cudaStream_t compute, cudaStream_t comm, std::string group,
     std::shared_ptr<CommWatchdog> watchdog) {
   if (cuda::DeviceCount() == 0) {
     return absl::FailedPreconditionError(
@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
     }
   }
   RETURN_IF_ERROR(bootstrap.Broadcast(OutBuffer(&id, sizeof(id), DType::kU8), 0));
-  ncclComm_t comm = nullptr;
+  ncclComm_t nccl = nullptr;
   ncclResult_t r;
   {  // blocks until every member joins: a rank that never does is the watchdog's
     CommWatchdog::Scope watch =
@@ -71,7 +71,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
             ? CommWatchdog::Scope()
             : watchdog->Watch(absl::StrCat("ncclCommInitRank of nccl:", group, " (group rank ",
                                            bootstrap.rank(), " of ", bootstrap.size(), ")"));
-    r = ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank());
+    r = ncclCommInitRank(&nccl, bootstrap.size(), id, bootstrap.rank());
   }
   if (r != ncclSuccess) {
     return absl::InternalError(absl::StrCat("nccl:", group, " rank ", bootstrap.rank(),
@@ -79,15 +79,16 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   }
   int* word = nullptr;
   CUDA_CHECK(cudaMalloc(&word, sizeof(int)));
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(comm, stream, bootstrap.rank(),
-                                                                bootstrap.size(), std::move(group),
-                                                                word, std::move(watchdog)));
+  return std::unique_ptr<NcclCommunicator>(
+      new NcclCommunicator(nccl, compute, comm, bootstrap.rank(), bootstrap.size(),
+                           std::move(group), word, std::move(watchdog)));
 }
 
-NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size,
-                                   std::string group, int* barrier_word,
+NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t compute, cudaStream_t stream,
+                                   int rank, int size, std::string group, int* barrier_word,
                                    std::shared_ptr<CommWatchdog> watchdog)
     : comm_(comm),
+      compute_(compute),
       stream_(stream),
       rank_(rank),
       size_(size),
@@ -109,14 +110,25 @@ absl::Status NcclCommunicator::Check(ncclResult_t result, const char* op) const 
                                           ")"));
 }
 
+void NcclCommunicator::AfterCompute() {
+  if (compute_ == stream_) return;
+  compute_ready_.Record(compute_);
+  compute_ready_.BlockStream(stream_);
+}
+
 absl::Status NcclCommunicator::Finish(const char* op) {
+  done_.Record(stream_);
+  return WaitFor(done_, op);
+}
+
+absl::Status NcclCommunicator::WaitFor(const cuda::Event& done, const char* op) {
   CommWatchdog::Scope watch =
       watchdog_ == nullptr
           ? CommWatchdog::Scope()
           : watchdog_->Watch(absl::StrCat("NCCL ", op, " on ", name(), " (group rank ", rank_,
                                           " of ", size_, ")"));
-  auto done = [&]() -> absl::StatusOr<bool> {
-    const cudaError_t err = cudaStreamQuery(stream_);
+  auto finished = [&]() -> absl::StatusOr<bool> {
+    const cudaError_t err = cudaEventQuery(done.get());
     if (err == cudaSuccess) return true;
     if (err == cudaErrorNotReady) return false;
     return absl::InternalError(
@@ -133,10 +145,15 @@ absl::Status NcclCommunicator::Finish(const char* op) {
         failed.message(), "; the communicator was aborted (a peer failed or was aborted)"));
     return aborted_;
   };
-  return PollUntilDone(done, async_error);
+  RETURN_IF_ERROR(PollUntilDone(finished, async_error));
+  // Done already; in stream order too, so that compute's later kernels never depend on the
+  // host having waited.
+  if (compute_ != stream_) done.BlockStream(compute_);
+  return absl::OkStatus();
 }
 
 absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
+  AfterCompute();
   RETURN_IF_ERROR(Check(ncclGroupStart(), "p2p group start"));
   for (const P2pOp& op : group) {
     const ncclResult_t r = op.send
@@ -152,6 +169,7 @@ absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
 }
 
 absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
+  AfterCompute();
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(inout.dtype));
   RETURN_IF_ERROR(
       Check(ncclAllReduce(inout.data, inout.data, inout.count, e.type, NcclOp(op), comm_, stream_),
@@ -160,6 +178,7 @@ absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
 }
 
 absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
+  AfterCompute();
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(in.dtype));
   RETURN_IF_ERROR(
       Check(ncclReduceScatter(in.data, out.data, out.count, e.type, NcclOp(op), comm_, stream_),
@@ -168,6 +187,7 @@ absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, Reduc
 }
 
 absl::Status NcclCommunicator::DoAllGather(InBuffer in, OutBuffer out) {
+  AfterCompute();
   const NcclElements e = NcclTypeForMove(in.dtype);
   RETURN_IF_ERROR(
       Check(ncclAllGather(in.data, out.data, in.count * e.multiplier, e.type, comm_, stream_),
@@ -183,10 +203,12 @@ absl::Status NcclCommunicator::DoAllToAll(InBuffer in, OutBuffer out) {
   return DoAllToAllV(in, counts, displs, out, counts, displs);
 }
 
-absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
-                                           const std::vector<int64_t>& send_displs, OutBuffer out,
-                                           const std::vector<int64_t>& recv_counts,
-                                           const std::vector<int64_t>& recv_displs) {
+absl::Status NcclCommunicator::LaunchAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
+                                               const std::vector<int64_t>& send_displs,
+                                               OutBuffer out,
+                                               const std::vector<int64_t>& recv_counts,
+                                               const std::vector<int64_t>& recv_displs) {
+  AfterCompute();
   const NcclElements e = NcclTypeForMove(in.dtype);
   const int64_t bytes = e.multiplier;  // per dtype element, moved as ncclUint8
   const char* src = static_cast<const char*>(in.data);
@@ -211,11 +233,47 @@ absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_
       }
     }
   }
-  RETURN_IF_ERROR(Check(ncclGroupEnd(), "AllToAllV"));
+  return Check(ncclGroupEnd(), "AllToAllV");
+}
+
+absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
+                                           const std::vector<int64_t>& send_displs, OutBuffer out,
+                                           const std::vector<int64_t>& recv_counts,
+                                           const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(LaunchAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs));
   return Finish("AllToAllV");
 }
 
+// A started all-to-all-v: its own end event, waited for as a blocking call's. It must not
+// outlive its communicator.
+class NcclCommunicator::Pending : public Request {
+ public:
+  explicit Pending(NcclCommunicator* comm) : comm_(comm) { done_.Record(comm->stream_); }
+  ~Pending() override { Wait().IgnoreError(); }  // never leave NCCL writing freed memory
+  absl::Status Wait() override {
+    if (waited_) return status_;
+    waited_ = true;
+    status_ = comm_->WaitFor(done_, "IAllToAllV");
+    return status_;
+  }
+
+ private:
+  NcclCommunicator* comm_;
+  cuda::Event done_;
+  bool waited_ = false;
+  absl::Status status_;
+};
+
+absl::StatusOr<std::unique_ptr<Request>> NcclCommunicator::DoIAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(LaunchAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs));
+  return std::unique_ptr<Request>(new Pending(this));
+}
+
 absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
+  AfterCompute();
   const NcclElements e = NcclTypeForMove(inout.dtype);
   RETURN_IF_ERROR(Check(ncclBroadcast(inout.data, inout.data, inout.count * e.multiplier, e.type,
                                       root, comm_, stream_),
@@ -224,6 +282,7 @@ absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
 }
 
 absl::Status NcclCommunicator::DoBarrier() {
+  AfterCompute();
   RETURN_IF_ERROR(
       Check(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),
             "Barrier"));

@@ -1,10 +1,14 @@
 // parallel/communicator_nccl.h: the Communicator interface over NCCL, for device buffers.
 //
 // Every buffer passed to a NcclCommunicator is device memory on the rank's current GPU
-// (kernels/cuda/runtime.h SelectDevice). Calls enqueue on the communicator's stream (the
-// comm stream of kernels/cuda/runtime.h Streams) and then wait for it, which is the
-// interface's contract ("blocks until the local buffers may be reused"); the trainer orders
-// compute against it with events. All-to-all-v is a group of ncclSend/ncclRecv pairs.
+// (kernels/cuda/runtime.h SelectDevice). Two streams (runtime.h Streams): NCCL runs on the
+// comm stream; the compute stream's kernels write what is sent and read what is received.
+// Events order them on the device: an operation starts once everything enqueued on compute
+// before the call is done, and compute's later work waits for the operation. The blocking
+// calls then wait on the host until it is done, the interface's contract ("blocks until the
+// local buffers may be reused"); IAllToAllV returns at once, so the host goes on enqueueing
+// compute (the MoE's shared expert, device_moe_ep.cc) that runs while the exchange moves.
+// All-to-all-v is a group of ncclSend/ncclRecv pairs.
 // Send/Recv match by call order per peer: NCCL has no tags, so `tag` is only checked.
 // ISend and IRecv are held back and launched with the next blocking Send, Recv or Wait as
 // one NCCL group (parallel/p2p_group.h): an NCCL send waits for its receive, so a lone one
@@ -21,7 +25,8 @@
 // ended by the run's CommWatchdog, as the MPI groups' calls are, initialisation included.
 //
 // Example:
-//   ASSIGN_OR_RETURN(auto ep, NcclCommunicator::Create(*groups.ep, streams.comm(), "ep"));
+//   ASSIGN_OR_RETURN(auto ep, NcclCommunicator::Create(*groups.ep, streams.compute(),
+//                                                      streams.comm(), "ep"));
 //   RETURN_IF_ERROR(ep->AllToAllV(send, send_counts, send_displs, recv, recv_counts,
 //                                 recv_displs));  // device buffers
 #pragma once
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cuda/runtime.h"
 #include "parallel/communicator.h"
 #include "parallel/communicator_watchdog.h"
 #include "parallel/p2p_group.h"
@@ -53,11 +59,12 @@ ncclRedOp_t NcclOp(ReduceOp op);
 
 class NcclCommunicator : public GroupingCommunicator {
  public:
-  // Collective over `bootstrap`; the current CUDA device is used. FailedPrecondition when
-  // no device is visible, Internal with NCCL's message when initialisation fails.
+  // Collective over `bootstrap`; the current CUDA device is used. NCCL runs on `comm`,
+  // ordered against `compute` as above (the same stream twice: no events). FailedPrecondition
+  // when no device is visible, Internal with NCCL's message when initialisation fails.
   // `watchdog` may be null (no deadline).
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(
-      Communicator& bootstrap, cudaStream_t stream, std::string group,
+      Communicator& bootstrap, cudaStream_t compute, cudaStream_t comm, std::string group,
       std::shared_ptr<CommWatchdog> watchdog = nullptr);
   ~NcclCommunicator() override;
 
@@ -65,7 +72,7 @@ class NcclCommunicator : public GroupingCommunicator {
   int size() const override { return size_; }
   std::string name() const override { return "nccl:" + group_; }
   std::string backend() const override { return "nccl"; }
-  cudaStream_t stream() const { return stream_; }
+  cudaStream_t stream() const { return stream_; }  // NCCL's (the comm stream)
 
  protected:
   // One group of sends and receives, all at once, waited for.
@@ -78,26 +85,47 @@ class NcclCommunicator : public GroupingCommunicator {
                            const std::vector<int64_t>& send_displs, OutBuffer out,
                            const std::vector<int64_t>& recv_counts,
                            const std::vector<int64_t>& recv_displs) override;
+  // On the comm stream, returning at once; the Request waits as Finish does.
+  absl::StatusOr<std::unique_ptr<Request>> DoIAllToAllV(
+      InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+      OutBuffer out, const std::vector<int64_t>& recv_counts,
+      const std::vector<int64_t>& recv_displs) override;
   absl::Status DoBroadcast(OutBuffer inout, int root) override;
   absl::Status DoBarrier() override;
 
  private:
-  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, int rank, int size, std::string group,
-                   int* barrier_word, std::shared_ptr<CommWatchdog> watchdog);
+  class Pending;
+  NcclCommunicator(ncclComm_t comm, cudaStream_t compute, cudaStream_t stream, int rank, int size,
+                   std::string group, int* barrier_word, std::shared_ptr<CommWatchdog> watchdog);
   // Turns an NCCL result into a Status naming this communicator, the op and NCCL's message;
   // once aborted, the abort's error whatever the result.
   absl::Status Check(ncclResult_t result, const char* op) const;
-  // Waits for the stream: the interface's calls return with their buffers reusable. Polls
-  // NCCL's asynchronous error meanwhile; on one, aborts the communicator.
+  // The comm stream waits (on the device) for the compute stream's work so far: what the
+  // next operation sends has been written.
+  void AfterCompute();
+  // Launches the all-to-all-v's group on the comm stream.
+  absl::Status LaunchAllToAllV(InBuffer in, const std::vector<int64_t>& send_counts,
+                               const std::vector<int64_t>& send_displs, OutBuffer out,
+                               const std::vector<int64_t>& recv_counts,
+                               const std::vector<int64_t>& recv_displs);
+  // Waits on the host until `done` (recorded on the comm stream after an operation) has
+  // completed, polling NCCL's asynchronous error meanwhile (on one, aborts the
+  // communicator); then the compute stream's later work waits for it too.
+  absl::Status WaitFor(const cuda::Event& done, const char* op);
+  // WaitFor the operation just launched: the interface's blocking calls return with their
+  // buffers reusable.
   absl::Status Finish(const char* op);
 
   ncclComm_t comm_;
-  cudaStream_t stream_;
+  cudaStream_t compute_;  // whose kernels write what is sent and read what is received
+  cudaStream_t stream_;   // NCCL's
   int rank_, size_;
   std::string group_;
   int* barrier_word_;  // one device int for Barrier's all-reduce
   std::shared_ptr<CommWatchdog> watchdog_;  // may be null
   absl::Status aborted_;                    // set when NCCL reported a failure
+  cuda::Event compute_ready_;               // recorded on compute_, waited for by stream_
+  cuda::Event done_;                        // a blocking operation's end on stream_
 };
 
 }  // namespace mt

@@ -190,6 +190,22 @@ absl::Status StatsCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64
   return s;
 }
 
+// Counted as an AllToAllV; its time is the start's plus the wait's, as an ISend's.
+absl::StatusOr<std::unique_ptr<Request>> StatsCommunicator::DoIAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  int64_t to_others = 0;
+  for (int r = 0; r < size(); ++r)
+    if (r != rank()) to_others += send_counts[r];
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<std::unique_ptr<Request>> r =
+      inner_->IAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
+  Add(CommOp::kAllToAllV, 1, r.ok() ? Bytes(to_others, in.dtype) : 0, start);
+  if (!r.ok()) return r.status();
+  return std::unique_ptr<Request>(new TimedRequest(this, CommOp::kAllToAllV, *std::move(r)));
+}
+
 absl::Status StatsCommunicator::DoBroadcast(OutBuffer inout, int root) {
   const bool sends = rank() == root && size() > 1;
   const Clock::time_point start = Clock::now();

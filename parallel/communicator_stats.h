@@ -7,7 +7,8 @@
 // Bytes sent, per call on a group of p members, with S the bytes of the call's input:
 //   Send, ISend       S
 //   Recv, IRecv       0
-//   AllToAllV         the bytes of the blocks addressed to the other members
+//   AllToAllV,        the bytes of the blocks addressed to the other members
+//   IAllToAllV        (both counted as all_to_all_v)
 //   AllToAll          S (p - 1) / p  (the blocks for the other members)
 //   AllGather         S (p - 1)      (this rank's block reaches p - 1 members)
 //   ReduceScatter     S (p - 1) / p  (the blocks the other members reduce)
@@ -19,8 +20,9 @@
 // the figures compare across backends and group sizes. A group of one sends nothing.
 //
 // Time is wall-clock time inside the call, so it includes waiting for peers that arrive late
-// (load imbalance, pipeline bubbles), not only transfer time. ISend/IRecv count the time of
-// the call plus the time in Request::Wait (or in the request's destructor when never waited).
+// (load imbalance, pipeline bubbles), not only transfer time. ISend/IRecv/IAllToAllV count the
+// time of the call plus the time in Request::Wait (or in the request's destructor when never
+// waited).
 //
 // Example:
 //   StatsCommunicator dp(std::move(groups.dp));          // owning
@@ -100,6 +102,10 @@ class StatsCommunicator : public Communicator {
                            const std::vector<int64_t>& send_displs, OutBuffer out,
                            const std::vector<int64_t>& recv_counts,
                            const std::vector<int64_t>& recv_displs) override;
+  absl::StatusOr<std::unique_ptr<Request>> DoIAllToAllV(
+      InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+      OutBuffer out, const std::vector<int64_t>& recv_counts,
+      const std::vector<int64_t>& recv_displs) override;
   absl::Status DoBroadcast(OutBuffer inout, int root) override;
   absl::Status DoBarrier() override;
 

@@ -133,6 +133,13 @@ absl::Status GroupedP2pCommunicator::DoAllToAllV(InBuffer in,
                                                  const std::vector<int64_t>& recv_displs) {
   return inner_->AllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
 }
+
+absl::StatusOr<std::unique_ptr<Request>> GroupedP2pCommunicator::DoIAllToAllV(
+    InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+    OutBuffer out, const std::vector<int64_t>& recv_counts,
+    const std::vector<int64_t>& recv_displs) {
+  return inner_->IAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
+}
 absl::Status GroupedP2pCommunicator::DoBroadcast(OutBuffer inout, int root) {
   return inner_->Broadcast(inout, root);
 }

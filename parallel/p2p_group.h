@@ -123,6 +123,10 @@ class GroupedP2pCommunicator : public GroupingCommunicator {
                            const std::vector<int64_t>& send_displs, OutBuffer out,
                            const std::vector<int64_t>& recv_counts,
                            const std::vector<int64_t>& recv_displs) override;
+  absl::StatusOr<std::unique_ptr<Request>> DoIAllToAllV(
+      InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
+      OutBuffer out, const std::vector<int64_t>& recv_counts,
+      const std::vector<int64_t>& recv_displs) override;
   absl::Status DoBroadcast(OutBuffer inout, int root) override;
   absl::Status DoBarrier() override;
 

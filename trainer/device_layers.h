@@ -213,11 +213,20 @@ struct ExpertWeight {
 // DeepSeekMoE: sigmoid router with group-limited top-k and the selection bias, routed
 // experts as grouped GEMMs, shared experts (trainer/moe.h).
 struct DMoe {
+  // A started row exchange (Communicator::IAllToAllV) and the buffers it reads and writes,
+  // kept alive until it has landed.
+  struct InFlight {
+    std::shared_ptr<Request> request;
+    Tensor from, to;
+  };
   // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc).
   struct Exchange : EpExchangePlan {
     Tensor recv_offsets;                  // [P, E_l+1] I32: `offsets` on the device
     std::vector<QuantizedActivation> xq;  // fp8: [P] the received E4M3 operand per source
     Tensor xr;                            // [R,H] the received rows (fp32, bf16)
+    // Moving while the shared expert computes: the forward's dispatch (fp8: codes, then
+    // their scales [R, H/128]), and the backward's first exchange (output gradients [R,H]).
+    std::vector<InFlight> moving;
   };
   struct Saved {
     Tensor x, scores, topk, weight;       // [T,H], [T,E], [T,K] I32, [T,K]
@@ -266,12 +275,17 @@ struct DMoe {
 
  private:
   // The routed experts on the permuted rows xp [T*K,H] (by expert) -> s->ye [T*K,H], and
-  // back: dye [T*K,H] -> dxp [T*K,H], the expert weights' gradients accumulated. The *Ep
-  // pair sends each destination rank its experts' rows and runs them (device_moe_ep.cc).
+  // back: dye [T*K,H] -> dxp [T*K,H], the expert weights' gradients accumulated.
   void ExpertsForward(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
   Tensor ExpertsBackward(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
-  void ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
-  Tensor ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
+  // Under expert parallelism (device_moe_ep.cc) each destination rank gets its experts'
+  // rows and runs them, in two halves each way: the Start* half plans and starts the first
+  // exchange, which moves while Forward and Backward run the shared expert (Megatron's
+  // moe_shared_expert_overlap); the Experts* half lands it and does the rest.
+  void StartDispatchEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
+  void ExpertsForwardEp(const DeviceBatch& b, Saved* s) const;
+  void StartCombineBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
+  Tensor ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const;
 };
 
 // The three grouped expert GEMMs at the batch's precision (device_moe.cc): rows

@@ -129,18 +129,20 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
       {s->src_token.data<int32_t>(), s->slot_pos.data<int32_t>(), s->offsets.data<int32_t>()});
   Tensor xp = be.Empty({P, H});
   be.PermuteRows(x.data<float>(), xp.data<float>(), s->src_token.data<int32_t>(), P, H);
+  if (parallel()) StartDispatchEp(b, xp, s);
+  // The shared expert needs none of the routed experts' work: under EP it runs while the
+  // dispatch moves (on a GPU the exchange is on the comm stream).
+  Tensor sh;  // [T,H]
+  if (has_shared) sh = shared.Forward(b, x, &s->shared);
   if (parallel())
-    ExpertsForwardEp(b, xp, s);
+    ExpertsForwardEp(b, s);
   else
     ExpertsForward(b, xp, s);
 
   Tensor y = be.Empty({T, H});
   be.Combine(s->ye.data<float>(), s->weight.data<float>(), s->slot_pos.data<int32_t>(),
              y.data<float>(), T, K, H);
-  if (has_shared) {
-    const Tensor sh = shared.Forward(b, x, &s->shared);
-    be.Add(sh.data<float>(), y.data<float>(), T * H);
-  }
+  if (has_shared) be.Add(sh.data<float>(), y.data<float>(), T * H);
   s->f = be.Empty({b.B, E}, DType::kF64);
   be.BalanceForward(s->scores.data<float>(), s->topk.data<int32_t>(), s->f.data<double>(), balance,
                     shape);
@@ -151,15 +153,17 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
                       Saved* s) const {
   Backend& be = *b.be;
   const int64_t T = b.T(), P = T * K;
-  Tensor dx = has_shared ? shared.Backward(b, dy, &s->shared) : be.Empty({T, H});
-
   // The combine: each slot's share of dy, and d loss / d gate weight.
   Tensor dye = be.Empty({P, H});
   Tensor dweight = be.Empty({T, K}, DType::kF64);
   be.CombineBackward(dy.data<float>(), s->ye.data<float>(), s->weight.data<float>(),
                      s->slot_pos.data<int32_t>(), dye.data<float>(), dweight.data<double>(), T, K,
                      H);
-  const Tensor dxp = parallel() ? ExpertsBackwardEp(b, dye, s) : ExpertsBackward(b, dye, s);
+  // Under EP the slots' gradients move to their experts' ranks while the shared expert's
+  // backward runs, as in the forward.
+  if (parallel()) StartCombineBackwardEp(b, dye, s);
+  Tensor dx = has_shared ? shared.Backward(b, dy, &s->shared) : be.Empty({T, H});
+  const Tensor dxp = parallel() ? ExpertsBackwardEp(b, s) : ExpertsBackward(b, dye, s);
   if (parallel()) {
     // As the dispatcher's backward sums it (parallel/expert_dispatch.h): a token's rows per
     // expert host, those per host in rank order, then onto the shared expert's gradient.

@@ -18,6 +18,11 @@
 // on a GPU: P grouped launches per projection rather than one (fusing them needs a grouped
 // GEMM whose groups name their expert, which the kernels do not have yet).
 //
+// Overlap: the dispatch and the combine's backward are started (Communicator::IAllToAllV)
+// and land only after DMoe::Forward and Backward have run the shared expert; the dispatch's
+// backward lands after the weight gradients. Until it lands an exchange's buffers are held
+// (DMoe::InFlight) and not read. The combine waits at once: nothing is left to overlap it.
+//
 // Precision on the wire (DeepSeek-V3 §3.3.2, as moe_parallel.cc): in fp8 the dispatch moves
 // the experts' own E4M3 operand, codes and their 1x128 scales (quantised once by the sender;
 // per row, so the same bytes as each expert quantising its rows); the combine moves the
@@ -47,6 +52,13 @@ Tensor Rows(Backend& be, int64_t n, int64_t w, DType dt = DType::kF32) {
 // Rows [at, at + n) of x.
 Tensor Part(const Tensor& x, int64_t at, int64_t n) { return x.Slice(at, at + n); }
 
+// The row counts and offsets of an exchange, scaled to elements of rows `w` wide.
+std::vector<int64_t> Elements(const std::vector<int64_t>& rows, int64_t w) {
+  std::vector<int64_t> out(rows);
+  for (int64_t& x : out) x *= w;
+  return out;
+}
+
 // All-to-all-v over the EP group's device communicator of rows `width` elements wide:
 // from[ from_at[r], + from_rows[r]) to rank r, into to[to_at[s], + to_rows[s]) from rank s.
 void ExchangeRows(const DeviceExpertGroup& ep, const Tensor& from,
@@ -54,15 +66,28 @@ void ExchangeRows(const DeviceExpertGroup& ep, const Tensor& from,
                   Tensor* to, const std::vector<int64_t>& to_rows,
                   const std::vector<int64_t>& to_at, const char* what) {
   const int64_t w = from.numel() / from.dim(0);
-  auto scaled = [w](const std::vector<int64_t>& v) {
-    std::vector<int64_t> out(v);
-    for (int64_t& x : out) x *= w;
-    return out;
-  };
-  OrAbort(ep.device->AllToAllV(InBuffer(from.raw(), from.numel(), from.dtype()), scaled(from_rows),
-                               scaled(from_at), OutBuffer(to->raw(), to->numel(), to->dtype()),
-                               scaled(to_rows), scaled(to_at)),
+  OrAbort(ep.device->AllToAllV(InBuffer(from), Elements(from_rows, w), Elements(from_at, w),
+                               OutBuffer(*to), Elements(to_rows, w), Elements(to_at, w)),
           what);
+}
+
+// ExchangeRows started: it moves until Land.
+DMoe::InFlight StartRows(const DeviceExpertGroup& ep, const Tensor& from,
+                         const std::vector<int64_t>& from_rows, const std::vector<int64_t>& from_at,
+                         Tensor to, const std::vector<int64_t>& to_rows,
+                         const std::vector<int64_t>& to_at, const char* what) {
+  const int64_t w = from.numel() / from.dim(0);
+  absl::StatusOr<std::unique_ptr<Request>> r =
+      ep.device->IAllToAllV(InBuffer(from), Elements(from_rows, w), Elements(from_at, w),
+                            OutBuffer(to), Elements(to_rows, w), Elements(to_at, w));
+  OrAbort(r.status(), what);
+  return DMoe::InFlight{std::shared_ptr<Request>(*std::move(r)), from, std::move(to)};
+}
+
+// Waits until every started exchange has landed, in the order started.
+void Land(std::vector<DMoe::InFlight>* moving, const char* what) {
+  for (DMoe::InFlight& m : *moving) OrAbort(m.request->Wait(), what);
+  moving->clear();
 }
 
 // Source s's received rows as the experts keep them: its E4M3 operand in fp8, else values.
@@ -104,7 +129,7 @@ EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
   return x;
 }
 
-void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const {
+void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const {
   Backend& be = *b.be;
   Exchange& ex = s->ex;
   const int P = ep->size;
@@ -126,17 +151,34 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) co
   ex.recv_offsets = be.ToDevice(offsets);
   const int64_t R = ex.R;
 
-  // Dispatch.
+  // Started, to land in ExpertsForwardEp.
   if (b.fp8()) {
     const QuantizedActivation q = be.QuantizeFp8(xp.data<float>(), rows, H);
     const int64_t tiles = q.col_tiles();
     Tensor scales = Rows(be, rows, tiles);  // [rows, tiles]: a row's scales travel with it
     be.Transpose(q.scales.data<float>(), scales.data<float>(), tiles, rows);
-    Tensor codes = Rows(be, R, H, q.data.dtype()), recv_scales = Rows(be, R, tiles);
-    ExchangeRows(*ep, q.data, ex.send_rows, ex.send_at, &codes, ex.recv_rows, ex.recv_at,
-                 "MoE FP8 expert dispatch (codes)");
-    ExchangeRows(*ep, scales.Slice(0, rows), ex.send_rows, ex.send_at, &recv_scales, ex.recv_rows,
-                 ex.recv_at, "MoE FP8 expert dispatch (scales)");
+    ex.moving.push_back(StartRows(*ep, q.data, ex.send_rows, ex.send_at,
+                                  Rows(be, R, H, q.data.dtype()), ex.recv_rows, ex.recv_at,
+                                  "MoE FP8 expert dispatch (codes)"));
+    ex.moving.push_back(StartRows(*ep, scales.Slice(0, rows), ex.send_rows, ex.send_at,
+                                  Rows(be, R, tiles), ex.recv_rows, ex.recv_at,
+                                  "MoE FP8 expert dispatch (scales)"));
+  } else {
+    ex.xr = Rows(be, R, H);
+    ex.moving.push_back(StartRows(*ep, xp, ex.send_rows, ex.send_at, ex.xr, ex.recv_rows,
+                                  ex.recv_at, "MoE expert dispatch"));
+  }
+}
+
+void DMoe::ExpertsForwardEp(const DeviceBatch& b, Saved* s) const {
+  Backend& be = *b.be;
+  Exchange& ex = s->ex;
+  const int P = ep->size;
+  const int64_t L = E_local, R = ex.R, rows = b.T() * K;  // rows: the slots routed here
+  if (b.fp8()) {
+    const Tensor codes = ex.moving[0].to, recv_scales = ex.moving[1].to;  // [R,H], [R,tiles]
+    const int64_t tiles = recv_scales.dim(1);
+    Land(&ex.moving, "MoE FP8 expert dispatch");
     ex.xq.assign(P, {});
     for (int r = 0; r < P; ++r) {
       const int64_t n = ex.recv_rows[r], at = ex.recv_at[r];
@@ -149,9 +191,7 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) co
       be.Transpose(recv_scales.data<float>() + at * tiles, qs.scales.data<float>(), n, tiles);
     }
   } else {
-    ex.xr = Rows(be, R, H);
-    ExchangeRows(*ep, xp, ex.send_rows, ex.send_at, &ex.xr, ex.recv_rows, ex.recv_at,
-                 "MoE expert dispatch");
+    Land(&ex.moving, "MoE expert dispatch");
   }
 
   // The local experts, one grouped GEMM per source rank.
@@ -189,17 +229,22 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, const Tensor& xp, Saved* s) co
   }
 }
 
-Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const {
+void DMoe::StartCombineBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const {
+  Exchange& ex = s->ex;
+  // The combine's backward: each slot's output gradient to its expert's rank.
+  ex.moving.push_back(StartRows(*ep, dye, ex.send_rows, ex.send_at, Rows(*b.be, ex.R, H),
+                                ex.recv_rows, ex.recv_at, "MoE combine backward"));
+}
+
+Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const {
   Backend& be = *b.be;
   Exchange& ex = s->ex;
   const int P = ep->size;
-  const int64_t L = E_local, R = ex.R;
+  const int64_t L = E_local, R = ex.R, rows = b.T() * K;
   const GroupedGemms gg{b.be, b.precision};
   const int32_t* ro = ex.recv_offsets.data<int32_t>();
-  // The combine's backward: each slot's output gradient to its expert's rank.
-  Tensor dyr = Rows(be, R, H);
-  ExchangeRows(*ep, dye, ex.send_rows, ex.send_at, &dyr, ex.recv_rows, ex.recv_at,
-               "MoE combine backward");
+  const Tensor dyr = ex.moving[0].to;  // [R,H]
+  Land(&ex.moving, "MoE combine backward");
   Tensor dh = Rows(be, R, F);
   const Weights w = KeptWeights(b);
   for (int r = 0; r < P; ++r) {
@@ -215,25 +260,29 @@ Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s
     const int64_t n = ex.recv_rows[r], at = ex.recv_at[r];
     if (n == 0) continue;
     const int32_t* o = ro + r * (L + 1);
-    const DAct x = SourceInput(ex, r);
-    const Tensor dys = Part(dyr, at, n), dgs = Part(dg, at, n), dus = Part(du, at, n);
     Tensor dxs = Part(dxr, at, n);
-    gg.BackwardInput(dgs, w.gate, &dxs, o, n, L, H, F, false);
-    gg.BackwardInput(dus, w.up, &dxs, o, n, L, H, F, true);
-    // No exchange in the weight gradients: a split backward queues them like the local
-    // experts' (trainer/moe_parallel.cc defers them too), each source's in rank order.
-    b.WeightGrad(
-        [gg, this, dys, dgs, dus, x, hs = Part(s->h, at, n), ro = ex.recv_offsets, r, n, L] {
-          const int32_t* o = ro.data<int32_t>() + r * (L + 1);
-          gg.BackwardWeight(dys, DAct{hs, {}}, &down_g, o, n, L, F, H);
-          gg.BackwardWeight(dgs, x, &gate_g, o, n, L, H, F);
-          gg.BackwardWeight(dus, x, &up_g, o, n, L, H, F);
-        });
+    gg.BackwardInput(Part(dg, at, n), w.gate, &dxs, o, n, L, H, F, false);
+    gg.BackwardInput(Part(du, at, n), w.up, &dxs, o, n, L, H, F, true);
   }
-  // The dispatch's backward: each slot's input gradient back to its token's rank.
-  Tensor dxp = Rows(be, dye.dim(0), H);
-  ExchangeRows(*ep, dxr, ex.recv_rows, ex.recv_at, &dxp, ex.send_rows, ex.send_at,
-               "MoE dispatch backward");
+  // The dispatch's backward: each slot's input gradient back to its token's rank, moving
+  // while the weight gradients run (when the batch takes them at once).
+  ex.moving.push_back(StartRows(*ep, dxr, ex.recv_rows, ex.recv_at, Rows(be, rows, H), ex.send_rows,
+                                ex.send_at, "MoE dispatch backward"));
+  // No exchange in the weight gradients: a split backward queues them like the local
+  // experts' (trainer/moe_parallel.cc defers them too), each source's in rank order.
+  for (int r = 0; r < P; ++r) {
+    const int64_t n = ex.recv_rows[r], at = ex.recv_at[r];
+    if (n == 0) continue;
+    b.WeightGrad([gg, this, dys = Part(dyr, at, n), dgs = Part(dg, at, n), dus = Part(du, at, n),
+                  x = SourceInput(ex, r), hs = Part(s->h, at, n), ro = ex.recv_offsets, r, n, L] {
+      const int32_t* o = ro.data<int32_t>() + r * (L + 1);
+      gg.BackwardWeight(dys, DAct{hs, {}}, &down_g, o, n, L, F, H);
+      gg.BackwardWeight(dgs, x, &gate_g, o, n, L, H, F);
+      gg.BackwardWeight(dus, x, &up_g, o, n, L, H, F);
+    });
+  }
+  const Tensor dxp = ex.moving[0].to;  // [rows,H]
+  Land(&ex.moving, "MoE dispatch backward");
   return dxp;
 }
 

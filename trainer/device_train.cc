@@ -119,29 +119,31 @@ absl::StatusOr<std::unique_ptr<DeviceTrainer>> DeviceTrainer::Create(Run& r,
     ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaBackend> be, cuda::CudaBackend::Create(local_rank));
     t->device_name_ = be->info().name;
 #ifdef MOETRAIN_HAVE_NCCL
-    // On the compute stream: the collectives follow the backward and precede AdamW in
-    // stream order, and return once done (NcclCommunicator's contract).
+    // On the comm stream, ordered against compute by events (communicator_nccl.h): the
+    // collectives follow the backward and precede AdamW in stream order, and the blocking
+    // ones return once done; the EP exchange's started form overlaps the shared expert.
+    const cudaStream_t compute = be->streams().compute(), comm = be->streams().comm();
     if (t->dp_->size() > 1) {
       ASSIGN_OR_RETURN(t->nccl_dp_,
-                       NcclCommunicator::Create(*t->dp_, be->stream(), "dp", groups.watchdog));
+                       NcclCommunicator::Create(*t->dp_, compute, comm, "dp", groups.watchdog));
       t->dp_device_ = t->nccl_dp_.get();
     }
     // Expert parallelism: the token exchange over the EP group, the experts' gradients
     // over the expert-DP group (in the same stream order as the DP group's).
     if (ep > 1) {
       ASSIGN_OR_RETURN(t->nccl_ep_,
-                       NcclCommunicator::Create(*groups.ep, be->stream(), "ep", groups.watchdog));
+                       NcclCommunicator::Create(*groups.ep, compute, comm, "ep", groups.watchdog));
       t->ep_group_.device = t->nccl_ep_.get();
     }
     if (ep > 1 && t->expert_dp_->size() > 1) {
-      ASSIGN_OR_RETURN(t->nccl_expert_dp_, NcclCommunicator::Create(*t->expert_dp_, be->stream(),
+      ASSIGN_OR_RETURN(t->nccl_expert_dp_, NcclCommunicator::Create(*t->expert_dp_, compute, comm,
                                                                     "expert_dp", groups.watchdog));
       t->expert_dp_device_ = t->nccl_expert_dp_.get();
     }
     // Pipeline stages: activations and their gradients straight from device memory.
     if (t->pp_->size() > 1) {
       ASSIGN_OR_RETURN(t->nccl_pp_,
-                       NcclCommunicator::Create(*t->pp_, be->stream(), "pp", groups.watchdog));
+                       NcclCommunicator::Create(*t->pp_, compute, comm, "pp", groups.watchdog));
       t->pp_device_ = t->nccl_pp_.get();
     }
 #endif

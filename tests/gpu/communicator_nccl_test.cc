@@ -32,7 +32,7 @@ TEST(NcclTypes, ReductionsUseTheRealTypeMovementUsesBytes) {
 TEST(NcclCommunicator, WithoutADeviceCreateIsAClearError) {
   if (cuda::DeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, nullptr, "world");
+  auto c = NcclCommunicator::Create(boot, nullptr, nullptr, "world");
   ASSERT_FALSE(c.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(c.status()));
   EXPECT_NE(c.status().message().find("no CUDA device"), std::string::npos) << c.status();
@@ -43,7 +43,7 @@ TEST(NcclCommunicatorGpu, OneRankCollectivesOnDeviceBuffers) {
   ASSERT_TRUE(cuda::SelectDevice(0).ok());
   cuda::Streams streams;
   LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, streams.comm(), "world");
+  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "world");
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
   EXPECT_EQ(nccl.size(), 1);
@@ -75,7 +75,7 @@ TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
   cuda::Streams streams;
   LocalCommunicator boot;
   // With the run's watchdog (a deadline nothing here comes near): the calls run under it.
-  auto c = NcclCommunicator::Create(boot, streams.comm(), "pp",
+  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "pp",
                                     std::make_shared<CommWatchdog>(120, "rank 0"));
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
@@ -96,6 +96,57 @@ TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
   EXPECT_EQ(ra.ToHost(), a);
   EXPECT_EQ(rb.ToHost(), b);
   EXPECT_TRUE(nccl.Barrier().ok());
+}
+
+// The two streams' events: the exchange reads what compute wrote before the call even when
+// compute is still busy (without the event NCCL, on its own stream, would send the zeros
+// the buffer held), and a started exchange lets the host go on until its Wait.
+TEST(NcclCommunicatorGpu, StartedExchangeWaitsForComputeAndOverlapsIt) {
+  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
+  ASSERT_TRUE(cuda::SelectDevice(0).ok());
+  cuda::Streams streams;
+  LocalCommunicator boot;
+  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "ep");
+  ASSERT_TRUE(c.ok()) << c.status();
+  NcclCommunicator& nccl = **c;
+  const std::vector<float> pattern = {4.0f, -1.0f, 0.5f, 9.0f, 2.0f};
+  DeviceBuffer<float> src(pattern), send(pattern.size()), recv(pattern.size()),
+      seen(pattern.size());
+  DeviceBuffer<uint8_t> busy(size_t{256} << 20);  // [256 MiB]
+  auto keep_compute_busy = [&] {
+    for (int i = 0; i < 32; ++i)
+      ASSERT_EQ(cudaMemsetAsync(busy.get(), i, size_t{256} << 20, streams.compute()), cudaSuccess);
+  };
+  keep_compute_busy();
+  ASSERT_EQ(cudaMemcpyAsync(send.get(), src.get(), pattern.size() * sizeof(float),
+                            cudaMemcpyDeviceToDevice, streams.compute()),
+            cudaSuccess);
+  auto r = nccl.IAllToAllV(InBuffer::Of(send.get(), 5), {5}, {0}, OutBuffer::Of(recv.get(), 5), {5},
+                           {0});
+  ASSERT_TRUE(r.ok()) << r.status();
+  keep_compute_busy();  // overlaps the exchange: nothing orders it after
+  ASSERT_TRUE((*r)->Wait().ok());
+  EXPECT_TRUE((*r)->Wait().ok());  // a second Wait returns the first's status
+  ASSERT_EQ(cudaMemcpyAsync(seen.get(), recv.get(), pattern.size() * sizeof(float),
+                            cudaMemcpyDeviceToDevice, streams.compute()),
+            cudaSuccess);
+  EXPECT_EQ(seen.ToHost(), pattern);
+  // The blocking form orders the same way.
+  DeviceBuffer<float> recv2(pattern.size());
+  keep_compute_busy();
+  ASSERT_EQ(cudaMemsetAsync(send.get(), 0, pattern.size() * sizeof(float), streams.compute()),
+            cudaSuccess);
+  ASSERT_TRUE(
+      nccl.AllToAllV(InBuffer::Of(send.get(), 5), {5}, {0}, OutBuffer::Of(recv2.get(), 5), {5}, {0})
+          .ok());
+  EXPECT_EQ(recv2.ToHost(), std::vector<float>(5, 0.0f));
+  // A started exchange never waited for is waited for by its destructor.
+  {
+    auto dropped = nccl.IAllToAllV(InBuffer::Of(src.get(), 5), {5}, {0},
+                                   OutBuffer::Of(recv.get(), 5), {5}, {0});
+    ASSERT_TRUE(dropped.ok());
+  }
+  EXPECT_EQ(recv.ToHost(), pattern);
 }
 
 }  // namespace

@@ -116,6 +116,22 @@ TEST_F(MpiCommunicatorTest, DataMovement) {
   for (int s = 0; s < 4; ++s)
     for (int j = 0; j < rc[s]; ++j) EXPECT_EQ(vout[rd[s] + j], 1000.0f * s + 100.0f * r + j);
   EXPECT_EQ(vout[0], -1.0f);
+  // Started: two exchanges in flight at once, waited for in the other order; the counts
+  // are temporaries, so the request must keep its own copy for MPI.
+  std::vector<float> first(at, -1.0f), second(at, -1.0f);
+  std::vector<float> vin2(vin);
+  for (float& v : vin2) v = -v;
+  auto ra = c.IAllToAllV(vin, std::vector<int64_t>(sc), std::vector<int64_t>(sd), first,
+                         std::vector<int64_t>(rc), std::vector<int64_t>(rd));
+  auto rb = c.IAllToAllV(vin2, sc, sd, second, rc, rd);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  ASSERT_TRUE((*rb)->Wait().ok());
+  ASSERT_TRUE((*ra)->Wait().ok());
+  for (int s = 0; s < 4; ++s)
+    for (int j = 0; j < rc[s]; ++j) {
+      EXPECT_EQ(first[rd[s] + j], 1000.0f * s + 100.0f * r + j);
+      EXPECT_EQ(second[rd[s] + j], -(1000.0f * s + 100.0f * r + j));
+    }
 
   std::vector<double> b = {r == 2 ? 3.5 : 0.0, r == 2 ? -1.0 : 0.0};
   ASSERT_TRUE(c.Broadcast(b, 2).ok());

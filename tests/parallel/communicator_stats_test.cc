@@ -102,6 +102,11 @@ TEST(StatsCommunicatorTest, CountsBytesAsDefinedForAGroupOfFour) {
   ASSERT_TRUE(c.AllToAll(d12, d12).ok());                     // 3 blocks of 24 bytes = 72
   // Rows for ranks 0..3: 2, 5 (itself, not counted), 1, 4 doubles: (2 + 1 + 4) x 8 = 56.
   ASSERT_TRUE(c.AllToAllV(d12, {2, 5, 1, 4}, {0, 2, 7, 8}, d12, {1, 1, 1, 1}, {0, 1, 2, 3}).ok());
+  {  // started: counted as one more all-to-all-v of 56 bytes (the fake runs it at once)
+    auto started = c.IAllToAllV(d12, {2, 5, 1, 4}, {0, 2, 7, 8}, d12, {1, 1, 1, 1}, {0, 1, 2, 3});
+    ASSERT_TRUE(started.ok());
+    ASSERT_TRUE((*started)->Wait().ok());
+  }
   ASSERT_TRUE(c.Broadcast(d3, /*root=*/1).ok());  // the root: 24
   ASSERT_TRUE(c.Broadcast(d3, /*root=*/2).ok());  // not the root: 0
   {
@@ -116,10 +121,10 @@ TEST(StatsCommunicatorTest, CountsBytesAsDefinedForAGroupOfFour) {
   EXPECT_EQ(b.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(b.message(), "barrier broke");
 
-  EXPECT_EQ(fake.log,
-            (std::vector<std::string>{"send:8", "recv:8", "all_reduce:8", "reduce_scatter:8",
-                                      "all_gather:3", "all_to_all:12", "all_to_all_v:12",
-                                      "broadcast:3", "broadcast:3", "isend:3", "irecv:3"}));
+  EXPECT_EQ(fake.log, (std::vector<std::string>{"send:8", "recv:8", "all_reduce:8",
+                                                "reduce_scatter:8", "all_gather:3", "all_to_all:12",
+                                                "all_to_all_v:12", "all_to_all_v:12", "broadcast:3",
+                                                "broadcast:3", "isend:3", "irecv:3"}));
   EXPECT_EQ(fake.waits, 2);  // the FakeRequest of IRecv is only destroyed, not waited
 
   const CommStats s = c.stats();
@@ -131,7 +136,8 @@ TEST(StatsCommunicatorTest, CountsBytesAsDefinedForAGroupOfFour) {
   EXPECT_EQ(bytes(CommOp::kReduceScatter), 24);
   EXPECT_EQ(bytes(CommOp::kAllGather), 72);
   EXPECT_EQ(bytes(CommOp::kAllToAll), 72);
-  EXPECT_EQ(bytes(CommOp::kAllToAllV), 56);
+  EXPECT_EQ(bytes(CommOp::kAllToAllV), 112);
+  EXPECT_EQ(calls(CommOp::kAllToAllV), 2);
   EXPECT_EQ(bytes(CommOp::kBroadcast), 24);
   EXPECT_EQ(bytes(CommOp::kISend), 24);
   EXPECT_EQ(bytes(CommOp::kIRecv), 0);
@@ -140,8 +146,8 @@ TEST(StatsCommunicatorTest, CountsBytesAsDefinedForAGroupOfFour) {
   EXPECT_EQ(calls(CommOp::kISend), 1);  // the Waits add time, not calls
   EXPECT_EQ(calls(CommOp::kIRecv), 1);
   EXPECT_EQ(calls(CommOp::kBarrier), 1);  // failed calls count, with no bytes
-  EXPECT_EQ(s.Total().calls, 12);
-  EXPECT_EQ(s.Total().bytes_sent, 32 + 48 + 24 + 72 + 72 + 56 + 24 + 24);
+  EXPECT_EQ(s.Total().calls, 13);
+  EXPECT_EQ(s.Total().bytes_sent, 32 + 48 + 24 + 72 + 72 + 112 + 24 + 24);
   for (const CommOpStats& o : s.ops) EXPECT_GE(o.seconds, 0.0);
 
   c.Reset();

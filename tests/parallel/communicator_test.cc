@@ -47,6 +47,12 @@ TEST(LocalCommunicatorTest, CollectivesAreTheIdentity) {
   std::vector<double> ragged_out(5, 0);
   ASSERT_TRUE(c.AllToAllV(in, {2}, {1}, ragged_out, {2}, {3}).ok());
   EXPECT_EQ(ragged_out, (std::vector<double>{0, 0, 0, 2, 3}));
+  // Started: done by the time it returns here (one process), waited for all the same.
+  std::vector<double> started_out(5, 0);
+  auto started = c.IAllToAllV(in, {2}, {0}, started_out, {2}, {1});
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_TRUE((*started)->Wait().ok());
+  EXPECT_EQ(started_out, (std::vector<double>{0, 1, 2, 0, 0}));
 
   Tensor t({2, 2});
   t.data<float>()[3] = 4;
@@ -88,6 +94,8 @@ TEST(CommunicatorTest, ArgumentsAreCheckedBeforeTheBackend) {
                 "expected the group size 1");
   ExpectMessage(c.AllToAllV(f, {2}, {0}, f, {3}, {0}), absl::StatusCode::kInvalidArgument,
                 "sends 2 elements to itself but expects 3");
+  ExpectMessage(c.IAllToAllV(f, {2}, {3}, f, {2}, {0}).status(), absl::StatusCode::kInvalidArgument,
+                "IAllToAllV: send block 0 [3, +2) does not fit the buffer of 4 elements");
   ExpectMessage(c.Broadcast(f, 1), absl::StatusCode::kInvalidArgument, "root 1 is outside");
 }
 
@@ -106,6 +114,9 @@ TEST(CommunicatorTest, MissingOperationsAreUnimplementedByName) {
   ExpectMessage(c.AllReduce(v, ReduceOp::kMin), absl::StatusCode::kUnimplemented,
                 "nothing does not support AllReduce");
   ExpectMessage(c.AllToAllV(v, {1}, {0}, v, {1}, {1}), absl::StatusCode::kUnimplemented,
+                "nothing does not support AllToAllV");
+  // The started form falls back to the blocking one, so it is missing under that name.
+  ExpectMessage(c.IAllToAllV(v, {1}, {0}, v, {1}, {1}).status(), absl::StatusCode::kUnimplemented,
                 "nothing does not support AllToAllV");
   ExpectMessage(c.Barrier(), absl::StatusCode::kUnimplemented, "nothing does not support Barrier");
 }

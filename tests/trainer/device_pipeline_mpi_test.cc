@@ -7,6 +7,7 @@
 // ranks, one stage): DeviceModel's BackwardInput and BackwardWeight against ModelChunk's with the
 // expert dispatcher, and against its own whole Backward. Run under `mpirun -np 2`
 // (tests/parallel/CMakeLists.txt).
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -105,9 +106,63 @@ TEST(DevicePipelineMpiTest, Zb1pMatchesTheCpuRunner) {
   CheckZb1p(*g, Precision::kFp32, "fp32 over NCCL's point-to-point rules", /*nccl_rules=*/true);
 }
 
+// The EP group's device side with every started exchange (IAllToAllV) moving nothing until
+// its Wait, and what it receives into poisoned (all bits set: NaN) meanwhile: a caller that
+// read what it receives, or changed or freed what it sends, before the Wait would change the
+// bits compared below. On a GPU the exchange runs on the comm stream meanwhile.
+class DeferredExchange : public Communicator {
+ public:
+  explicit DeferredExchange(Communicator* inner) : inner_(inner) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string name() const override { return "deferred-" + inner_->name(); }
+  std::string backend() const override { return "deferred"; }
+  int started = 0, waited = 0;
+
+ protected:
+  absl::Status DoAllToAllV(InBuffer in, const std::vector<int64_t>& sc,
+                           const std::vector<int64_t>& sd, OutBuffer out,
+                           const std::vector<int64_t>& rc,
+                           const std::vector<int64_t>& rd) override {
+    return inner_->AllToAllV(in, sc, sd, out, rc, rd);
+  }
+  absl::StatusOr<std::unique_ptr<Request>> DoIAllToAllV(InBuffer in, const std::vector<int64_t>& sc,
+                                                        const std::vector<int64_t>& sd,
+                                                        OutBuffer out,
+                                                        const std::vector<int64_t>& rc,
+                                                        const std::vector<int64_t>& rd) override {
+    std::memset(out.data, 0xff, out.count * DTypeSize(out.dtype));
+    ++started;
+    return std::unique_ptr<Request>(new Pending(this, in, sc, sd, out, rc, rd));
+  }
+
+ private:
+  class Pending : public Request {
+   public:
+    Pending(DeferredExchange* owner, InBuffer in, std::vector<int64_t> sc, std::vector<int64_t> sd,
+            OutBuffer out, std::vector<int64_t> rc, std::vector<int64_t> rd)
+        : owner_(owner), in_(in), out_(out), sc_(sc), sd_(sd), rc_(rc), rd_(rd) {}
+    ~Pending() override { EXPECT_TRUE(done_) << "a started exchange was never waited for"; }
+    absl::Status Wait() override {
+      if (done_) return absl::OkStatus();
+      done_ = true;
+      ++owner_->waited;
+      return owner_->inner_->AllToAllV(in_, sc_, sd_, out_, rc_, rd_);
+    }
+
+   private:
+    DeferredExchange* owner_;
+    InBuffer in_;
+    OutBuffer out_;
+    std::vector<int64_t> sc_, sd_, rc_, rd_;
+    bool done_ = false;
+  };
+  Communicator* inner_;
+};
+
 // One stage of the whole model on two EP ranks, each routing its own tokens: the split
 // device model runs F0 F1 I0 I1 W0 F2 I2 W1 W2 (input and weight halves), as does the CPU
-// chunk; the whole-backward device model F0 F1 B0 B1 F2 B2.
+// chunk; the whole-backward device model F0 F1 B0 B1 F2 B2. Their exchanges are deferred.
 void CheckExpertParallelSplit(const ProcessGroups& g, ExpertDispatcher* dispatcher,
                               Precision precision, const std::string& what) {
   const int rank = g.ep->rank(), n = 3;
@@ -120,7 +175,8 @@ void CheckExpertParallelSplit(const ProcessGroups& g, ExpertDispatcher* dispatch
   CpuBackend be;
   DeviceOptimizerLayout layout;
   layout.expert_dp_size = 1;  // the experts' own region, as the trainer lays it out under EP
-  const DeviceExpertGroup ep{2, rank, g.ep.get(), g.ep.get()};
+  DeferredExchange deferred(g.ep.get());
+  const DeviceExpertGroup ep{2, rank, g.ep.get(), &deferred};
   DeviceModel split(m, precision, &split_host.ps, &be, layout, ep, 0, 1);
   DeviceModel full(m, precision, &whole_host.ps, &be, layout, ep, 0, 1);
   split.ZeroGrads();
@@ -182,6 +238,13 @@ void CheckExpertParallelSplit(const ProcessGroups& g, ExpertDispatcher* dispatch
     compared += p->expert;
   }
   EXPECT_GT(compared, 0);  // this rank's experts among them
+  // Per MoE layer and micro-batch: the dispatch (fp8: its codes and their scales), the
+  // combine's backward and the dispatch's backward, each started and waited for once.
+  int moe_layers = 0;
+  for (int64_t l = 0; l < m.num_hidden_layers + m.num_nextn_predict_layers; ++l)
+    moe_layers += m.IsMoeLayer(l);
+  EXPECT_EQ(deferred.started, 2 * n * moe_layers * (precision == Precision::kFp8 ? 4 : 3)) << what;
+  EXPECT_EQ(deferred.waited, deferred.started) << what;
 }
 
 TEST(DevicePipelineMpiTest, SplitBackwardUnderExpertParallelismMatchesTheCpuChunk) {
