@@ -57,7 +57,11 @@ __global__ void RouterKernel(const float* logits, const float* bias, float* scor
   for (int e = lane; e < E; e += 32) {
     const float s = 1.0f / (1.0f + expf(-logits[t * E + e]));
     scores[t * E + e] = s;
-    c[e] = double(s) + double(bias[e]);
+    // A NaN never wins Better(), so a token of NaN logits (a diverged forward, which the
+    // trainer skips) would leave every pick at index INT_MAX and index taken[] out of bounds;
+    // as -inf the picks are the lowest indices instead. Finite values are unchanged.
+    const double ce = double(s) + double(bias[e]);
+    c[e] = isnan(ce) ? -CUDART_INF : ce;
     taken[e] = 0;
   }
   __syncwarp();

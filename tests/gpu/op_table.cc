@@ -163,6 +163,41 @@ std::vector<Check> Router() {
           Mismatches("load", d_load.ToHost(), load)};
 }
 
+// Tokens whose logits are all NaN (a diverged forward the trainer skips) must still route to
+// K distinct experts in range, and the finite tokens as the CPU routes them.
+std::vector<Check> RouterNanLogits() {
+  const RouterShape sh = TestRouterShape();
+  const int64_t T = sh.tokens, E = sh.experts, K = sh.top_k;
+  auto logits = Random(T * E, 22, 4.0f), bias = Random(E, 23, 0.05f);
+  const auto nan_row = [](int64_t t) { return t % 7 == 2; };
+  for (int64_t t = 0; t < T; ++t)
+    if (nan_row(t)) std::fill(logits.begin() + t * E, logits.begin() + (t + 1) * E, NAN);
+  DeviceBuffer<float> d_logits(logits), d_bias(bias), d_scores(T * E), d_weight(T * K);
+  DeviceBuffer<int32_t> d_topk(T * K);
+  DeviceBuffer<int64_t> d_load(E);
+  RouterForward(d_logits.get(), d_bias.get(), d_scores.get(), d_topk.get(), d_weight.get(),
+                d_load.get(), sh, kStream);
+  const std::vector<float> gpu_scores = d_scores.ToHost();
+  const std::vector<int32_t> got = d_topk.ToHost();
+  std::vector<int32_t> want(T * K), got_finite, want_finite;
+  std::vector<float> weight(T * K);
+  std::vector<int64_t> load(E, 0);
+  ref::RouteFromScores(gpu_scores.data(), bias.data(), want.data(), weight.data(), load.data(), sh);
+  Check bad{"NaN tokens: picks out of range or repeated", 0, 0};
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> picks(got.begin() + t * K, got.begin() + (t + 1) * K);
+    if (!nan_row(t)) {
+      got_finite.insert(got_finite.end(), picks.begin(), picks.end());
+      want_finite.insert(want_finite.end(), want.begin() + t * K, want.begin() + (t + 1) * K);
+      continue;
+    }
+    std::sort(picks.begin(), picks.end());
+    for (int64_t k = 0; k < K; ++k)
+      if (picks[k] < 0 || picks[k] >= E || (k > 0 && picks[k] == picks[k - 1])) bad.error += 1;
+  }
+  return {bad, Mismatches("finite tokens: topk", got_finite, want_finite)};
+}
+
 // A routing with every expert's count different, some experts empty.
 std::vector<int32_t> TestTopk(int64_t T, int64_t K, int64_t E, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -773,6 +808,7 @@ const std::vector<OpCase>& OpTable() {
       {"embedding", "fp32", Embedding},
       {"add_axpy", "fp32", AddAxpy},
       {"router", "exact", Router},
+      {"router_nan_logits", "exact", RouterNanLogits},
       {"moe_permutation", "exact", MoePermutation},
       {"cross_entropy", "fp32", CrossEntropy},
       {"adamw", "fp32", AdamW},
