@@ -36,6 +36,9 @@ float* RandomDevice(int64_t n, uint32_t seed, float scale) {
   float* d = nullptr;
   CUDA_CHECK(cudaMalloc(&d, n * sizeof(float)));
   CUDA_CHECK(cudaMemcpy(d, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  // From pageable memory the copy may return before it lands; the benchmark's streams are
+  // non-blocking, so nothing else orders them after it.
+  CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }
 

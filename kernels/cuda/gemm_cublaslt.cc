@@ -134,9 +134,15 @@ absl::Status CublasLtGemm::Run(const GemmKey& key, const void* A, const void* B,
     SetDesc(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(scale_b));
     SetDesc(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(scale_a));
   }
-  CUBLASLT_CHECK(cublasLtMatmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C,
-                                plan->c, C, plan->c, &plan->algo, workspace_, workspace_bytes_,
-                                stream));
+  // A refusal here is checked before anything is launched (e.g. a scale combination the
+  // heuristic accepted but the kernel does not take): a Status, so the caller falls back to
+  // its own kernel as for a shape without an algorithm, rather than an abort.
+  const cublasStatus_t st =
+      cublasLtMatmul(handle_, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C,
+                     plan->c, &plan->algo, workspace_, workspace_bytes_, stream);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return absl::InternalError(
+        absl::StrCat("cublasLtMatmul refused the call (", cublasLtGetStatusString(st), ")"));
   return absl::OkStatus();
 }
 

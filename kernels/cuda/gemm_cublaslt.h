@@ -14,7 +14,7 @@
 // cuBLASLt's promotion (CUBLASLT_MATMUL_DESC_FAST_ACCUM off).
 //
 // Plans (descriptors + the heuristic's algorithm) are cached per GemmKey. A shape cuBLASLt
-// has no algorithm for is a Status naming the key, not an abort.
+// has no algorithm for, or a call cuBLASLt refuses, is a Status, not an abort.
 #pragma once
 
 #include <cublasLt.h>

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tests/gpu/check.sh: the GPU check of issue 8, one script on one GPU machine (< 6 minutes
-# on an H200). Run it from a bundle (launch/bundle.sh):   bash BUNDLE/check.sh
-# or from a checkout with a CUDA build:                  bash tests/gpu/check.sh [BUILD_DIR]
+# tests/gpu/check.sh: the GPU check of issue 8, one script on one GPU machine (under
+# CHECK_BUDGET_S, 400 s by default, on an H200). Run it from a bundle (launch/bundle.sh):
+#   bash BUNDLE/check.sh
+# or from a checkout with a CUDA build:   bash tests/gpu/check.sh [BUILD_DIR]
 #
 # Prints: the device; every CUDA op against its CPU reference (the table-driven test,
 # tests/gpu/op_table.cc: error and tolerance per comparison); the attention core's path per
@@ -11,6 +12,13 @@
 # bf16 and fp8 (train_gpu.sh); the GEMM benchmark table (BF16 and FP8 TFLOPS at
 # DeepSeek-V3's shapes, bench/gpu/gemm_bench); and the fp32, bf16 and fp8 training steps'
 # time, tokens/s and MFU (bench/gpu/device_train_bench). Exit status: 0 only if every part passed.
+#
+# Device time is scarce (a task gets minutes, and a command that overruns loses its whole
+# output), so the check has one budget: each part runs under the smaller of its own limit
+# and what is left of CHECK_BUDGET_S; once less than CHECK_MIN_PART_S (20) is left, the
+# parts after are reported as not run. Each part's whole output also goes to
+# CHECK_LOG_DIR/NN.log (default: $OUT when set, so a device session fetches the op table's
+# long listing as a file), and a summary of one line per part ends the output.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if [ -x "$here/run" ]; then
@@ -33,29 +41,49 @@ fi
 if [ -d "$here/configs" ]; then cd "$here"; else cd "$here/../.."; fi
 export MOETRAIN_REQUIRE_GPU=1  # the op table fails, not skips, without a device
 failed=()
+summary=()
+budget=${CHECK_BUDGET_S:-400}
+min_part=${CHECK_MIN_PART_S:-20}
+log_dir=${CHECK_LOG_DIR:-${OUT:-}}
+[ -z "$log_dir" ] || mkdir -p "$log_dir"
+parts=0
+part() {  # part NAME SECONDS COMMAND: COMMAND (a string) under the time limit and the budget
+  local name=$1 limit=$2 command=$3
+  local left=$((budget - SECONDS))
+  parts=$((parts + 1))
+  echo
+  echo "==== $name"
+  if [ "$left" -lt "$min_part" ]; then
+    echo "---- $name: NOT RUN (${left} s of the ${budget} s budget left)"
+    failed+=("$name (not run)")
+    summary+=("$(printf '%-8s %4s s  %s' 'NOT RUN' - "$name")")
+    return
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
+  local t0=$SECONDS log=/dev/null
+  [ -z "$log_dir" ] || log=$(printf '%s/%02d.log' "$log_dir" "$parts")
+  timeout "$limit" bash -c "$(declare -f run); $(declare -p here build 2>/dev/null); $command" \
+    2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]} status=ok
+  if [ "$rc" -eq 124 ]; then
+    status="FAILED (timed out after $limit s)"
+  elif [ "$rc" -ne 0 ]; then
+    status="FAILED (exit $rc)"
+  fi
+  echo "---- $name: $status in $((SECONDS - t0)) s"
+  [ "$rc" -eq 0 ] || failed+=("$name")
+  summary+=("$(printf '%-8s %4d s  %s' "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)" \
+    $((SECONDS - t0)) "$name")")
+}
 step() {  # step NAME SECONDS BINARY [ARGS...]
   local name=$1 limit=$2
   shift 2
-  echo
-  echo "==== $name"
-  local t0=$SECONDS
-  timeout "$limit" bash -c "$(declare -f run); $(declare -p here build 2>/dev/null); run $*"
-  local rc=$?
-  echo "---- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s"
-  [ $rc -eq 0 ] || failed+=("$name")
+  part "$name" "$limit" "run $*"
 }
-
 train_step() {  # train_step NAME SECONDS PRECISION: tests/gpu/train_gpu.sh
-  local name=$1 limit=$2
-  echo
-  echo "==== $name"
-  local t0=$SECONDS script=$here/train_gpu.sh
+  local script=$here/train_gpu.sh
   [ -f "$script" ] || script=$here/tests/gpu/train_gpu.sh
-  timeout "$limit" bash -c "$(declare -f run); $(declare -p here build 2>/dev/null); \
-    source '$script' $3"
-  local rc=$?
-  echo "---- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s"
-  [ $rc -eq 0 ] || failed+=("$name")
+  part "$1" "$2" "source '$script' $3"
 }
 
 echo "==== device"
@@ -93,9 +121,13 @@ echo "  Speed side by side with the PyTorch eager reference: bench/gpu/run_bench
 echo "  (docs/gpu-results.md)."
 
 echo
+echo "==== summary (${SECONDS} s of the ${budget} s budget)"
+printf '%s\n' "${summary[@]}"
+[ -z "$log_dir" ] || echo "  each part's output: $log_dir/NN.log, NN = its line above"
+echo
 if [ ${#failed[@]} -eq 0 ]; then
   echo "check.sh: all parts passed"
   exit 0
 fi
-echo "check.sh: FAILED: ${failed[*]}"
+echo "check.sh: FAILED: ${#failed[@]} of $parts parts failed or were not run (the summary above)"
 exit 1

@@ -15,17 +15,22 @@
 
 namespace mt::cuda::test {
 
-// A device copy of a host vector (or n zeroed elements), freed on scope exit.
+// A device copy of a host vector (or n zeroed elements), freed on scope exit. Complete when
+// constructed: cudaMemcpy from pageable memory may return before its DMA lands, and
+// cudaMemset does not wait at all, while the tests' streams are non-blocking (runtime.h),
+// so nothing would order their kernels after the fill.
 template <typename T>
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(const std::vector<T>& host) : n_(host.size()) {
     CUDA_CHECK(cudaMalloc(&ptr_, n_ * sizeof(T) + 1));  // +1: a valid pointer when empty
     CUDA_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
   explicit DeviceBuffer(size_t n) : n_(n) {
     CUDA_CHECK(cudaMalloc(&ptr_, n_ * sizeof(T) + 1));
     CUDA_CHECK(cudaMemset(ptr_, 0, n_ * sizeof(T)));
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
   ~DeviceBuffer() { cudaFree(ptr_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
