@@ -73,6 +73,17 @@ absl::Status CheckRagged(const Communicator& c, const char* op, const char* whic
   return absl::OkStatus();
 }
 
+// An all-to-all-v's buffers, counts and displacements, for `op`.
+absl::Status CheckAllToAllV(const Communicator& c, const char* op, InBuffer in,
+                            const std::vector<int64_t>& send_counts,
+                            const std::vector<int64_t>& send_displs, OutBuffer out,
+                            const std::vector<int64_t>& recv_counts,
+                            const std::vector<int64_t>& recv_displs) {
+  RETURN_IF_ERROR(SameDType(c, op, in.dtype, out.dtype));
+  RETURN_IF_ERROR(CheckRagged(c, op, "send", send_counts, send_displs, in.count));
+  return CheckRagged(c, op, "receive", recv_counts, recv_displs, out.count);
+}
+
 }  // namespace
 
 // ---- Checked entry points -----------------------------------------------------------------
@@ -141,9 +152,8 @@ absl::Status Communicator::AllToAllV(InBuffer in, const std::vector<int64_t>& se
                                      const std::vector<int64_t>& recv_counts,
                                      const std::vector<int64_t>& recv_displs) {
   RETURN_IF_ERROR(BeforeCollective("AllToAllV"));
-  RETURN_IF_ERROR(SameDType(*this, "AllToAllV", in.dtype, out.dtype));
-  RETURN_IF_ERROR(CheckRagged(*this, "AllToAllV", "send", send_counts, send_displs, in.count));
-  RETURN_IF_ERROR(CheckRagged(*this, "AllToAllV", "receive", recv_counts, recv_displs, out.count));
+  RETURN_IF_ERROR(CheckAllToAllV(*this, "AllToAllV", in, send_counts, send_displs, out, recv_counts,
+                                 recv_displs));
   return DoAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
 }
 
@@ -152,9 +162,8 @@ absl::StatusOr<std::unique_ptr<Request>> Communicator::IAllToAllV(
     OutBuffer out, const std::vector<int64_t>& recv_counts,
     const std::vector<int64_t>& recv_displs) {
   RETURN_IF_ERROR(BeforeCollective("IAllToAllV"));
-  RETURN_IF_ERROR(SameDType(*this, "IAllToAllV", in.dtype, out.dtype));
-  RETURN_IF_ERROR(CheckRagged(*this, "IAllToAllV", "send", send_counts, send_displs, in.count));
-  RETURN_IF_ERROR(CheckRagged(*this, "IAllToAllV", "receive", recv_counts, recv_displs, out.count));
+  RETURN_IF_ERROR(CheckAllToAllV(*this, "IAllToAllV", in, send_counts, send_displs, out,
+                                 recv_counts, recv_displs));
   return DoIAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs);
 }
 
