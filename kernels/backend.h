@@ -343,6 +343,15 @@ class Backend {
   virtual void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
                                   int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
                                   int64_t H) = 0;
+  // The same sums split where expert parallelism splits them when a token goes to each rank
+  // once (trainer/device_moe_ep_plan.h): y [segments,H] row s (overwritten) = sum over j in
+  // [offsets[s], offsets[s+1]) ascending of x row rows[j], from zero.
+  virtual void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
+                              int64_t segments, int64_t H) = 0;
+  // y [n, row_bytes] row i = x row src[i], rows of any dtype copied as bytes (row_bytes a
+  // multiple of 4): PermuteRows for FP8 codes and FP32 rows alike.
+  virtual void GatherRows(const void* x, void* y, const int32_t* src, int64_t n,
+                          int64_t row_bytes) = 0;
   // Expert e's rows [offsets[e], offsets[e+1]) of the permuted x [rows,K] times its weight
   // W_e [N,K] (w [E,N,K] stacked): y [rows,N] = x_e W_e^T; offsets stay on the device.
   virtual void GroupedLinearForward(const float* x, const float* w, float* y,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -258,6 +259,24 @@ void CpuBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, c
       ops::Add(part.data(), out, H);
     }
   }
+}
+
+void CpuBackend::SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows,
+                                float* y, int64_t segments, int64_t H) {
+  for (int64_t s = 0; s < segments; ++s) {
+    float* out = y + s * H;
+    std::fill(out, out + H, 0.0f);
+    for (int32_t j = offsets[s]; j < offsets[s + 1]; ++j)
+      ops::Add(x + int64_t(rows[j]) * H, out, H);
+  }
+}
+
+void CpuBackend::GatherRows(const void* x, void* y, const int32_t* src, int64_t n,
+                            int64_t row_bytes) {
+  const auto* in = static_cast<const std::byte*>(x);
+  auto* out = static_cast<std::byte*>(y);
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out + i * row_bytes, in + int64_t(src[i]) * row_bytes, row_bytes);
 }
 
 // One GEMM per non-empty expert over its rows, as trainer/moe.cc runs each expert.

@@ -93,6 +93,10 @@ class CpuBackend : public Backend {
   void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
                           int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
                           int64_t H) override;
+  void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
+                      int64_t segments, int64_t H) override;
+  void GatherRows(const void* x, void* y, const int32_t* src, int64_t n,
+                  int64_t row_bytes) override;
   void GroupedLinearForward(const float* x, const float* w, float* y, const int32_t* offsets,
                             int64_t rows, int64_t E, int64_t K, int64_t N) override;
   void GroupedLinearBackwardInput(const float* dy, const float* w, float* dx,

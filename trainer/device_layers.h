@@ -26,6 +26,7 @@
 #include "kernels/backend.h"
 #include "parallel/communicator.h"
 #include "trainer/config.h"
+#include "trainer/device_moe_ep_plan.h"
 #include "trainer/device_params.h"
 #include "trainer/params.h"
 #include "trainer/precision.h"
@@ -186,22 +187,6 @@ struct DeviceExpertGroup {
                                    // the CPU backend, NCCL on CUDA)
 };
 
-// Which rows an expert-parallel exchange moves (device_moe_ep.cc), for P EP ranks of L
-// experts each. The sender's rows are its permuted rows (by expert): rank r's are
-// [send_at[r], + send_rows[r]). The receiver's are by source rank, then local expert, then
-// the source's slot order: source s's are [recv_at[s], + recv_rows[s]), local expert j's
-// of them [offsets[s*(L+1) + j], offsets[s*(L+1) + j+1]) relative to recv_at[s].
-struct EpExchangePlan {
-  std::vector<int64_t> send_rows, send_at;  // [P]
-  std::vector<int64_t> recv_rows, recv_at;  // [P]
-  std::vector<int32_t> offsets;             // [P, L+1]
-  int64_t R = 0;                            // rows received
-};
-// From the routing plan's expert offsets [E+1] (E = P x L) and recv_counts [P x L], the rows
-// each source sends here per local expert (the all-to-all of offsets' differences).
-EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
-                                  const std::vector<int64_t>& recv_counts, int P);
-
 // One projection's stacked expert weights [E, N, K] as the precision's grouped GEMMs read
 // them: the FP32 values, and the copy DMoe keeps (fp8: E4M3, bf16: BF16).
 struct ExpertWeight {
@@ -219,9 +204,14 @@ struct DMoe {
     std::shared_ptr<Request> request;
     Tensor from, to;
   };
-  // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc).
+  // What an expert-parallel micro-batch keeps of its exchange (device_moe_ep.cc): per slot
+  // (EpExchangePlan) and per (token, rank) row (the dedupe plans, device_moe_ep_plan.h).
   struct Exchange : EpExchangePlan {
-    Tensor recv_offsets;                  // [P, E_l+1] I32: `offsets` on the device
+    EpDedupeSend dedupe_send;
+    EpDedupeReceive dedupe_receive;
+    // On the device (I32): `offsets` [P, E_l+1], the receiver's expand [R], sum_offsets
+    // [U_r+1] and sum_rows [R], the sender's token_offsets [T+1] and token_rows [U_s].
+    Tensor recv_offsets, expand, sum_offsets, sum_rows, token_offsets, token_rows;
     std::vector<QuantizedActivation> xq;  // fp8: [P] the received E4M3 operand per source
     Tensor xr;                            // [R,H] the received rows (fp32, bf16)
     // Moving while the shared expert computes: the forward's dispatch (fp8: codes, then
@@ -278,11 +268,12 @@ struct DMoe {
   // back: dye [T*K,H] -> dxp [T*K,H], the expert weights' gradients accumulated.
   void ExpertsForward(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
   Tensor ExpertsBackward(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
-  // Under expert parallelism (device_moe_ep.cc) each destination rank gets its experts'
-  // rows and runs them, in two halves each way: the Start* half plans and starts the first
-  // exchange, which moves while Forward and Backward run the shared expert (Megatron's
-  // moe_shared_expert_overlap); the Experts* half lands it and does the rest.
-  void StartDispatchEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const;
+  // Under expert parallelism (device_moe_ep.cc) each destination rank gets the tokens x
+  // [T,H] of its experts (once per token) and runs them, in two halves each way: the Start*
+  // half plans and starts the first exchange, which moves while Forward and Backward run
+  // the shared expert (Megatron's moe_shared_expert_overlap); the Experts* half lands it and
+  // does the rest, returning s->ye [T*K,H] and the tokens' gradient [T,H].
+  void StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) const;
   void ExpertsForwardEp(const DeviceBatch& b, Saved* s) const;
   void StartCombineBackwardEp(const DeviceBatch& b, const Tensor& dye, Saved* s) const;
   Tensor ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const;

@@ -127,9 +127,13 @@ Tensor DMoe::Forward(const DeviceBatch& b, const Tensor& x, int64_t valid, Saved
   be.MoePlanBuild(
       s->topk.data<int32_t>(), T, K, E,
       {s->src_token.data<int32_t>(), s->slot_pos.data<int32_t>(), s->offsets.data<int32_t>()});
-  Tensor xp = be.Empty({P, H});
-  be.PermuteRows(x.data<float>(), xp.data<float>(), s->src_token.data<int32_t>(), P, H);
-  if (parallel()) StartDispatchEp(b, xp, s);
+  Tensor xp;  // [T*K,H] the rows by expert; under EP the dispatch gathers its own
+  if (parallel()) {
+    StartDispatchEp(b, x, s);
+  } else {
+    xp = be.Empty({P, H});
+    be.PermuteRows(x.data<float>(), xp.data<float>(), s->src_token.data<int32_t>(), P, H);
+  }
   // The shared expert needs none of the routed experts' work: under EP it runs while the
   // dispatch moves (on a GPU the exchange is on the comm stream).
   Tensor sh;  // [T,H]
@@ -163,15 +167,13 @@ Tensor DMoe::Backward(const DeviceBatch& b, const Tensor& dy, int64_t valid, dou
   // backward runs, as in the forward.
   if (parallel()) StartCombineBackwardEp(b, dye, s);
   Tensor dx = has_shared ? shared.Backward(b, dy, &s->shared) : be.Empty({T, H});
-  const Tensor dxp = parallel() ? ExpertsBackwardEp(b, s) : ExpertsBackward(b, dye, s);
   if (parallel()) {
     // As the dispatcher's backward sums it (parallel/expert_dispatch.h): a token's rows per
     // expert host, those per host in rank order, then onto the shared expert's gradient.
-    Tensor routed = be.Empty({T, H});
-    be.UnpermuteSumByRank(dxp.data<float>(), s->slot_pos.data<int32_t>(), s->topk.data<int32_t>(),
-                          E_local, routed.data<float>(), T, K, H);
+    const Tensor routed = ExpertsBackwardEp(b, s);  // [T,H]
     be.Add(routed.data<float>(), dx.data<float>(), T * H);
   } else {
+    const Tensor dxp = ExpertsBackward(b, dye, s);
     be.UnpermuteAdd(dxp.data<float>(), s->slot_pos.data<int32_t>(), dx.data<float>(), T, K, H);
   }
 

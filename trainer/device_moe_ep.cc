@@ -4,17 +4,19 @@
 // local experts' grouped GEMMs and sends the outputs back, where device_moe.cc combines them
 // with the gate weights in expert-id order; and the backward of all of it.
 //
-// Layouts. The sender's rows are the permuted rows of MoePlanBuild (by expert, then slot):
-// since EP rank r holds the contiguous experts [r * E_l, (r + 1) * E_l), the rows for rank r
-// are one contiguous block, so the permutation is the gather and the all-to-all-v sends
-// blocks as they lie (no dedupe: a token with two experts on one rank travels twice, which
-// DeepEP avoids; the rows are the same). The receiver keeps its rows as they arrive, by
-// source rank, then local expert, then the source's token order, and runs each source's
-// rows as one grouped GEMM over the local experts. That is trainer/moe_parallel.cc's choice
-// (an expert's rows from each source rank are a separate batch), which makes the forward
-// the CPU path's operation for operation; in fp8 the Wgrad's token tiles restart at each
-// (source, expert) block, as the CPU path's per-source expert GEMMs have them, and every
-// weight gradient adds its sources in rank order, the CPU path's summation order. The price
+// Layouts. A token goes once to each rank that holds any of its experts (DeepEP's dedupe;
+// the plans are trainer/device_moe_ep_plan.h's): the sender gathers its tokens by
+// destination rank, then token. The receiver copies each row it gets to its slots in the
+// per-slot layout of MoePlanBuild's permuted rows (by expert, then slot; EP rank r holds
+// the contiguous experts [r * E_l, (r + 1) * E_l)), source by source: by source rank, then
+// local expert, then the source's slot order, and runs each source's rows as one grouped
+// GEMM over the local experts. The outputs go back per slot (the combine weighs them at the
+// token's rank); the dispatch's backward sums a token's slots on the expert's rank and
+// sends one row back, summed there over the ranks (the CPU dispatcher's order). That is
+// trainer/moe_parallel.cc's choice (an expert's rows from each source rank are a separate batch),
+// which makes the forward the CPU path's operation for operation; in fp8 the Wgrad's token tiles
+// restart at each (source, expert) block, as the CPU path's per-source expert GEMMs have them, and
+// every weight gradient adds its sources in rank order, the CPU path's summation order. The price
 // on a GPU: P grouped launches per projection rather than one (fusing them needs a grouped
 // GEMM whose groups name their expert, which the kernels do not have yet).
 //
@@ -102,71 +104,84 @@ DAct SourceInput(const DMoe::Exchange& ex, int s) {
 
 }  // namespace
 
-EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
-                                  const std::vector<int64_t>& recv_counts, int P) {
-  const auto E = static_cast<int64_t>(offsets.size()) - 1;
-  MT_CHECK(P >= 1 && E >= P && E % P == 0 && static_cast<int64_t>(recv_counts.size()) == E,
-           "expert exchange: ", E, " experts, ", recv_counts.size(), " counts over ", P, " ranks");
-  const int64_t L = E / P;
-  EpExchangePlan x;
-  x.send_rows.assign(P, 0);
-  x.send_at.assign(P, 0);
-  x.recv_rows.assign(P, 0);
-  x.recv_at.assign(P, 0);
-  x.offsets.assign(P * (L + 1), 0);
-  for (int r = 0; r < P; ++r) {
-    x.send_at[r] = offsets[r * L];
-    x.send_rows[r] = offsets[(r + 1) * L] - offsets[r * L];
-    x.recv_at[r] = x.R;
-    int32_t* o = &x.offsets[r * (L + 1)];
-    for (int64_t j = 0; j < L; ++j) {
-      MT_CHECK(recv_counts[r * L + j] >= 0, "expert exchange: a negative count");
-      o[j + 1] = o[j] + static_cast<int32_t>(recv_counts[r * L + j]);
-    }
-    x.recv_rows[r] = o[L];
-    x.R += o[L];
-  }
-  return x;
-}
-
-void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& xp, Saved* s) const {
+void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) const {
   Backend& be = *b.be;
   Exchange& ex = s->ex;
   const int P = ep->size;
-  const int64_t L = E_local, rows = xp.dim(0);
+  const int64_t L = E_local, T = b.T();
   MT_CHECK(L * P == E, "expert parallelism: ", P, " EP ranks of ", L, " experts, not ", E);
-  // The plan's expert offsets to the host. An all-to-all-v needs its row counts before it
-  // is posted, so every dispatch synchronises the stream once here: inherent in
-  // all-to-all-v (DeepEP's dispatch waits for its counts the same way).
-  std::vector<int32_t> off(E + 1);
+  // The plan's expert offsets and the routing to the host. An all-to-all-v needs its row
+  // counts before it is posted, so every dispatch synchronises the stream once here:
+  // inherent in all-to-all-v (DeepEP's dispatch waits for its counts the same way).
+  std::vector<int32_t> off(E + 1), topk(T * K);
   be.CopyToHost(s->offsets.data<int32_t>(), off.data(), off.size() * sizeof(int32_t));
-  MT_CHECK(off[E] == rows, "expert parallelism: the plan holds ", off[E], " of ", rows, " rows");
-  // Rows per (destination rank, its local expert), exchanged: what each source sends here.
-  std::vector<int64_t> send_counts(E), recv_counts(E);
-  for (int64_t e = 0; e < E; ++e) send_counts[e] = off[e + 1] - off[e];
+  be.CopyToHost(s->topk.data<int32_t>(), topk.data(), topk.size() * sizeof(int32_t));
+  MT_CHECK(off[E] == T * K, "expert parallelism: the plan holds ", off[E], " of ", T * K, " slots");
+  // Per destination rank: the slots for each of its experts, then the rows that carry them.
+  EpExchangePlan sent;  // this rank's sending half, which the dedupe plan reads
+  sent.send_rows.assign(P, 0);
+  sent.send_at.assign(P, 0);
+  for (int r = 0; r < P; ++r) {
+    sent.send_at[r] = off[r * L];
+    sent.send_rows[r] = off[(r + 1) * L] - off[r * L];
+  }
+  ex.dedupe_send = MakeEpDedupeSend(topk, T, K, L, sent);
+  const EpDedupeSend& ds = ex.dedupe_send;
+  std::vector<int64_t> send_counts(P * (L + 1)), recv_counts(P * (L + 1));
+  for (int r = 0; r < P; ++r) {
+    for (int64_t j = 0; j < L; ++j)
+      send_counts[r * (L + 1) + j] = off[r * L + j + 1] - off[r * L + j];
+    send_counts[r * (L + 1) + L] = ds.rows[r];
+  }
   OrAbort(ep->host->AllToAll(send_counts, recv_counts), "MoE expert counts exchange");
-  static_cast<EpExchangePlan&>(ex) = MakeEpExchangePlan(off, recv_counts, P);
-  Tensor offsets({P, L + 1}, DType::kI32);
-  std::copy(ex.offsets.begin(), ex.offsets.end(), offsets.data<int32_t>());
-  ex.recv_offsets = be.ToDevice(offsets);
+  std::vector<int64_t> slot_counts(E), unique_rows(P);
+  for (int r = 0; r < P; ++r) {
+    for (int64_t j = 0; j < L; ++j) slot_counts[r * L + j] = recv_counts[r * (L + 1) + j];
+    unique_rows[r] = recv_counts[r * (L + 1) + L];
+  }
+  static_cast<EpExchangePlan&>(ex) = MakeEpExchangePlan(off, slot_counts, P);
   const int64_t R = ex.R;
+  // Where each received slot's row is and which slots each row sums, from its sender.
+  std::vector<int32_t> meta(std::max<int64_t>(2 * R, 1));
+  std::vector<int64_t> meta_rows(P), meta_at(P);
+  for (int r = 0; r < P; ++r) {
+    meta_rows[r] = 2 * ex.recv_rows[r];
+    meta_at[r] = 2 * ex.recv_at[r];
+  }
+  OrAbort(ep->host->AllToAllV(InBuffer(ds.meta), ds.meta_rows, ds.meta_at, OutBuffer(meta),
+                              meta_rows, meta_at),
+          "MoE expert dedupe exchange");
+  meta.resize(2 * R);
+  ex.dedupe_receive = MakeEpDedupeReceive(ex, unique_rows, meta);
+  const EpDedupeReceive& dr = ex.dedupe_receive;
+  auto device_i32 = [&be](const std::vector<int32_t>& v) {
+    Tensor h({std::max<int64_t>(static_cast<int64_t>(v.size()), 1)}, DType::kI32);
+    std::copy(v.begin(), v.end(), h.data<int32_t>());
+    return be.ToDevice(h);
+  };
+  ex.recv_offsets = device_i32(ex.offsets);
+  ex.expand = device_i32(dr.expand);
+  ex.sum_offsets = device_i32(dr.sum_offsets);
+  ex.sum_rows = device_i32(dr.sum_rows);
+  ex.token_offsets = device_i32(ds.token_offsets);
+  ex.token_rows = device_i32(ds.token_rows);
 
-  // Started, to land in ExpertsForwardEp.
+  // Each token once per rank it goes to; started, to land in ExpertsForwardEp.
+  const auto U = static_cast<int64_t>(ds.token.size());
+  Tensor xu = Rows(be, U, H);  // [U,H]
+  be.PermuteRows(x.data<float>(), xu.data<float>(), device_i32(ds.token).data<int32_t>(), U, H);
   if (b.fp8()) {
-    const QuantizedActivation q = be.QuantizeFp8(xp.data<float>(), rows, H);
+    const QuantizedActivation q = be.QuantizeFp8(xu.data<float>(), U, H);
     const int64_t tiles = q.col_tiles();
-    Tensor scales = Rows(be, rows, tiles);  // [rows, tiles]: a row's scales travel with it
-    be.Transpose(q.scales.data<float>(), scales.data<float>(), tiles, rows);
-    ex.moving.push_back(StartRows(*ep, q.data, ex.send_rows, ex.send_at,
-                                  Rows(be, R, H, q.data.dtype()), ex.recv_rows, ex.recv_at,
-                                  "MoE FP8 expert dispatch (codes)"));
-    ex.moving.push_back(StartRows(*ep, scales.Slice(0, rows), ex.send_rows, ex.send_at,
-                                  Rows(be, R, tiles), ex.recv_rows, ex.recv_at,
-                                  "MoE FP8 expert dispatch (scales)"));
+    Tensor scales = Rows(be, U, tiles);  // [U, tiles]: a row's scales travel with it
+    be.Transpose(q.scales.data<float>(), scales.data<float>(), tiles, U);
+    ex.moving.push_back(StartRows(*ep, q.data, ds.rows, ds.at, Rows(be, dr.U, H, q.data.dtype()),
+                                  dr.rows, dr.at, "MoE FP8 expert dispatch (codes)"));
+    ex.moving.push_back(StartRows(*ep, scales.Slice(0, U), ds.rows, ds.at, Rows(be, dr.U, tiles),
+                                  dr.rows, dr.at, "MoE FP8 expert dispatch (scales)"));
   } else {
-    ex.xr = Rows(be, R, H);
-    ex.moving.push_back(StartRows(*ep, xp, ex.send_rows, ex.send_at, ex.xr, ex.recv_rows,
-                                  ex.recv_at, "MoE expert dispatch"));
+    ex.moving.push_back(StartRows(*ep, xu.Slice(0, U), ds.rows, ds.at, Rows(be, dr.U, H), dr.rows,
+                                  dr.at, "MoE expert dispatch"));
   }
 }
 
@@ -175,10 +190,20 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, Saved* s) const {
   Exchange& ex = s->ex;
   const int P = ep->size;
   const int64_t L = E_local, R = ex.R, rows = b.T() * K;  // rows: the slots routed here
+  // Each received row copied to its slots (rows of bytes: FP8 codes, FP32 scales or values).
+  const int32_t* expand = ex.expand.data<int32_t>();
+  auto to_slots = [&](const Tensor& rows_u, DType dt) {  // [U,w] -> [R,w]
+    const int64_t w = rows_u.numel() / rows_u.dim(0);
+    Tensor out = Rows(be, R, w, dt);
+    be.GatherRows(rows_u.raw(), out.raw(), expand, R, w * static_cast<int64_t>(DTypeSize(dt)));
+    return out;
+  };
   if (b.fp8()) {
-    const Tensor codes = ex.moving[0].to, recv_scales = ex.moving[1].to;  // [R,H], [R,tiles]
-    const int64_t tiles = recv_scales.dim(1);
+    const Tensor codes_u = ex.moving[0].to, scales_u = ex.moving[1].to;  // [U,H], [U,tiles]
     Land(&ex.moving, "MoE FP8 expert dispatch");
+    const Tensor codes = to_slots(codes_u, codes_u.dtype());     // [R,H]
+    const Tensor recv_scales = to_slots(scales_u, DType::kF32);  // [R,tiles]
+    const int64_t tiles = recv_scales.dim(1);
     ex.xq.assign(P, {});
     for (int r = 0; r < P; ++r) {
       const int64_t n = ex.recv_rows[r], at = ex.recv_at[r];
@@ -191,7 +216,9 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, Saved* s) const {
       be.Transpose(recv_scales.data<float>() + at * tiles, qs.scales.data<float>(), n, tiles);
     }
   } else {
+    const Tensor xu = ex.moving[0].to;  // [U,H]
     Land(&ex.moving, "MoE expert dispatch");
+    ex.xr = to_slots(xu, DType::kF32);  // [R,H]
   }
 
   // The local experts, one grouped GEMM per source rank.
@@ -240,7 +267,7 @@ Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const {
   Backend& be = *b.be;
   Exchange& ex = s->ex;
   const int P = ep->size;
-  const int64_t L = E_local, R = ex.R, rows = b.T() * K;
+  const int64_t L = E_local, R = ex.R, T = b.T();
   const GroupedGemms gg{b.be, b.precision};
   const int32_t* ro = ex.recv_offsets.data<int32_t>();
   const Tensor dyr = ex.moving[0].to;  // [R,H]
@@ -264,10 +291,17 @@ Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const {
     gg.BackwardInput(Part(dg, at, n), w.gate, &dxs, o, n, L, H, F, false);
     gg.BackwardInput(Part(du, at, n), w.up, &dxs, o, n, L, H, F, true);
   }
-  // The dispatch's backward: each slot's input gradient back to its token's rank, moving
-  // while the weight gradients run (when the batch takes them at once).
-  ex.moving.push_back(StartRows(*ep, dxr, ex.recv_rows, ex.recv_at, Rows(be, rows, H), ex.send_rows,
-                                ex.send_at, "MoE dispatch backward"));
+  // The dispatch's backward: each row received summed over its slots here (k order), back
+  // to its token's rank, moving while the weight gradients run (when the batch takes them
+  // at once).
+  const EpDedupeSend& ds = ex.dedupe_send;
+  const EpDedupeReceive& dr = ex.dedupe_receive;
+  Tensor dxu = Rows(be, dr.U, H);  // [U received, H]
+  be.SegmentSumRows(dxr.data<float>(), ex.sum_offsets.data<int32_t>(), ex.sum_rows.data<int32_t>(),
+                    dxu.data<float>(), dr.U, H);
+  const auto U = static_cast<int64_t>(ds.token.size());
+  ex.moving.push_back(StartRows(*ep, dxu.Slice(0, std::max<int64_t>(dr.U, 1)), dr.rows, dr.at,
+                                Rows(be, U, H), ds.rows, ds.at, "MoE dispatch backward"));
   // No exchange in the weight gradients: a split backward queues them like the local
   // experts' (trainer/moe_parallel.cc defers them too), each source's in rank order.
   for (int r = 0; r < P; ++r) {
@@ -281,9 +315,13 @@ Tensor DMoe::ExpertsBackwardEp(const DeviceBatch& b, Saved* s) const {
       gg.BackwardWeight(dus, x, &up_g, o, n, L, H, F);
     });
   }
-  const Tensor dxp = ex.moving[0].to;  // [rows,H]
+  const Tensor back = ex.moving[0].to;  // [U sent, H]
   Land(&ex.moving, "MoE dispatch backward");
-  return dxp;
+  // Each token's rows summed over the ranks they came back from, ascending.
+  Tensor dx = be.Empty({T, H});
+  be.SegmentSumRows(back.data<float>(), ex.token_offsets.data<int32_t>(),
+                    ex.token_rows.data<int32_t>(), dx.data<float>(), T, H);
+  return dx;
 }
 
 }  // namespace MT_REAL_NS

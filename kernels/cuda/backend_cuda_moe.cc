@@ -109,6 +109,16 @@ void CudaBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, 
   cuda::UnpermuteSumByRank(dxp, slot_pos, topk, experts_per_rank, dx, T, K, H, stream());
 }
 
+void CudaBackend::SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows,
+                                 float* y, int64_t segments, int64_t H) {
+  cuda::SegmentSumRows(x, offsets, rows, y, segments, H, stream());
+}
+
+void CudaBackend::GatherRows(const void* x, void* y, const int32_t* src, int64_t n,
+                             int64_t row_bytes) {
+  cuda::PermuteRows(x, y, src, n, row_bytes, stream());
+}
+
 void CudaBackend::GroupedLinearForward(const float* x, const float* w, float* y,
                                        const int32_t* offsets, int64_t rows, int64_t E, int64_t K,
                                        int64_t N) {

@@ -140,6 +140,18 @@ __global__ void UnpermuteSumByRankKernel(const float* dxp, const int32_t* slot_p
   }
 }
 
+// One kBlock block per segment; each thread its columns, the rows in list order.
+__global__ void SegmentSumRowsKernel(const float* x, const int32_t* offsets, const int32_t* rows,
+                                     float* y, int64_t H) {
+  const int64_t s = blockIdx.x;
+  const int32_t j0 = offsets[s], j1 = offsets[s + 1];
+  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
+    float acc = 0.0f;
+    for (int32_t j = j0; j < j1; ++j) acc += x[int64_t(rows[j]) * H + h];
+    y[s * H + h] = acc;
+  }
+}
+
 // One kBlock block per slot. W: float or double dweight (the dot is double either way).
 template <typename W>
 __global__ void CombineBackwardKernel(const float* dy, const float* ye, const float* weight,
@@ -259,6 +271,15 @@ void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t
   if (T == 0) return;
   UnpermuteSumByRankKernel<<<unsigned(T), kBlock, 0, stream>>>(dxp, slot_pos, topk,
                                                                experts_per_rank, dx, K, H);
+  CUDA_CHECK_LAUNCH();
+}
+
+void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
+                    int64_t segments, int64_t H, cudaStream_t stream) {
+  CUDA_HOST_CHECK(segments >= 0 && segments <= INT32_MAX,
+                  "SegmentSumRows: the segment count must fit a grid");
+  if (segments == 0 || H == 0) return;
+  SegmentSumRowsKernel<<<unsigned(segments), kBlock, 0, stream>>>(x, offsets, rows, y, H);
   CUDA_CHECK_LAUNCH();
 }
 

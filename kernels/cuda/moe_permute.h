@@ -49,6 +49,10 @@ void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t 
 void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
                         int64_t experts_per_rank, float* dx, int64_t T, int64_t K, int64_t H,
                         cudaStream_t stream);
+// y [segments, H] row s = sum over j in [offsets[s], offsets[s + 1]) ascending of x row
+// rows[j], from zero (kernels/backend.h SegmentSumRows). Overwrites y.
+void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
+                    int64_t segments, int64_t H, cudaStream_t stream);
 // y [T, H] = sum over k of weight[t, k] * ye [P, H] row slot_pos[t * K + k], in expert order
 // (the CPU's order of accumulation). Overwrites y.
 void Combine(const float* ye, const float* weight, const int32_t* slot_pos, float* y, int64_t T,

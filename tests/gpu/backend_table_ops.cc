@@ -429,7 +429,27 @@ Outs UnpermuteByRank(Backend& be) {
   be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), 4, F(dx), T, K, H);
   Tensor one = F32(be, {T, H}, 153);  // one rank: the k-order sum of every slot
   be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), E, F(one), T, K, H);
-  return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true)};
+  // The same sums over explicit segments (the deduplicated exchange's, both halves): 11
+  // segments of 0 to 6 rows, in an order of their own, rows repeating across segments.
+  std::vector<int32_t> seg_offsets = {0}, seg_rows;
+  for (int32_t s = 0; s < 11; ++s) {
+    for (int32_t j = 0; j < (s * 5) % 7; ++j) seg_rows.push_back((s * 37 + j * 11) % P);
+    seg_offsets.push_back(static_cast<int32_t>(seg_rows.size()));
+  }
+  Tensor segments = F32(be, {11, H}, 154);  // overwritten, the empty segment too
+  Tensor d_offsets = FromVector(be, seg_offsets), d_rows = FromVector(be, seg_rows);
+  be.SegmentSumRows(F(dxp), I(d_offsets), I(d_rows), F(segments), 11, H);
+  // Rows moved as bytes (H = 40 of them, as FP8 codes would be), rows repeated and skipped;
+  // held as I32 words, which the table compares exactly.
+  std::vector<int32_t> words(P * H / 4), pick(T);
+  uint32_t lcg = 155;
+  for (int32_t& w : words) w = static_cast<int32_t>(lcg = lcg * 1664525u + 1013904223u);
+  for (int64_t i = 0; i < T; ++i) pick[i] = static_cast<int32_t>((i * 7) % P);
+  Tensor gathered = be.Empty({T, H / 4}, DType::kI32), d_words = FromVector(be, words),
+         d_pick = FromVector(be, pick);
+  be.GatherRows(d_words.raw(), gathered.raw(), I(d_pick), T, H);
+  return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true),
+          Out(be, "segment sums", segments, true), Out(be, "gathered byte rows", gathered, true)};
 }
 
 // The BF16 wire format: FP32 -> BF16 bits (round to nearest even, NaN and infinities kept)
