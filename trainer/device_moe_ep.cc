@@ -117,16 +117,9 @@ void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) cons
   be.CopyToHost(s->offsets.data<int32_t>(), off.data(), off.size() * sizeof(int32_t));
   be.CopyToHost(s->topk.data<int32_t>(), topk.data(), topk.size() * sizeof(int32_t));
   MT_CHECK(off[E] == T * K, "expert parallelism: the plan holds ", off[E], " of ", T * K, " slots");
-  // Per destination rank: the slots for each of its experts, then the rows that carry them.
-  EpExchangePlan sent;  // this rank's sending half, which the dedupe plan reads
-  sent.send_rows.assign(P, 0);
-  sent.send_at.assign(P, 0);
-  for (int r = 0; r < P; ++r) {
-    sent.send_at[r] = off[r * L];
-    sent.send_rows[r] = off[(r + 1) * L] - off[r * L];
-  }
-  ex.dedupe_send = MakeEpDedupeSend(topk, T, K, L, sent);
+  ex.dedupe_send = MakeEpDedupeSend(topk, K, off, P);
   const EpDedupeSend& ds = ex.dedupe_send;
+  // Per destination rank: its experts' slots from here, then the rows that carry them.
   std::vector<int64_t> send_counts(P * (L + 1)), recv_counts(P * (L + 1));
   for (int r = 0; r < P; ++r) {
     for (int64_t j = 0; j < L; ++j)

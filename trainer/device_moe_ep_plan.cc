@@ -34,11 +34,16 @@ EpExchangePlan MakeEpExchangePlan(const std::vector<int32_t>& offsets,
   return x;
 }
 
-EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t T, int64_t K, int64_t L,
-                              const EpExchangePlan& slots) {
-  const auto P = static_cast<int>(slots.send_rows.size());
-  MT_CHECK(static_cast<int64_t>(topk.size()) == T * K && L >= 1, "expert dedupe: topk has ",
-           topk.size(), " entries for ", T, " x ", K);
+EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t K,
+                              const std::vector<int32_t>& offsets, int P) {
+  MT_CHECK(K >= 1 && !offsets.empty(), "expert dedupe: ", K, " choices a token");
+  const auto E = static_cast<int64_t>(offsets.size()) - 1;
+  const auto T = static_cast<int64_t>(topk.size()) / K;
+  MT_CHECK(
+      P >= 1 && E % P == 0 && T * K == static_cast<int64_t>(topk.size()) && offsets[E] == T * K,
+      "expert dedupe: ", topk.size(), " choices of ", K, ", ", E, " experts over ", P,
+      " ranks, a plan of ", offsets[E], " slots");
+  const int64_t L = E / P;
   // The routing plan's order (kernels/backend.h MoePlanBuild): by expert, then slot.
   std::vector<int32_t> order(T * K);
   for (int64_t s = 0; s < T * K; ++s) order[s] = static_cast<int32_t>(s);
@@ -53,8 +58,7 @@ EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t T, int64
   std::vector<int32_t> row_of(T);  // within the current rank's block; -1: not sent there
   std::vector<std::vector<int32_t>> token_ranks_rows(T);  // each token's rows, ranks ascending
   for (int r = 0; r < P; ++r) {
-    const int64_t n = slots.send_rows[r], p0 = slots.send_at[r];
-    MT_CHECK(n >= 0 && p0 >= 0 && p0 + n <= T * K, "expert dedupe: rank ", r, "'s slots");
+    const int64_t p0 = offsets[r * L], n = offsets[(r + 1) * L] - p0;
     d.at[r] = static_cast<int64_t>(d.token.size());
     d.meta_at[r] = 2 * p0;
     d.meta_rows[r] = 2 * n;

@@ -49,10 +49,9 @@ struct EpDedupeSend {
   std::vector<int32_t> token_offsets;  // [T+1]
   std::vector<int32_t> token_rows;     // [U]
 };
-// `slots` is the per-slot plan of the same routing (its send_rows, send_at), L experts a
-// rank.
-EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t T, int64_t K, int64_t L,
-                              const EpExchangePlan& slots);
+// `offsets` [E+1] are the routing plan's expert offsets (MoePlanBuild's), over P ranks.
+EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t K,
+                              const std::vector<int32_t>& offsets, int P);
 
 // The receiver's half: from the rows each source sends (unique_rows [P], EpDedupeSend::rows
 // of each) and the meta they send (laid out by EpExchangePlan::recv_at, twice as wide).

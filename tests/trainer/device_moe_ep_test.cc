@@ -74,18 +74,12 @@ TEST(EpExchangePlanDeathTest, ExpertsNotSplittingOverRanks) {
   EXPECT_DEATH(MakeEpExchangePlan({0, 1, 2, 3}, {1, 1, 1}, 2), "3 experts, 3 counts over 2");
 }
 
-// The per-slot plan's sending half, as DMoe::StartDispatchEp builds it from the routing.
-EpExchangePlan SendingHalf(const std::vector<int32_t>& topk, int64_t E, int P) {
-  const int64_t L = E / P;
+// The routing plan's expert offsets [E+1] (MoePlanBuild's) for topk.
+std::vector<int32_t> ExpertOffsets(const std::vector<int32_t>& topk, int64_t E) {
   std::vector<int32_t> off(E + 1, 0);
   for (int32_t e : topk) ++off[e + 1];
   for (int64_t e = 0; e < E; ++e) off[e + 1] += off[e];
-  EpExchangePlan x;
-  for (int r = 0; r < P; ++r) {
-    x.send_at.push_back(off[r * L]);
-    x.send_rows.push_back(off[(r + 1) * L] - off[r * L]);
-  }
-  return x;
+  return off;
 }
 
 TEST(EpDedupe, ThreeTokensByHand) {
@@ -93,7 +87,7 @@ TEST(EpDedupe, ThreeTokensByHand) {
   // experts 1 and 2, token 2 experts 3 and 2 (both rank 1). The plan's order (by expert,
   // then slot): slots 0 | 1 2 | 3 5 | 4, so rank 0 gets slots 0 1 2, rank 1 slots 3 5 4.
   const std::vector<int32_t> topk = {0, 1, 1, 2, 3, 2};
-  const EpDedupeSend d = MakeEpDedupeSend(topk, 3, 2, 2, SendingHalf(topk, 4, 2));
+  const EpDedupeSend d = MakeEpDedupeSend(topk, 2, ExpertOffsets(topk, 4), 2);
   EXPECT_EQ(d.token, (std::vector<int32_t>{0, 1, 1, 2}));  // rank 0: tokens 0 1; rank 1: 1 2
   EXPECT_EQ(d.rows, (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(d.at, (std::vector<int64_t>{0, 2}));
@@ -115,7 +109,6 @@ TEST(EpDedupe, RanksAgreeAndSumInTheCpuOrder) {
   constexpr int64_t L = 2, E = P * L, K = 3, T = 40;
   std::mt19937 rng(11);
   std::vector<std::vector<int32_t>> topk(P);
-  std::vector<EpExchangePlan> send_half(P);
   std::vector<EpDedupeSend> sends;
   for (int r = 0; r < P; ++r) {
     for (int64_t t = 0; t < T; ++t) {
@@ -123,8 +116,7 @@ TEST(EpDedupe, RanksAgreeAndSumInTheCpuOrder) {
       std::shuffle(e.begin(), e.end(), rng);
       topk[r].insert(topk[r].end(), e.begin(), e.begin() + K);
     }
-    send_half[r] = SendingHalf(topk[r], E, P);
-    sends.push_back(MakeEpDedupeSend(topk[r], T, K, L, send_half[r]));
+    sends.push_back(MakeEpDedupeSend(topk[r], K, ExpertOffsets(topk[r], E), P));
   }
   int64_t slots_sent = 0, rows_sent = 0;
   for (int q = 0; q < P; ++q) {
@@ -138,10 +130,7 @@ TEST(EpDedupe, RanksAgreeAndSumInTheCpuOrder) {
       const int32_t* m = &sends[s].meta[sends[s].meta_at[q]];
       meta.insert(meta.end(), m, m + sends[s].meta_rows[q]);
     }
-    std::vector<int32_t> own_off(E + 1, 0);
-    for (int32_t e : topk[q]) ++own_off[e + 1];
-    for (int64_t e = 0; e < E; ++e) own_off[e + 1] += own_off[e];
-    const EpExchangePlan slots = MakeEpExchangePlan(own_off, recv_counts, P);
+    const EpExchangePlan slots = MakeEpExchangePlan(ExpertOffsets(topk[q], E), recv_counts, P);
     const EpDedupeReceive d = MakeEpDedupeReceive(slots, unique, meta);
     ASSERT_EQ(static_cast<int64_t>(d.sum_rows.size()), slots.R);
     ASSERT_EQ(static_cast<int64_t>(d.sum_offsets.size()), d.U + 1);
