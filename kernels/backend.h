@@ -335,17 +335,11 @@ class Backend {
   // dx [T,H] += sum over k of dxp row slot_pos[t*K+k], experts ascending.
   virtual void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T,
                             int64_t K, int64_t H) = 0;
-  // Expert parallelism's order of the same sum (parallel/expert_dispatch.h DispatchBackward):
-  // dx [T,H] (overwritten) row t = sum over EP ranks r ascending of (sum over k ascending of
-  // the slots whose expert topk[t,k] lives on r, i.e. topk[t,k] / experts_per_rank == r, of
-  // dxp row slot_pos[t*K+k]), each sum starting from zero: the float additions the CPU path
-  // makes when each expert host sums a token's rows and the token's rank sums the hosts'.
-  virtual void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                                  int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
-                                  int64_t H) = 0;
-  // The same sums split where expert parallelism splits them when a token goes to each rank
-  // once (trainer/device_moe_ep_plan.h): y [segments,H] row s (overwritten) = sum over j in
-  // [offsets[s], offsets[s+1]) ascending of x row rows[j], from zero.
+  // y [segments,H] row s (overwritten) = sum over j in [offsets[s], offsets[s+1]) ascending
+  // of x row rows[j], from zero. Expert parallelism's order of the same sums as UnpermuteAdd
+  // takes two of these (trainer/device_moe_ep_plan.h): each expert rank sums a token's slots
+  // in k order, the token's rank sums those over the ranks ascending, as the CPU path's
+  // dispatcher does (parallel/expert_dispatch.h DispatchBackward).
   virtual void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
                               int64_t segments, int64_t H) = 0;
   // y [n, row_bytes] row i = x row src[i], rows of any dtype copied as bytes (row_bytes a

@@ -239,28 +239,6 @@ void CpuBackend::UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* 
       ops::Add(dxp + int64_t(row) * H, dx + t * H, H);
 }
 
-void CpuBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                                    int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
-                                    int64_t H) {
-  std::vector<float> part(H);
-  for (int64_t t = 0; t < T; ++t) {
-    float* out = dx + t * H;
-    std::fill(out, out + H, 0.0f);
-    // The ranks the token reached, ascending; per rank its slots in k order.
-    std::vector<int64_t> ranks;
-    for (int64_t k = 0; k < K; ++k) ranks.push_back(topk[t * K + k] / experts_per_rank);
-    std::sort(ranks.begin(), ranks.end());
-    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    for (int64_t r : ranks) {
-      std::fill(part.begin(), part.end(), 0.0f);
-      for (int64_t k = 0; k < K; ++k)
-        if (topk[t * K + k] / experts_per_rank == r)
-          ops::Add(dxp + int64_t(slot_pos[t * K + k]) * H, part.data(), H);
-      ops::Add(part.data(), out, H);
-    }
-  }
-}
-
 void CpuBackend::SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows,
                                 float* y, int64_t segments, int64_t H) {
   for (int64_t s = 0; s < segments; ++s) {

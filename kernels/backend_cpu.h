@@ -90,9 +90,6 @@ class CpuBackend : public Backend {
                        int64_t H) override;
   void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                     int64_t H) override;
-  void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                          int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
-                          int64_t H) override;
   void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,
                       int64_t segments, int64_t H) override;
   void GatherRows(const void* x, void* y, const int32_t* src, int64_t n,

@@ -4,10 +4,11 @@
 // (kernels/cuda/runtime.h SelectDevice). Two streams (runtime.h Streams): NCCL runs on the
 // comm stream; the compute stream's kernels write what is sent and read what is received.
 // Events order them on the device: an operation starts once everything enqueued on compute
-// before the call is done, and compute's later work waits for the operation. The blocking
-// calls then wait on the host until it is done, the interface's contract ("blocks until the
-// local buffers may be reused"); IAllToAllV returns at once, so the host goes on enqueueing
-// compute (the MoE's shared expert, device_moe_ep.cc) that runs while the exchange moves.
+// before the call is done, and compute's work enqueued after the wait waits for the
+// operation. The blocking calls wait on the host before they return, the interface's
+// contract ("blocks until the local buffers may be reused"); IAllToAllV returns at once and
+// waits in its Request's Wait, so in between the host enqueues compute (the MoE's shared
+// expert, trainer/device_moe_ep.cc) that runs while the exchange moves.
 // All-to-all-v is a group of ncclSend/ncclRecv pairs.
 // Send/Recv match by call order per peer: NCCL has no tags, so `tag` is only checked.
 // ISend and IRecv are held back and launched with the next blocking Send, Recv or Wait as

@@ -8,8 +8,8 @@
 // dispatcher (parallel/expert_dispatch.h) do, and the receiver copies it to each of its
 // experts' rows; the dispatch's backward sums each token's slots on the expert's rank and
 // sends one row back, and the token's rank sums those over the ranks. Every sum runs in the
-// CPU path's order (kernels/backend.h UnpermuteSumByRank: per rank the slots in k order,
-// then the ranks ascending, each from zero), so the bits are the same as sending per slot.
+// CPU path's order (per rank the slots in k order, then the ranks ascending, each from zero:
+// kernels/backend.h SegmentSumRows twice), so the bits are the CPU dispatcher's.
 #pragma once
 
 #include <cstdint>

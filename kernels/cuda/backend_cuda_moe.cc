@@ -103,12 +103,6 @@ void CudaBackend::UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float*
   cuda::UnpermuteAdd(dxp, slot_pos, dx, T, K, H, stream());
 }
 
-void CudaBackend::UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                                     int64_t experts_per_rank, float* dx, int64_t T, int64_t K,
-                                     int64_t H) {
-  cuda::UnpermuteSumByRank(dxp, slot_pos, topk, experts_per_rank, dx, T, K, H, stream());
-}
-
 void CudaBackend::SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows,
                                  float* y, int64_t segments, int64_t H) {
   cuda::SegmentSumRows(x, offsets, rows, y, segments, H, stream());

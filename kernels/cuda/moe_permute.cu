@@ -112,34 +112,6 @@ __global__ void UnpermuteSumKernel(const float* dxp, const int32_t* slot_pos, fl
   }
 }
 
-// One kBlock block per token: its ranks in ascending order (each pass takes the smallest
-// rank above the last one), per rank its slots in k order.
-__global__ void UnpermuteSumByRankKernel(const float* dxp, const int32_t* slot_pos,
-                                         const int32_t* topk, int64_t experts_per_rank, float* dx,
-                                         int64_t K, int64_t H) {
-  const int64_t t = blockIdx.x;
-  const int32_t* idx = topk + t * K;
-  const int32_t* pos = slot_pos + t * K;
-  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
-    float acc = 0.0f;
-    int64_t last = -1;
-    for (;;) {
-      int64_t r = -1;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t rk = idx[k] / experts_per_rank;
-        if (rk > last && (r < 0 || rk < r)) r = rk;
-      }
-      if (r < 0) break;
-      float part = 0.0f;
-      for (int64_t k = 0; k < K; ++k)
-        if (idx[k] / experts_per_rank == r) part += dxp[int64_t(pos[k]) * H + h];
-      acc += part;
-      last = r;
-    }
-    dx[t * H + h] = acc;
-  }
-}
-
 // One kBlock block per segment; each thread its columns, the rows in list order.
 __global__ void SegmentSumRowsKernel(const float* x, const int32_t* offsets, const int32_t* rows,
                                      float* y, int64_t H) {
@@ -261,17 +233,6 @@ void UnpermuteSum(const float* dxp, const int32_t* slot_pos, float* dx, int64_t 
 void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                   int64_t H, cudaStream_t stream) {
   LaunchUnpermute<true>(dxp, slot_pos, dx, T, K, H, stream);
-}
-
-void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                        int64_t experts_per_rank, float* dx, int64_t T, int64_t K, int64_t H,
-                        cudaStream_t stream) {
-  CheckRouting(T, K);
-  CUDA_HOST_CHECK(experts_per_rank >= 1, "UnpermuteSumByRank: experts_per_rank must be >= 1");
-  if (T == 0) return;
-  UnpermuteSumByRankKernel<<<unsigned(T), kBlock, 0, stream>>>(dxp, slot_pos, topk,
-                                                               experts_per_rank, dx, K, H);
-  CUDA_CHECK_LAUNCH();
 }
 
 void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,

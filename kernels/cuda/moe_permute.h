@@ -43,12 +43,6 @@ void UnpermuteSum(const float* dxp, const int32_t* slot_pos, float* dx, int64_t 
 // dx [T, H] += the same sum, added to dx's value in expert order (kernels/backend.h).
 void UnpermuteAdd(const float* dxp, const int32_t* slot_pos, float* dx, int64_t T, int64_t K,
                   int64_t H, cudaStream_t stream);
-// dx [T, H] = the same rows summed per EP rank (experts_per_rank experts each) in k order,
-// then over the ranks in ascending order, each sum from zero (kernels/backend.h
-// UnpermuteSumByRank: expert parallelism's order of additions).
-void UnpermuteSumByRank(const float* dxp, const int32_t* slot_pos, const int32_t* topk,
-                        int64_t experts_per_rank, float* dx, int64_t T, int64_t K, int64_t H,
-                        cudaStream_t stream);
 // y [segments, H] row s = sum over j in [offsets[s], offsets[s + 1]) ascending of x row
 // rows[j], from zero (kernels/backend.h SegmentSumRows). Overwrites y.
 void SegmentSumRows(const float* x, const int32_t* offsets, const int32_t* rows, float* y,

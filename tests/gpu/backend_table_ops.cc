@@ -416,40 +416,29 @@ Outs Optimizer(Backend& be) {
           widened("adamw bf16-moments v", v16)};
 }
 
-// Expert parallelism's backward sum of a token's rows: K = 5 slots over E = 16 experts on 4
-// EP ranks of 4, so a token reaches one to four ranks, often with several slots on one. The
-// same float additions in the same order on both backends: exact.
-Outs UnpermuteByRank(Backend& be) {
-  const int64_t T = 29, K = 5, E = 16, H = 40, P = T * K;
-  Tensor topk = FromVector(be, RandomTopk(T, K, E, 150));
-  Tensor src_token = be.Empty({P}, DType::kI32), slot_pos = be.Empty({P}, DType::kI32);
-  Tensor offsets = be.Empty({E + 1}, DType::kI32);
-  be.MoePlanBuild(I(topk), T, K, E, {I(src_token), I(slot_pos), I(offsets)});
-  Tensor dxp = F32(be, {P, H}, 151), dx = F32(be, {T, H}, 152);  // dx is overwritten
-  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), 4, F(dx), T, K, H);
-  Tensor one = F32(be, {T, H}, 153);  // one rank: the k-order sum of every slot
-  be.UnpermuteSumByRank(F(dxp), I(slot_pos), I(topk), E, F(one), T, K, H);
-  // The same sums over explicit segments (the deduplicated exchange's, both halves): 11
-  // segments of 0 to 6 rows, in an order of their own, rows repeating across segments.
+// Expert parallelism's row sums and copies (trainer/device_moe_ep_plan.h): 11 segments of 0
+// to 6 rows of 145, in an order of their own, rows repeating across segments; the same float
+// additions in the same order on both backends: exact. And rows moved as bytes (H = 40 of
+// them, as FP8 codes would be), repeated and skipped, held as I32 words (compared exactly).
+Outs EpRows(Backend& be) {
+  const int64_t rows = 145, H = 40, n = 29;
+  Tensor x = F32(be, {rows, H}, 151);
   std::vector<int32_t> seg_offsets = {0}, seg_rows;
   for (int32_t s = 0; s < 11; ++s) {
-    for (int32_t j = 0; j < (s * 5) % 7; ++j) seg_rows.push_back((s * 37 + j * 11) % P);
+    for (int32_t j = 0; j < (s * 5) % 7; ++j) seg_rows.push_back((s * 37 + j * 11) % rows);
     seg_offsets.push_back(static_cast<int32_t>(seg_rows.size()));
   }
   Tensor segments = F32(be, {11, H}, 154);  // overwritten, the empty segment too
   Tensor d_offsets = FromVector(be, seg_offsets), d_rows = FromVector(be, seg_rows);
-  be.SegmentSumRows(F(dxp), I(d_offsets), I(d_rows), F(segments), 11, H);
-  // Rows moved as bytes (H = 40 of them, as FP8 codes would be), rows repeated and skipped;
-  // held as I32 words, which the table compares exactly.
-  std::vector<int32_t> words(P * H / 4), pick(T);
+  be.SegmentSumRows(F(x), I(d_offsets), I(d_rows), F(segments), 11, H);
+  std::vector<int32_t> words(rows * H / 4), pick(n);
   uint32_t lcg = 155;
   for (int32_t& w : words) w = static_cast<int32_t>(lcg = lcg * 1664525u + 1013904223u);
-  for (int64_t i = 0; i < T; ++i) pick[i] = static_cast<int32_t>((i * 7) % P);
-  Tensor gathered = be.Empty({T, H / 4}, DType::kI32), d_words = FromVector(be, words),
+  for (int64_t i = 0; i < n; ++i) pick[i] = static_cast<int32_t>((i * 7) % rows);
+  Tensor gathered = be.Empty({n, H / 4}, DType::kI32), d_words = FromVector(be, words),
          d_pick = FromVector(be, pick);
-  be.GatherRows(d_words.raw(), gathered.raw(), I(d_pick), T, H);
-  return {Out(be, "unpermute by rank dx", dx, true), Out(be, "unpermute one rank dx", one, true),
-          Out(be, "segment sums", segments, true), Out(be, "gathered byte rows", gathered, true)};
+  be.GatherRows(d_words.raw(), gathered.raw(), I(d_pick), n, H);
+  return {Out(be, "segment sums", segments, true), Out(be, "gathered byte rows", gathered, true)};
 }
 
 // The BF16 wire format: FP32 -> BF16 bits (round to nearest even, NaN and infinities kept)
@@ -492,7 +481,7 @@ const std::vector<BackendOp>& BackendOpTable() {
         {"balance_norm_topk", [](Backend& be) { return Balance(be, true, 0.03); }},
         {"balance_plain_topk", [](Backend& be) { return Balance(be, false, 0.0); }},
         {"experts", Experts},
-        {"unpermute_sum_by_rank", UnpermuteByRank},
+        {"ep_segment_sums_and_row_gather", EpRows},
         {"bf16_bits", Bf16Bits},
         {"experts_bf16", ExpertsBf16},
         {"optimizer", Optimizer},

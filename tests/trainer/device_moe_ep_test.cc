@@ -103,7 +103,7 @@ TEST(EpDedupe, ThreeTokensByHand) {
 // P = 3 ranks of L = 2 experts, K = 3 of E = 6 per token (so often two on one rank): every
 // received slot row is its token's, each row sums exactly its token's slots on that rank in
 // k order, and each token sums the rows of exactly the ranks it reached, ascending: the
-// additions UnpermuteSumByRank makes. Fewer rows travel than slots.
+// additions the CPU path's dispatcher makes. Fewer rows travel than slots.
 TEST(EpDedupe, RanksAgreeAndSumInTheCpuOrder) {
   constexpr int P = 3;
   constexpr int64_t L = 2, E = P * L, K = 3, T = 40;

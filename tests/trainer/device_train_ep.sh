@@ -44,9 +44,9 @@ MOETRAIN_DEVICE_BACKEND="" resume device_ep cpu_from_device_ep --set training.de
 both ep8 "${ep[@]}" --set training.precision=fp8 --set optimizer.moment_dtype=bf16 \
   --set training.steps=10 --set model.hidden_size=160
 same 0 cpu_ep8 device_ep8 step-0000010
-# Top-3 of both expert groups: tokens with several slots on one EP rank and slots on both,
-# whose input gradients the two paths sum per rank, then over the ranks
-# (Backend::UnpermuteSumByRank), to the same bits.
+# Top-3 of both expert groups: tokens with several slots on one EP rank and slots on both.
+# The device path sends such a token to a rank once and sums its input gradient there per
+# rank, then over the ranks (trainer/device_moe_ep_plan.h), to the CPU path's bits.
 both ep3 "${ep[@]}" --set model.num_experts_per_tok=3 --set model.topk_group=2 \
   --set training.steps=10
 same 0 cpu_ep3 device_ep3 step-0000010
