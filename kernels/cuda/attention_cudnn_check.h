@@ -5,7 +5,9 @@
 // (BF16-exact) values, with the shape's Dqk, Dv and scale on B = 1 and
 //   S = min(S, 128) with all N heads (every head's layout), and, when S > 128,
 //   the full S with min(N, 4) heads (the long-sequence tiling, at a few heads' cost: the
-//   FP32 reference's P is N * S^2 floats).
+//   FP32 reference's P is N * S^2 floats);
+// and then the shape itself once on zeros, compared with nothing, so that the plans training
+// runs have run (a plan cuDNN builds but cannot execute is refused here, not mid-run).
 #pragma once
 
 #include <cublas_v2.h>
