@@ -75,7 +75,12 @@ class Backend {
   // dst rows r < rows, columns c < cols: dst[r * dst_ld + c] = src[r * src_ld + c].
   virtual void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                       int64_t cols) = 0;
-  // The same with dst += src.
+  // The same in bytes, for rows of any layout (the expert dispatch packs FP8 codes and
+  // their scales into one row): rows r < rows, dst + r * dst_pitch gets the `width` bytes
+  // at src + r * src_pitch.
+  virtual void CopyBytes2D(const void* src, int64_t src_pitch, void* dst, int64_t dst_pitch,
+                           int64_t rows, int64_t width) = 0;
+  // Copy2D with dst += src.
   virtual void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                      int64_t cols) = 0;
   // Copy2D of one block to `repeats` places `stride` apart: dst + h * stride for h < repeats

@@ -51,6 +51,12 @@ void CpuBackend::Copy2D(const float* src, int64_t src_ld, float* dst, int64_t ds
   for (int64_t r = 0; r < rows; ++r)
     std::memcpy(dst + r * dst_ld, src + r * src_ld, cols * sizeof(float));
 }
+void CpuBackend::CopyBytes2D(const void* src, int64_t src_pitch, void* dst, int64_t dst_pitch,
+                             int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<std::byte*>(dst) + r * dst_pitch,
+                static_cast<const std::byte*>(src) + r * src_pitch, width);
+}
 void CpuBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                        int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)

@@ -92,6 +92,13 @@ void Land(std::vector<DMoe::InFlight>* moving, const char* what) {
   moving->clear();
 }
 
+// Bytes of a dispatched FP8 row: its H codes, then its 1x128 tiles' FP32 scales. H is a
+// multiple of 4 (the scales stay aligned, and GatherRows moves words).
+int64_t PackedWidth(int64_t H, int64_t tiles) {
+  MT_CHECK(H % 4 == 0, "FP8 expert dispatch: hidden size ", H, " is not a multiple of 4");
+  return H + 4 * tiles;
+}
+
 // Source s's received rows as the experts keep them: its E4M3 operand in fp8, else values.
 DAct SourceInput(const DMoe::Exchange& ex, int s) {
   DAct a;
@@ -164,14 +171,18 @@ void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) cons
   Tensor xu = Rows(be, U, H);  // [U,H]
   be.PermuteRows(x.data<float>(), xu.data<float>(), device_i32(ds.token).data<int32_t>(), U, H);
   if (b.fp8()) {
+    // A row on the wire: its H E4M3 codes, then its FP32 scales, one exchange for both.
     const QuantizedActivation q = be.QuantizeFp8(xu.data<float>(), U, H);
-    const int64_t tiles = q.col_tiles();
+    const int64_t tiles = q.col_tiles(), W = PackedWidth(H, tiles);
     Tensor scales = Rows(be, U, tiles);  // [U, tiles]: a row's scales travel with it
     be.Transpose(q.scales.data<float>(), scales.data<float>(), tiles, U);
-    ex.moving.push_back(StartRows(*ep, q.data, ds.rows, ds.at, Rows(be, dr.U, H, q.data.dtype()),
-                                  dr.rows, dr.at, "MoE FP8 expert dispatch (codes)"));
-    ex.moving.push_back(StartRows(*ep, scales.Slice(0, U), ds.rows, ds.at, Rows(be, dr.U, tiles),
-                                  dr.rows, dr.at, "MoE FP8 expert dispatch (scales)"));
+    Tensor packed = Rows(be, U, W, DType::kU8);  // [U, W]
+    be.CopyBytes2D(q.data.raw(), H, packed.raw(), W, U, H);
+    be.CopyBytes2D(scales.raw(), 4 * tiles, static_cast<std::byte*>(packed.raw()) + H, W, U,
+                   4 * tiles);
+    ex.moving.push_back(StartRows(*ep, packed.Slice(0, U), ds.rows, ds.at,
+                                  Rows(be, dr.U, W, DType::kU8), dr.rows, dr.at,
+                                  "MoE FP8 expert dispatch"));
   } else {
     ex.moving.push_back(StartRows(*ep, xu.Slice(0, U), ds.rows, ds.at, Rows(be, dr.U, H), dr.rows,
                                   dr.at, "MoE expert dispatch"));
@@ -192,11 +203,14 @@ void DMoe::ExpertsForwardEp(const DeviceBatch& b, Saved* s) const {
     return out;
   };
   if (b.fp8()) {
-    const Tensor codes_u = ex.moving[0].to, scales_u = ex.moving[1].to;  // [U,H], [U,tiles]
+    const Tensor packed_u = ex.moving[0].to;  // [U,W]: codes, then scales
     Land(&ex.moving, "MoE FP8 expert dispatch");
-    const Tensor codes = to_slots(codes_u, codes_u.dtype());     // [R,H]
-    const Tensor recv_scales = to_slots(scales_u, DType::kF32);  // [R,tiles]
-    const int64_t tiles = recv_scales.dim(1);
+    const Tensor packed = to_slots(packed_u, DType::kU8);  // [R,W]
+    const int64_t W = packed.dim(1), tiles = (W - H) / 4;
+    Tensor codes = Rows(be, R, H, DType::kF8E4M3), recv_scales = Rows(be, R, tiles);
+    be.CopyBytes2D(packed.raw(), W, codes.raw(), H, R, H);
+    be.CopyBytes2D(static_cast<const std::byte*>(packed.raw()) + H, W, recv_scales.raw(), 4 * tiles,
+                   R, 4 * tiles);
     ex.xq.assign(P, {});
     for (int r = 0; r < P; ++r) {
       const int64_t n = ex.recv_rows[r], at = ex.recv_at[r];

@@ -201,6 +201,16 @@ void CudaBackend::Copy2D(const float* src, int64_t src_ld, float* dst, int64_t d
                                cudaMemcpyDeviceToDevice, stream()));
 }
 
+void CudaBackend::CopyBytes2D(const void* src, int64_t src_pitch, void* dst, int64_t dst_pitch,
+                              int64_t rows, int64_t width) {
+  if (rows <= 0 || width <= 0) return;
+  const size_t w = static_cast<size_t>(width);  // as Copy2D: one row needs no pitch
+  const size_t spitch = rows == 1 ? w : static_cast<size_t>(src_pitch);
+  const size_t dpitch = rows == 1 ? w : static_cast<size_t>(dst_pitch);
+  CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, w, static_cast<size_t>(rows),
+                               cudaMemcpyDeviceToDevice, stream()));
+}
+
 void CudaBackend::Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
                         int64_t cols) {
   cuda::Add2D(src, src_ld, dst, dst_ld, rows, cols, stream());

@@ -105,6 +105,8 @@ class CudaBackend : public Backend {
   void Copy(const void* src, void* dst, size_t bytes) override;
   void Copy2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
               int64_t cols) override;
+  void CopyBytes2D(const void* src, int64_t src_pitch, void* dst, int64_t dst_pitch, int64_t rows,
+                   int64_t width) override;
   void Add2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
              int64_t cols) override;
   void Broadcast2D(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t stride,

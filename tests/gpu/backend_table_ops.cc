@@ -3,6 +3,7 @@
 // exceed the rows they describe, and every "+=" output starts from random values.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -70,6 +71,11 @@ Outs Memory(Backend& be) {
   Tensor src = F32(be, {7, 9}, 1), dst = F32(be, {5, 12}, 2), acc = F32(be, {5, 12}, 3);
   be.Copy2D(F(src) + 1, 9, F(dst) + 2, 12, 5, 6);        // a [5, 6] block into columns 2..7
   be.Copy2D(F(src) + 4, 9, F(dst) + 60 - 12, 12, 1, 9);  // one row: no pitch needed
+  // Bytes: 6 rows of 10 bytes at a 36-byte pitch into rows of 20 at byte 6 (unaligned
+  // ends), and one row.
+  Tensor bytes = F32(be, {6, 5}, 10);
+  be.CopyBytes2D(F(src), 36, reinterpret_cast<std::byte*>(F(bytes)) + 6, 20, 6, 10);
+  be.CopyBytes2D(F(src) + 50, 36, F(bytes) + 25, 20, 1, 18);
   be.Add2D(F(src) + 9 + 3, 9, F(acc) + 1, 12, 4, 5);
   Tensor flat = be.Empty({50});
   be.Copy(F(src) + 3, F(flat), 50 * sizeof(float));
@@ -89,6 +95,7 @@ Outs Memory(Backend& be) {
   Tensor grads = F32(be, {5, 6, 9}, 9);
   be.SumRepeats2D(F(grads) + 4, 6 * 9, 9, 6, F(rope_sum), 5, 5, 5);
   Outs outs{Out(be, "copy2d", dst, true),
+            Out(be, "copy bytes 2d", bytes, true),
             Out(be, "copy from host", uploaded, true),
             Out(be, "broadcast2d", heads, true),
             Out(be, "sum repeats2d (the per-head adds, same bits)", rope_sum, true),

@@ -238,12 +238,13 @@ void CheckExpertParallelSplit(const ProcessGroups& g, ExpertDispatcher* dispatch
     compared += p->expert;
   }
   EXPECT_GT(compared, 0);  // this rank's experts among them
-  // Per MoE layer and micro-batch: the dispatch (fp8: its codes and their scales), the
-  // combine's backward and the dispatch's backward, each started and waited for once.
+  // Per MoE layer and micro-batch: the dispatch (fp8: its codes and their scales in one
+  // row), the combine's backward and the dispatch's backward, each started and waited for
+  // once.
   int moe_layers = 0;
   for (int64_t l = 0; l < m.num_hidden_layers + m.num_nextn_predict_layers; ++l)
     moe_layers += m.IsMoeLayer(l);
-  EXPECT_EQ(deferred.started, 2 * n * moe_layers * (precision == Precision::kFp8 ? 4 : 3)) << what;
+  EXPECT_EQ(deferred.started, 2 * n * moe_layers * 3) << what;
   EXPECT_EQ(deferred.waited, deferred.started) << what;
 }
 
