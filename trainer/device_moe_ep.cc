@@ -12,13 +12,15 @@
 // local expert, then the source's slot order, and runs each source's rows as one grouped
 // GEMM over the local experts. The outputs go back per slot (the combine weighs them at the
 // token's rank); the dispatch's backward sums a token's slots on the expert's rank and
-// sends one row back, summed there over the ranks (the CPU dispatcher's order). That is
-// trainer/moe_parallel.cc's choice (an expert's rows from each source rank are a separate batch),
-// which makes the forward the CPU path's operation for operation; in fp8 the Wgrad's token tiles
-// restart at each (source, expert) block, as the CPU path's per-source expert GEMMs have them, and
-// every weight gradient adds its sources in rank order, the CPU path's summation order. The price
-// on a GPU: P grouped launches per projection rather than one (fusing them needs a grouped
-// GEMM whose groups name their expert, which the kernels do not have yet).
+// sends one row back, summed there over the ranks (the CPU dispatcher's order).
+//
+// Per-source batches are trainer/moe_parallel.cc's choice (an expert's rows from each
+// source rank are a separate batch), which makes the forward the CPU path's operation for
+// operation; in fp8 the Wgrad's token tiles restart at each (source, expert) block, as the
+// CPU path's per-source expert GEMMs have them, and every weight gradient adds its sources
+// in rank order, the CPU path's summation order. The price on a GPU: P grouped launches per
+// projection rather than one (fusing them needs a grouped GEMM whose groups name their
+// expert, which the kernels do not have yet).
 //
 // Overlap: the dispatch and the combine's backward are started (Communicator::IAllToAllV)
 // and land only after DMoe::Forward and Backward have run the shared expert; the dispatch's
@@ -26,9 +28,10 @@
 // (DMoe::InFlight) and not read. The combine waits at once: nothing is left to overlap it.
 //
 // Precision on the wire (DeepSeek-V3 §3.3.2, as moe_parallel.cc): in fp8 the dispatch moves
-// the experts' own E4M3 operand, codes and their 1x128 scales (quantised once by the sender;
-// per row, so the same bytes as each expert quantising its rows); the combine moves the
-// outputs as BF16 bits (Backend::ToBf16Bits); both backward exchanges move FP32.
+// the experts' own E4M3 operand, a row's codes and then its 1x128 scales packed in one row
+// (quantised once by the sender; per row, so the same bytes as each expert quantising its
+// rows); the combine moves the outputs as BF16 bits (Backend::ToBf16Bits); both backward
+// exchanges move FP32.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
