@@ -2,10 +2,11 @@
 //
 // Same contract as ops::CrossEntropyForwardBackward (kernels/ops.h): logits [R, V] become
 // dlogits = (softmax - onehot(target)) * grad_scale for rows with target >= 0 and zeros for
-// ignored rows; losses [R] get -log softmax[target] (0 when ignored). The head loss
-// (gemm_cublaslt.h HeadLoss) calls it on row chunks of the logits so that no [T, V] fp32
-// tensor is ever held. With dlogits_bf16 set, the gradient is also written as BF16 for the
-// backward GEMMs (the CPU's bf16/fp8 modes round it the same way).
+// ignored rows; losses [R] get -log softmax[target] (0 when ignored). The device model's
+// head loss (trainer/device_model.cc DeviceModel::HeadLoss, through Backend::CrossEntropy)
+// calls it on row chunks of the logits so that no [T, V] fp32 tensor is ever held. With
+// dlogits_bf16 set, the gradient is also written as BF16 for the backward GEMMs (the CPU's bf16/fp8
+// modes round it the same way).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -17,7 +17,6 @@
 #include "kernels/cuda/fp8_quant.h"
 #include "kernels/cuda/gemm_cublaslt.h"
 #include "kernels/cuda/grouped_gemm.h"
-#include "kernels/cuda/head_loss.h"
 #include "kernels/cuda/moe_permute.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/router.h"
@@ -591,41 +590,6 @@ std::vector<Check> GemmFp8(bool block) {
   return checks;
 }
 
-std::vector<Check> HeadLossChunked() {
-  GemmFixture f;
-  const int64_t T = 300, H = 256, V = 3008, chunk = 128;  // 3 chunks, the last partial
-  const auto h = FromBf16(ToBf16(Random(T * H, 150))),
-             w = FromBf16(ToBf16(Random(V * H, 151, 0.2f)));
-  std::vector<int32_t> labels(T);
-  for (int64_t t = 0; t < T; ++t) labels[t] = t % 17 == 3 ? -1 : int32_t((t * 131) % V);
-  const float grad_scale = 1.0f / 283;
-  // CPU: trainer/model.cc HeadLoss in bf16 mode (operands and dlogits rounded to BF16).
-  double loss = 0;
-  std::vector<float> dh(T * H), dw(V * H, 0.0f), logits(chunk * V);
-  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
-    const int64_t rows = std::min(chunk, T - r0);
-    ops::LinearForward<float>(h.data() + r0 * H, w.data(), logits.data(), rows, H, V);
-    loss += ops::CrossEntropyForwardBackward<float>(logits.data(), labels.data() + r0, rows, V,
-                                                    grad_scale, nullptr);
-    for (int64_t i = 0; i < rows * V; ++i) logits[i] = mt::Bf16ToFloat(mt::FloatToBf16(logits[i]));
-    ops::LinearBackwardInput<float>(logits.data(), w.data(), dh.data() + r0 * H, rows, H, V, false);
-    ops::LinearBackwardWeight<float>(logits.data(), h.data() + r0 * H, dw.data(), rows, H, V);
-  }
-  DeviceBuffer<uint16_t> d_h(ToBf16(h)), d_w(ToBf16(w)), d_dlogits(chunk * V);
-  DeviceBuffer<int32_t> d_labels(labels);
-  DeviceBuffer<float> d_logits(chunk * V), d_losses(T), d_dh(T * H), d_dw(V * H);
-  DeviceBuffer<double> d_partials(kSumPartials), d_loss(1);
-  const HeadLossBuffers buf{d_logits.get(), d_dlogits.get(), d_losses.get(), d_partials.get()};
-  std::vector<Check> checks;
-  checks.push_back(StatusCheck(
-      "call", HeadLoss(*f.gemm, d_h.get(), d_w.get(), d_labels.get(), T, H, V, chunk, grad_scale,
-                       buf, d_loss.get(), d_dh.get(), d_dw.get(), kStream)));
-  checks.push_back(RelError("loss", d_loss.ToHost(), std::vector<double>{loss}, kFp32));
-  checks.push_back(RelError("dh", d_dh.ToHost(), dh, kBf16));
-  checks.push_back(RelError("dW", d_dw.ToHost(), dw, kBf16));
-  return checks;
-}
-
 // ---- attention (attention.h) ----------------------------------------------------------
 
 // DeepSeek-V3's MLA head dims (Q/K 192 = 128 nope + 64 rope, V 128) at a small size; the
@@ -821,7 +785,6 @@ const std::vector<OpCase>& OpTable() {
       {"gemm_bf16", "bf16", GemmBf16},
       {"gemm_fp8_block_scaled", "fp8", [] { return GemmFp8(true); }},
       {"gemm_fp8_tensor_scaled", "fp8", [] { return GemmFp8(false); }},
-      {"head_loss_chunked", "bf16", HeadLossChunked},
       {"attention_mla_fp32", "fp32", [] { return AttentionCase<float>(MlaAttentionShape()); }},
       {"attention_mla_bf16", "bf16", [] { return AttentionCase<uint16_t>(MlaAttentionShape()); }},
       {"attention_odd_fp32", "fp32", [] { return AttentionCase<float>(OddAttentionShape()); }},
