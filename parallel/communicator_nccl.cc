@@ -130,7 +130,12 @@ absl::Status NcclCommunicator::WaitFor(const cuda::Event& done, const char* op) 
   auto finished = [&]() -> absl::StatusOr<bool> {
     const cudaError_t err = cudaEventQuery(done.get());
     if (err == cudaSuccess) return true;
-    if (err == cudaErrorNotReady) return false;
+    if (err == cudaErrorNotReady) {
+      // The runtime keeps "not ready" as this thread's last error: left there, the next
+      // kernel launch's CUDA_CHECK_LAUNCH (cudaGetLastError) would fail on it.
+      if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
+      return false;
+    }
     return absl::InternalError(
         absl::StrCat(name(), " rank ", rank_, ": ", op, ": ", cudaGetErrorString(err)));
   };

@@ -24,9 +24,11 @@ absl::Status RunDevicePipeline(const DevicePipelineRun& run, double loss_scale, 
         absl::StrCat("device pipeline: a schedule of ", s.num_chunks,
                      " chunks per rank; the device path runs one (1F1B, ZB1P)"));
   std::map<int, Tensor> fwd_in, fwd_out, bwd_in, bwd_out;  // by micro-batch: [B*S, H]
-  std::vector<std::unique_ptr<Request>> sends;
+  // Declared before `sends`, so destroyed after it: on an early return a send still held
+  // is launched and waited for by its Request's destructor, and reads these.
   std::vector<Tensor> in_flight;  // what the pending sends read
-  std::vector<int> forwards;      // micro-batches in forward order: their losses' order
+  std::vector<std::unique_ptr<Request>> sends;
+  std::vector<int> forwards;  // micro-batches in forward order: their losses' order
 
   auto missing = [&](const PipelineAction& a, const char* what) {
     return absl::InternalError(
