@@ -121,12 +121,14 @@ absl::Status NcclCommunicator::Finish(const char* op) {
   return WaitFor(done_, op);
 }
 
+CommWatchdog::Scope NcclCommunicator::Watch(const char* op) const {
+  if (watchdog_ == nullptr) return CommWatchdog::Scope();
+  return watchdog_->Watch(
+      absl::StrCat("NCCL ", op, " on ", name(), " (group rank ", rank_, " of ", size_, ")"));
+}
+
 absl::Status NcclCommunicator::WaitFor(const cuda::Event& done, const char* op) {
-  CommWatchdog::Scope watch =
-      watchdog_ == nullptr
-          ? CommWatchdog::Scope()
-          : watchdog_->Watch(absl::StrCat("NCCL ", op, " on ", name(), " (group rank ", rank_,
-                                          " of ", size_, ")"));
+  CommWatchdog::Scope watch = Watch(op);
   auto finished = [&]() -> absl::StatusOr<bool> {
     const cudaError_t err = cudaEventQuery(done.get());
     if (err == cudaSuccess) return true;
@@ -158,6 +160,7 @@ absl::Status NcclCommunicator::WaitFor(const cuda::Event& done, const char* op) 
 }
 
 absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
+  CommWatchdog::Scope watch = Watch("p2p group");
   AfterCompute();
   RETURN_IF_ERROR(Check(ncclGroupStart(), "p2p group start"));
   for (const P2pOp& op : group) {
@@ -174,6 +177,7 @@ absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
 }
 
 absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
+  CommWatchdog::Scope watch = Watch("AllReduce");
   AfterCompute();
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(inout.dtype));
   RETURN_IF_ERROR(
@@ -183,6 +187,7 @@ absl::Status NcclCommunicator::DoAllReduce(OutBuffer inout, ReduceOp op) {
 }
 
 absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, ReduceOp op) {
+  CommWatchdog::Scope watch = Watch("ReduceScatter");
   AfterCompute();
   ASSIGN_OR_RETURN(const NcclElements e, NcclTypeForReduce(in.dtype));
   RETURN_IF_ERROR(
@@ -192,6 +197,7 @@ absl::Status NcclCommunicator::DoReduceScatter(InBuffer in, OutBuffer out, Reduc
 }
 
 absl::Status NcclCommunicator::DoAllGather(InBuffer in, OutBuffer out) {
+  CommWatchdog::Scope watch = Watch("AllGather");
   AfterCompute();
   const NcclElements e = NcclTypeForMove(in.dtype);
   RETURN_IF_ERROR(
@@ -213,6 +219,7 @@ absl::Status NcclCommunicator::LaunchAllToAllV(InBuffer in, const std::vector<in
                                                OutBuffer out,
                                                const std::vector<int64_t>& recv_counts,
                                                const std::vector<int64_t>& recv_displs) {
+  CommWatchdog::Scope watch = Watch("AllToAllV");
   AfterCompute();
   const NcclElements e = NcclTypeForMove(in.dtype);
   const int64_t bytes = e.multiplier;  // per dtype element, moved as ncclUint8
@@ -278,6 +285,7 @@ absl::StatusOr<std::unique_ptr<Request>> NcclCommunicator::DoIAllToAllV(
 }
 
 absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
+  CommWatchdog::Scope watch = Watch("Broadcast");
   AfterCompute();
   const NcclElements e = NcclTypeForMove(inout.dtype);
   RETURN_IF_ERROR(Check(ncclBroadcast(inout.data, inout.data, inout.count * e.multiplier, e.type,
@@ -287,6 +295,7 @@ absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {
 }
 
 absl::Status NcclCommunicator::DoBarrier() {
+  CommWatchdog::Scope watch = Watch("Barrier");
   AfterCompute();
   RETURN_IF_ERROR(
       Check(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclInt32, ncclSum, comm_, stream_),

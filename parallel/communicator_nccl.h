@@ -23,7 +23,8 @@
 // (parallel/completion_poll.h), so a peer's failure that NCCL reports ends the call with
 // NCCL's message and aborts the communicator (ncclCommAbort; every later call returns the
 // same error) instead of hanging; a call that never finishes with nothing reported is
-// ended by the run's CommWatchdog, as the MPI groups' calls are, initialisation included.
+// ended by the run's CommWatchdog, as the MPI groups' calls are, initialisation and each
+// launch included (NCCL connects to a peer inside the first launch that needs it).
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto ep, NcclCommunicator::Create(*groups.ep, streams.compute(),
@@ -109,6 +110,9 @@ class NcclCommunicator : public GroupingCommunicator {
                                const std::vector<int64_t>& send_displs, OutBuffer out,
                                const std::vector<int64_t>& recv_counts,
                                const std::vector<int64_t>& recv_displs);
+  // Times `op` under the run's watchdog. Launches are timed too: NCCL connects to a peer
+  // inside the first operation that needs it, which blocks until the peer takes part.
+  CommWatchdog::Scope Watch(const char* op) const;
   // Waits on the host until `done` (recorded on the comm stream after an operation) has
   // completed, polling NCCL's asynchronous error meanwhile (on one, aborts the
   // communicator); then the compute stream's later work waits for it too.
