@@ -44,11 +44,14 @@ EpDedupeSend MakeEpDedupeSend(const std::vector<int32_t>& topk, int64_t K,
       "expert dedupe: ", topk.size(), " choices of ", K, ", ", E, " experts over ", P,
       " ranks, a plan of ", offsets[E], " slots");
   const int64_t L = E / P;
-  // The routing plan's order (kernels/backend.h MoePlanBuild): by expert, then slot.
-  std::vector<int32_t> order(T * K);
-  for (int64_t s = 0; s < T * K; ++s) order[s] = static_cast<int32_t>(s);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return topk[a] < topk[b]; });
+  // The routing plan's order (kernels/backend.h MoePlanBuild): by expert, then slot; a
+  // counting sort into the plan's own offsets, once over the slots.
+  std::vector<int32_t> order(T * K), next(offsets.begin(), offsets.end() - 1);
+  for (int64_t s = 0; s < T * K; ++s) {
+    MT_CHECK(topk[s] >= 0 && topk[s] < E && next[topk[s]] < offsets[topk[s] + 1],
+             "expert dedupe: slot ", s, "'s expert ", topk[s], " disagrees with the plan");
+    order[next[topk[s]]++] = static_cast<int32_t>(s);
+  }
   EpDedupeSend d;
   d.rows.assign(P, 0);
   d.at.assign(P, 0);
