@@ -59,6 +59,19 @@ class DeviceBuffers {
   std::vector<void*> ptrs_;
 };
 
+// The check's private stream, destroyed on every return path.
+class OwnStream {
+ public:
+  ~OwnStream() {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  absl::Status Create() { return CudaStatus(cudaStreamCreate(&stream_), "stream"); }
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
 // One input of the check: BF16 bits on the device, and the same values as FP32.
 struct Input {
   uint16_t* bf16 = nullptr;
@@ -119,12 +132,9 @@ absl::StatusOr<std::string> CheckOne(CudnnSdpa& sdpa, cublasHandle_t cublas,
   if (absl::Status s = sdpa.Prepare(sh); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   }
-  cudaStream_t stream = nullptr;
-  if (absl::Status s = CudaStatus(cudaStreamCreate(&stream), "stream"); !s.ok()) return s;
-  struct StreamGuard {
-    cudaStream_t s;
-    ~StreamGuard() { cudaStreamDestroy(s); }
-  } guard{stream};
+  OwnStream own;
+  if (absl::Status s = own.Create(); !s.ok()) return s;
+  const cudaStream_t stream = own.get();
 
   const int64_t rows = sh.B * sh.S * sh.N;
   const int64_t n_qk = rows * sh.Dqk, n_v = rows * sh.Dv;
@@ -201,12 +211,9 @@ absl::StatusOr<std::string> RunShape(CudnnSdpa& sdpa, const AttentionShape& sh) 
   if (absl::Status s = sdpa.Prepare(sh); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("the shape ", where, ": ", s.message()));
   }
-  cudaStream_t stream = nullptr;
-  if (absl::Status s = CudaStatus(cudaStreamCreate(&stream), "stream"); !s.ok()) return s;
-  struct StreamGuard {
-    cudaStream_t s;
-    ~StreamGuard() { cudaStreamDestroy(s); }
-  } guard{stream};
+  OwnStream own;
+  if (absl::Status s = own.Create(); !s.ok()) return s;
+  const cudaStream_t stream = own.get();
   const int64_t rows = sh.B * sh.S * sh.N;
   const size_t qk = size_t(rows * sh.Dqk) * 2, vv = size_t(rows * sh.Dv) * 2;
   const size_t ws_bytes = sdpa.WorkspaceBytes(sh);
