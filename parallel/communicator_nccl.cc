@@ -161,6 +161,9 @@ absl::Status NcclCommunicator::WaitFor(const cuda::Event& done, const char* op) 
 
 absl::Status NcclCommunicator::LaunchGroup(const std::vector<P2pOp>& group) {
   CommWatchdog::Scope watch = Watch("p2p group");
+  // Check reports an abort whatever NCCL returns: refused here, before a group is opened
+  // that nothing would close.
+  if (!aborted_.ok()) return aborted_;
   AfterCompute();
   RETURN_IF_ERROR(Check(ncclGroupStart(), "p2p group start"));
   for (const P2pOp& op : group) {
@@ -226,6 +229,7 @@ absl::Status NcclCommunicator::LaunchAllToAllV(InBuffer in, const std::vector<in
   const char* src = static_cast<const char*>(in.data);
   char* dst = static_cast<char*>(out.data);
   // One group: NCCL schedules every pair at once, so no ordering of peers can deadlock.
+  if (!aborted_.ok()) return aborted_;  // as in LaunchGroup
   RETURN_IF_ERROR(Check(ncclGroupStart(), "AllToAllV group start"));
   for (int r = 0; r < size_; ++r) {
     if (send_counts[r] > 0) {
