@@ -33,6 +33,8 @@
 // rows); the combine moves the outputs as BF16 bits (Backend::ToBf16Bits); both backward
 // exchanges move FP32.
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status.h"
@@ -120,13 +122,19 @@ void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) cons
   const int P = ep->size;
   const int64_t L = E_local, T = b.T();
   MT_CHECK(L * P == E, "expert parallelism: ", P, " EP ranks of ", L, " experts, not ", E);
-  // The plan's expert offsets and the routing to the host. An all-to-all-v needs its row
-  // counts before it is posted, so every dispatch synchronises the stream once here:
-  // inherent in all-to-all-v (DeepEP's dispatch waits for its counts the same way).
-  std::vector<int32_t> off(E + 1), topk(T * K);
-  be.CopyToHost(s->offsets.data<int32_t>(), off.data(), off.size() * sizeof(int32_t));
+  // The routing to the host. An all-to-all-v needs its row counts before it is posted, so
+  // every dispatch synchronises the stream once here: inherent in all-to-all-v (DeepEP's
+  // dispatch waits for its counts the same way).
+  std::vector<int32_t> topk(T * K);
   be.CopyToHost(s->topk.data<int32_t>(), topk.data(), topk.size() * sizeof(int32_t));
-  MT_CHECK(off[E] == T * K, "expert parallelism: the plan holds ", off[E], " of ", T * K, " slots");
+  // The routing plan's expert offsets [E+1], counted here rather than copied too: the
+  // prefix sums of the slots per expert, as MoePlanBuild makes them.
+  std::vector<int32_t> off(E + 1, 0);
+  for (int32_t e : topk) {
+    MT_CHECK(e >= 0 && e < E, "expert parallelism: a slot routed to expert ", e, " of ", E);
+    ++off[e + 1];
+  }
+  for (int64_t e = 0; e < E; ++e) off[e + 1] += off[e];
   ex.dedupe_send = MakeEpDedupeSend(topk, K, off, P);
   const EpDedupeSend& ds = ex.dedupe_send;
   // Per destination rank: its experts' slots from here, then the rows that carry them.
@@ -157,22 +165,32 @@ void DMoe::StartDispatchEp(const DeviceBatch& b, const Tensor& x, Saved* s) cons
   meta.resize(2 * R);
   ex.dedupe_receive = MakeEpDedupeReceive(ex, unique_rows, meta);
   const EpDedupeReceive& dr = ex.dedupe_receive;
-  auto device_i32 = [&be](const std::vector<int32_t>& v) {
-    Tensor h({std::max<int64_t>(static_cast<int64_t>(v.size()), 1)}, DType::kI32);
-    std::copy(v.begin(), v.end(), h.data<int32_t>());
-    return be.ToDevice(h);
-  };
-  ex.recv_offsets = device_i32(ex.offsets);
-  ex.expand = device_i32(dr.expand);
-  ex.sum_offsets = device_i32(dr.sum_offsets);
-  ex.sum_rows = device_i32(dr.sum_rows);
-  ex.token_offsets = device_i32(ds.token_offsets);
-  ex.token_rows = device_i32(ds.token_rows);
+  // The plans' index arrays to the device in one upload, each a slice of it.
+  Tensor token;  // [U] the sender's token per row
+  const std::vector<std::pair<const std::vector<int32_t>*, Tensor*>> index = {
+      {&ex.offsets, &ex.recv_offsets},
+      {&dr.expand, &ex.expand},
+      {&dr.sum_offsets, &ex.sum_offsets},
+      {&dr.sum_rows, &ex.sum_rows},
+      {&ds.token_offsets, &ex.token_offsets},
+      {&ds.token_rows, &ex.token_rows},
+      {&ds.token, &token}};
+  int64_t ints = 0;
+  for (const auto& [v, t] : index) ints += static_cast<int64_t>(v->size());
+  Tensor host({std::max<int64_t>(ints, 1)}, DType::kI32);
+  int32_t* at = host.data<int32_t>();
+  for (const auto& [v, t] : index) at = std::copy(v->begin(), v->end(), at);
+  const Tensor all = be.ToDevice(host);
+  int64_t from = 0;
+  for (const auto& [v, t] : index) {
+    *t = all.Slice(from, from + static_cast<int64_t>(v->size()));
+    from += static_cast<int64_t>(v->size());
+  }
 
   // Each token once per rank it goes to; started, to land in ExpertsForwardEp.
   const auto U = static_cast<int64_t>(ds.token.size());
   Tensor xu = Rows(be, U, H);  // [U,H]
-  be.PermuteRows(x.data<float>(), xu.data<float>(), device_i32(ds.token).data<int32_t>(), U, H);
+  be.PermuteRows(x.data<float>(), xu.data<float>(), token.data<int32_t>(), U, H);
   if (b.fp8()) {
     // A row on the wire: its H E4M3 codes, then its FP32 scales, one exchange for both.
     const QuantizedActivation q = be.QuantizeFp8(xu.data<float>(), U, H);
