@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status.h"
@@ -12,6 +13,8 @@ namespace {
 
 constexpr size_t kMinBlock = 512;  // cudaMalloc aligns to 256; 512 keeps tiny requests apart
 constexpr int kClassesPerOctave = 4;
+// A request may take a cached block of up to this many times its class (see the header).
+constexpr size_t kMaxOversize = 2;
 static_assert(std::has_single_bit(kMinBlock) && kMinBlock >= kClassesPerOctave,
               "the minimum block must split evenly into the classes of its octave");
 
@@ -33,37 +36,53 @@ CachingAllocator::~CachingAllocator() {
 
 absl::StatusOr<void*> CachingAllocator::Allocate(size_t bytes) {
   if (bytes == 0) return nullptr;
-  const size_t size = SizeClass(bytes);
+  const size_t want = SizeClass(bytes);
   std::lock_guard<std::mutex> lock(mu_);
-  void* ptr = nullptr;
-  auto it = free_.find(size);
-  if (it != free_.end() && !it->second.empty()) {
-    ptr = it->second.back();
-    it->second.pop_back();
-    ++stats_.cache_hits;
-  } else {
-    absl::StatusOr<void*> raw = raw_->Allocate(size);
+  size_t size = want;  // the class of the block handed out
+  void* ptr = TakeCachedLocked(want, kMaxOversize * want, &size);
+  if (ptr == nullptr) {
+    absl::StatusOr<void*> raw = raw_->Allocate(want);
     if (!raw.ok() && absl::IsResourceExhausted(raw.status())) {
-      // Cached blocks of other classes may add up to what is missing: give them back.
-      ReleaseCachedLocked();
-      raw = raw_->Allocate(size);
+      // Out of memory: a larger cached block of any class beats releasing them all (which
+      // synchronises the device); failing that, the cached blocks may add up to what is
+      // missing, so give them back.
+      ptr = TakeCachedLocked(want, SIZE_MAX, &size);
+      if (ptr == nullptr) {
+        ReleaseCachedLocked();
+        raw = raw_->Allocate(want);
+      }
     }
-    if (!raw.ok()) {
-      return absl::Status(
-          raw.status().code(),
-          absl::StrCat("device allocation of ", bytes, " bytes (class ", size, ") failed with ",
-                       stats_.current_bytes, " bytes in use and ", stats_.reserved_bytes,
-                       " reserved: ", raw.status().message()));
+    if (ptr == nullptr) {
+      if (!raw.ok()) {
+        return absl::Status(
+            raw.status().code(),
+            absl::StrCat("device allocation of ", bytes, " bytes (class ", want, ") failed with ",
+                         stats_.current_bytes, " bytes in use and ", stats_.reserved_bytes,
+                         " reserved: ", raw.status().message()));
+      }
+      ptr = *raw;
+      ++stats_.raw_allocs;
+      if (warm_) ++stats_.raw_allocs_after_warmup;
+      stats_.reserved_bytes += want;
     }
-    ptr = *raw;
-    ++stats_.raw_allocs;
-    if (warm_) ++stats_.raw_allocs_after_warmup;
-    stats_.reserved_bytes += size;
   }
   in_use_.emplace(ptr, size);
   stats_.current_bytes += size;
   stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
   return ptr;
+}
+
+void* CachingAllocator::TakeCachedLocked(size_t lo, size_t hi, size_t* size) {
+  for (auto it = free_.lower_bound(lo); it != free_.end() && it->first <= hi; ++it) {
+    if (it->second.empty()) continue;
+    void* ptr = it->second.back();
+    it->second.pop_back();
+    *size = it->first;
+    ++stats_.cache_hits;
+    if (it->first != lo) ++stats_.oversize_hits;
+    return ptr;
+  }
+  return nullptr;
 }
 
 void CachingAllocator::Free(void* ptr) {

@@ -5,8 +5,12 @@
 // cudaFree synchronise the device, so after the first steps ("warm-up") every request must
 // be served from blocks freed earlier. Requests are rounded up to a size class (4 classes
 // per power of two, at least 512 bytes: at most 25% waste); each class has a free list.
-// A request no cached block can serve goes to the raw allocator; if that fails, every
-// cached block is released and the raw allocation is retried once.
+// A request whose class has no free block takes the smallest free block of a larger class
+// up to twice its own: expert buffers sized by routing move between neighbouring classes
+// from step to step, and a cudaMalloc for each new class would synchronise the device
+// mid-step. Only a request no cached block can serve goes to the raw allocator; if that
+// fails, a cached block of any larger class is taken, and only then is every cached block
+// released and the raw allocation retried once.
 //
 // The bookkeeping is plain C++ over an injected RawAllocator, so it is tested on the CPU
 // (tests/gpu/device_allocator_test.cc); kernels/cuda/runtime.h supplies the cudaMalloc one.
@@ -53,6 +57,7 @@ class CachingAllocator {
     int64_t raw_allocs = 0;     // calls that reached the raw allocator (successful)
     int64_t raw_frees = 0;
     int64_t cache_hits = 0;               // requests served from a free list
+    int64_t oversize_hits = 0;            // ... of those, from a larger class's block
     int64_t raw_allocs_after_warmup = 0;  // raw allocations since MarkWarmupDone(): want 0
   };
 
@@ -80,6 +85,9 @@ class CachingAllocator {
 
  private:
   void ReleaseCachedLocked();
+  // Pops the smallest cached block of class in [lo, hi]; nullptr if there is none. Its
+  // class goes to *size.
+  void* TakeCachedLocked(size_t lo, size_t hi, size_t* size);
 
   RawAllocator* raw_;  // not owned
   mutable std::mutex mu_;

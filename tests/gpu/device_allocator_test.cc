@@ -97,6 +97,61 @@ TEST(CachingAllocator, SameClassDifferentSizesShareBlocks) {
   alloc.Free(c);
 }
 
+// Routing moves an expert buffer between neighbouring classes from step to step: after
+// warm-up the smaller request must reuse the larger cached block, not cudaMalloc.
+TEST(CachingAllocator, ServesASmallerClassFromALargerCachedBlock) {
+  FakeRaw raw;
+  CachingAllocator alloc(&raw);
+  void* big = *alloc.Allocate(100000);  // class 114688
+  alloc.Free(big);
+  alloc.MarkWarmupDone();
+  void* a = *alloc.Allocate(60000);  // class 65536: the 114688 block is within twice that
+  EXPECT_EQ(a, big);
+  auto st = alloc.stats();
+  EXPECT_EQ(st.raw_allocs_after_warmup, 0);
+  EXPECT_EQ(st.oversize_hits, 1);
+  EXPECT_EQ(st.current_bytes, 114688u) << "a block counts as its own class";
+  alloc.Free(a);
+  // The block went back to its own class: a request of that class finds it.
+  void* b = *alloc.Allocate(114688);
+  EXPECT_EQ(b, big);
+  EXPECT_EQ(alloc.stats().oversize_hits, 1);
+  alloc.Free(b);
+  EXPECT_EQ(raw.calls, 1);
+}
+
+TEST(CachingAllocator, TakesTheSmallestLargerBlockAndNoneOverTwice) {
+  FakeRaw raw;
+  CachingAllocator alloc(&raw);
+  void* huge = *alloc.Allocate(1 << 20);
+  void* mid = *alloc.Allocate(3000);  // class 3072
+  void* top = *alloc.Allocate(4096);
+  alloc.Free(huge);
+  alloc.Free(top);
+  alloc.Free(mid);
+  void* a = *alloc.Allocate(2000);  // class 2048: 3072 and 4096 both fit, 3072 is smaller
+  EXPECT_EQ(a, mid);
+  void* b = *alloc.Allocate(1000);  // class 1024: 4096 and 1 MiB are over twice, so raw
+  EXPECT_NE(b, top);
+  EXPECT_NE(b, huge);
+  EXPECT_EQ(raw.calls, 4);
+  EXPECT_EQ(alloc.stats().oversize_hits, 1);
+  alloc.Free(a);
+  alloc.Free(b);
+}
+
+TEST(CachingAllocator, OutOfMemoryTakesAnyLargerBlockBeforeReleasing) {
+  FakeRaw raw(size_t(1) << 20);
+  CachingAllocator alloc(&raw);
+  void* huge = *alloc.Allocate(size_t(1) << 20);  // the whole budget
+  alloc.Free(huge);
+  void* a = *alloc.Allocate(1000);  // the fake is full: the cached 1 MiB block serves it
+  EXPECT_EQ(a, huge);
+  EXPECT_EQ(alloc.stats().raw_frees, 0) << "nothing released: that would synchronise";
+  EXPECT_EQ(alloc.stats().oversize_hits, 1);
+  alloc.Free(a);
+}
+
 TEST(CachingAllocator, CountsLateRawAllocationsAndPeak) {
   FakeRaw raw;
   CachingAllocator alloc(&raw);
