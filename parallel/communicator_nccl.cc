@@ -2,6 +2,7 @@
 #include "parallel/communicator_nccl.h"
 
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -261,20 +262,28 @@ absl::Status NcclCommunicator::DoAllToAllV(InBuffer in, const std::vector<int64_
 }
 
 // A started all-to-all-v: its own end event, waited for as a blocking call's. It must not
-// outlive its communicator.
+// outlive its communicator. It stays under the watchdog from its launch to the end of its
+// Wait: a peer that died leaves NCCL's kernel spinning, and any host call that waits for
+// the whole device meanwhile (cudaFree, which the allocator's out-of-memory retry makes)
+// would otherwise hang with no deadline.
 class NcclCommunicator::Pending : public Request {
  public:
-  explicit Pending(NcclCommunicator* comm) : comm_(comm) { done_.Record(comm->stream_); }
+  Pending(NcclCommunicator* comm, CommWatchdog::Scope in_flight)
+      : comm_(comm), in_flight_(std::move(in_flight)) {
+    done_.Record(comm->stream_);
+  }
   ~Pending() override { Wait().IgnoreError(); }  // never leave NCCL writing freed memory
   absl::Status Wait() override {
     if (waited_) return status_;
     waited_ = true;
     status_ = comm_->WaitFor(done_, "IAllToAllV");
+    in_flight_.reset();
     return status_;
   }
 
  private:
   NcclCommunicator* comm_;
+  std::optional<CommWatchdog::Scope> in_flight_;
   cuda::Event done_;
   bool waited_ = false;
   absl::Status status_;
@@ -284,8 +293,9 @@ absl::StatusOr<std::unique_ptr<Request>> NcclCommunicator::DoIAllToAllV(
     InBuffer in, const std::vector<int64_t>& send_counts, const std::vector<int64_t>& send_displs,
     OutBuffer out, const std::vector<int64_t>& recv_counts,
     const std::vector<int64_t>& recv_displs) {
+  CommWatchdog::Scope in_flight = Watch("IAllToAllV");
   RETURN_IF_ERROR(LaunchAllToAllV(in, send_counts, send_displs, out, recv_counts, recv_displs));
-  return std::unique_ptr<Request>(new Pending(this));
+  return std::unique_ptr<Request>(new Pending(this, std::move(in_flight)));
 }
 
 absl::Status NcclCommunicator::DoBroadcast(OutBuffer inout, int root) {

@@ -3,6 +3,10 @@
 // over LocalCommunicator) runs every collective on device buffers.
 #include "parallel/communicator_nccl.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -147,6 +151,33 @@ TEST(NcclCommunicatorGpu, StartedExchangeWaitsForComputeAndOverlapsIt) {
     ASSERT_TRUE(dropped.ok());
   }
   EXPECT_EQ(recv.ToHost(), pattern);
+}
+
+// Starts an exchange under a 0.5 s deadline and never waits for it (exits 3 to 5 if the
+// setup fails, 0 if the watchdog did not end the process).
+void StartAndNeverWait() {
+  if (!cuda::SelectDevice(0).ok()) std::_Exit(3);
+  cuda::Streams streams;
+  LocalCommunicator boot;
+  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "ep",
+                                    std::make_shared<CommWatchdog>(0.5, "rank 0"));
+  if (!c.ok()) std::_Exit(4);
+  DeviceBuffer<float> send(std::vector<float>{1.0f, 2.0f}), recv(2);
+  auto r = (*c)->IAllToAllV(InBuffer::Of(send.get(), 2), {2}, {0}, OutBuffer::Of(recv.get(), 2),
+                            {2}, {0});
+  if (!r.ok()) std::_Exit(5);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  std::_Exit(0);
+}
+
+// A started exchange is under the deadline until its Wait, not only while a call blocks:
+// here the host never waits, as it would not if it hung in a device-wide wait behind a
+// dead peer's exchange, and the watchdog still ends the process naming the call.
+TEST(NcclCommunicatorGpu, StartedExchangeStaysUnderTheDeadlineUntilWaited) {
+  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: CUDA does not fork
+  EXPECT_EXIT(StartAndNeverWait(), ::testing::ExitedWithCode(CommWatchdog::kExitCode),
+              "rank 0: NCCL IAllToAllV on nccl:ep");
 }
 
 }  // namespace
