@@ -130,7 +130,7 @@ int Main(int argc, char** argv) {
                               GemmDtype::kBF16, M, N, K, st);
       });
     } else {
-      cells[1] = "n/a (sm < 90)";
+      cells[1] = "n/a (sm_90 only)";
     }
     QuantizeTensorwise(x, xq, xt, amax, M * K, st);
     QuantizeTensorwise(w, wq, wt, amax, N * K, st);

@@ -3,16 +3,16 @@
 //
 // The quantisation kernels (fp8_quant.h) give the CPU's bytes. Fp8Gemm runs cuBLASLt's
 // block-scaled FP8 GEMM (1x128 activation tiles, 128x128 weight blocks: the recipe's own
-// scaling) on sm_90 and later; elsewhere (sm_89, whose cuBLASLt has per-tensor scaling
-// only), or for a shape cuBLASLt refuses, grouped_gemm_fp8.cu's forward kernel as one
-// expert: the same block scaling on tensor cores, the codes widened exactly to BF16. Either
-// is the same sum of the same exact products (E4M3 x E4M3 is exact in FP32 and the scales
-// are powers of two) as the CPU's, in another order. Fp8GemmTokenTiled,
-// the Wgrad GEMM with both operands tiled along the tokens (DeepGEMM's 1D1D scaling), has
-// no cuBLASLt mode: it runs grouped_gemm_fp8.cu's tensor-core weight-gradient kernel as one
-// expert. The experts' three GEMMs run grouped_gemm_fp8.cu on the device offsets (one launch
-// each, no host synchronisation), Wgrad after re-tiling its operands along each expert's
-// tokens.
+// scaling) on sm_90; elsewhere (sm_89, whose cuBLASLt has per-tensor scaling only, and
+// Blackwell, whose has MXFP8's instead: gemm_plan_cache.h), or for a problem cuBLASLt
+// refuses, grouped_gemm_fp8.cu's forward kernel as one expert: the same block scaling on
+// tensor cores, the codes widened exactly to BF16. Either is the same sum of the same exact
+// products (E4M3 x E4M3 is exact in FP32 and the scales are powers of two) as the CPU's, in
+// another order. Fp8GemmTokenTiled, the Wgrad GEMM with both operands tiled along the
+// tokens (DeepGEMM's 1D1D scaling), has no cuBLASLt mode: it runs grouped_gemm_fp8.cu's
+// tensor-core weight-gradient kernel as one expert. The experts' three GEMMs run
+// grouped_gemm_fp8.cu on the device offsets (one launch each, no host synchronisation), Wgrad
+// after re-tiling its operands along each expert's tokens.
 #include <cstdio>
 
 #include "kernels/cuda/backend_cuda.h"

@@ -173,20 +173,10 @@ absl::Status CublasLtGemm::Fp8Linear(const uint8_t* x, const float* x_scales,
                                      const float* w_scales, GemmScale w_scale_mode, void* y,
                                      GemmDtype y_dtype, int64_t M, int64_t N, int64_t K,
                                      cudaStream_t stream) {
-  if (M <= 0 || N <= 0 || K <= 0) return absl::InvalidArgumentError("GEMM with an empty dimension");
-  const bool block = x_scale_mode == GemmScale::kVec128 && w_scale_mode == GemmScale::kBlock128;
-  const bool tensor = x_scale_mode == GemmScale::kTensor && w_scale_mode == GemmScale::kTensor;
-  if (!block && !tensor) {
-    return absl::InvalidArgumentError(
-        "FP8 GEMM scales: 1x128 activations with 128x128 weights, or per-tensor both");
-  }
-  if (block && !has_block_scaling()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("block-scaled FP8 GEMMs need sm_90 or later; this device is sm_", sm_,
-                     ": use per-tensor scaling"));
-  }
-  // cuBLASLt's FP8 kernels want 16-byte aligned rows.
-  if (K % 16 != 0) return absl::InvalidArgumentError("FP8 GEMM: K must be a multiple of 16");
+  RETURN_IF_ERROR(CheckFp8Linear(
+      sm_, x_scale_mode, w_scale_mode, y_dtype, M, N, K, reinterpret_cast<uintptr_t>(x),
+      reinterpret_cast<uintptr_t>(x_scales), reinterpret_cast<uintptr_t>(w),
+      reinterpret_cast<uintptr_t>(w_scales), reinterpret_cast<uintptr_t>(y)));
   GemmKey key;
   key.m = M;
   key.n = N;

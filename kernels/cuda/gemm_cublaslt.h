@@ -6,7 +6,8 @@
 // A and our A its B, with the transposes flipped into the layouts (see the .cc).
 //
 // FP8 (Fp8Linear): Y[M, N] = X[M, K] W[N, K]^T, the only layout Hopper's FP8 kernels take
-// (TN in cuBLAS terms). On sm_90, X carries one FP32 scale per 1x128 tile
+// (TN in cuBLAS terms). On sm_90 (only: cuBLASLt has these modes on Hopper alone, Blackwell's
+// block scaling being MXFP8's), X carries one FP32 scale per 1x128 tile
 // (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, [ceil(K/128), M]) and W one per 128x128 block
 // (..._BLK128x128_32F, [ceil(N/128), round_up(ceil(K/128), 4)]): exactly what
 // kernels/quantize.h and fp8_quant.h produce. On sm_89, where cuBLASLt has no block
@@ -49,13 +50,15 @@ class CublasLtGemm {
 
   // Y[M, N] (f32 or bf16) = X[M, K] W[N, K]^T in FP8. Block scaling (sm_90):
   // x_scales [ceil(K/128), M], w_scales [ceil(N/128), round_up(ceil(K/128), 4)]. Tensor
-  // scaling (sm_89 and as a fallback): x_scales, w_scales each one device float.
+  // scaling (sm_89 and as a fallback): x_scales, w_scales each one device float. A problem
+  // cuBLASLt cannot take (CheckFp8Linear: device, K % 16, Y's rows, M % 8 and N % 4 for
+  // block scales, alignment) is refused with a Status before any plan is made.
   absl::Status Fp8Linear(const uint8_t* x, const float* x_scales, GemmScale x_scale_mode,
                          const uint8_t* w, const float* w_scales, GemmScale w_scale_mode, void* y,
                          GemmDtype y_dtype, int64_t M, int64_t N, int64_t K, cudaStream_t stream);
 
-  // Whether this device takes the block-scaled FP8 path (sm_90 and later).
-  bool has_block_scaling() const { return sm_ >= 90; }
+  // Whether this device takes the block-scaled FP8 path (sm_90 only: gemm_plan_cache.h).
+  bool has_block_scaling() const { return CublasLtHasBlockScaledFp8(sm_); }
   const GemmPlanCache<GemmPlan>& cache() const { return *cache_; }
 
  private:

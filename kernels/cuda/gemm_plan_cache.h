@@ -5,7 +5,8 @@
 // step repeats the same few dozen GEMM shapes, so each distinct problem is planned once
 // and reused. Everything the choice of algorithm can depend on is in the key: shape,
 // transposes, leading dimensions, dtypes, scale modes, the output accumulation and the
-// device's SM version. Plain C++ so that the keying is tested on the CPU
+// device's SM version. Also which FP8 problems cuBLASLt can take (CheckFp8Linear). Plain
+// C++ so that the keying and those rules are tested on the CPU
 // (tests/gpu/gemm_plan_cache_test.cc).
 #pragma once
 
@@ -52,6 +53,25 @@ struct GemmKey {
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const;
 };
+
+// Whether cuBLASLt has DeepSeek-V3's block-scaled FP8 GEMM (CUBLASLT_MATMUL_MATRIX_SCALE_
+// VEC128_32F and BLK128x128_32F) on this device. The cuBLAS documentation ("Narrow Precision
+// Data Types Usage", the scaling modes' overview) lists both for compute capability 9.0 only,
+// where per-tensor scaling says 8.9+ and the 32-element UE8M0 block scaling 10.0+: Blackwell
+// has MXFP8's block scaling, not these, so there the caller's own kernel runs without asking
+// cuBLASLt's heuristic on every call.
+inline bool CublasLtHasBlockScaledFp8(int sm) { return sm == 90; }
+
+// Whether CublasLtGemm::Fp8Linear's cuBLASLt call can take Y[M, N] (y_dtype) = X[M, K]
+// W[N, K]^T as asked, checked on the host before a plan is made: OK, or why not
+// (FailedPrecondition for the device, InvalidArgument otherwise), which callers take as "run
+// your own kernel". The rules are the cuBLAS documentation's for cublasLtMatmul (FP8 needs
+// Tensor Core Usage's 16-byte alignment; "128-element 1D and 128x128 2D Block Scaling For
+// FP8 Data Types"), in our row-major names; the pointers (device addresses as integers) are
+// those of X, its scales, W, its scales and Y.
+absl::Status CheckFp8Linear(int sm, GemmScale x_scale, GemmScale w_scale, GemmDtype y_dtype,
+                            int64_t M, int64_t N, int64_t K, uintptr_t x, uintptr_t x_scales,
+                            uintptr_t w, uintptr_t w_scales, uintptr_t y);
 
 // Plans by key; `Plan` is whatever the backend needs (cuBLASLt descriptors and algorithm).
 template <typename Plan>

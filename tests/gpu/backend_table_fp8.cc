@@ -10,7 +10,7 @@
 //
 // cuBLASLt's block-scaled FP8 GEMM needs K % 16 == 0 (16-byte rows of E4M3 codes:
 // CublasLtGemm::Fp8Linear refuses other K). fp8_gemm, fp8_linear and fp8_experts keep K
-// and N (the Dgrad GEMM's K) multiples of 16 so that on sm_90+ they run on cuBLASLt
+// and N (the Dgrad GEMM's K) multiples of 16 so that on sm_90 they run on cuBLASLt
 // (backend_table_test.cc checks that none falls back); fp8_gemm_unaligned has K = 300 and
 // is the entry that covers the fallback (the grouped kernel) on every GPU. The grouped GEMMs
 // do not use cuBLASLt on the CUDA backend (grouped_gemm_fp8.cu), so

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend_cpu.h"
 #include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/gemm_plan_cache.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/ops.h"
 #include "tests/gpu/backend_table.h"
@@ -138,7 +139,7 @@ TEST_F(CudaBackendBf16, TableGemmsRunOnCublasLt) {
 }
 
 // The same for Fp8Gemm: its fallback (grouped_gemm_fp8.cu) sums the same exact products and
-// would pass the comparison too. cuBLASLt's block-scaled mode exists from sm_90 and takes K
+// would pass the comparison too. cuBLASLt's block-scaled mode exists on sm_90 only and takes K
 // (the inner dimension) in multiples of 16 only (CublasLtGemm::Fp8Linear), so the entries
 // below keep K and the Dgrad GEMM's K (the Linear's N) multiples of 16 while neither is a
 // multiple of 128; fp8_gemm_unaligned (K = 300) is the one that must fall back.
@@ -161,7 +162,8 @@ class CudaBackendFp8 : public NeedsGpu {
     NeedsGpu::SetUp();
     if (IsSkipped() || HasFailure()) return;
     ASSERT_TRUE(Gpu().ok()) << Gpu().status();
-    if ((*Gpu())->info().sm < 90) GTEST_SKIP() << "no block-scaled FP8 GEMM before sm_90";
+    if (!cuda::CublasLtHasBlockScaledFp8((*Gpu())->info().sm))
+      GTEST_SKIP() << "cuBLASLt's block-scaled FP8 GEMM is sm_90's only";
   }
 };
 

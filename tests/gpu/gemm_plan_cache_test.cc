@@ -2,6 +2,7 @@
 #include "kernels/cuda/gemm_plan_cache.h"
 
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -67,6 +68,81 @@ TEST(GemmKey, ToStringNamesTheProblem) {
   EXPECT_EQ(Base().ToString(),
             "4096x7168x2048 A e4m3 scale 1x128 lda 2048, B e4m3 (T) scale 128x128 ldb 2048, "
             "C bf16 ldc 7168, sm_90");
+}
+
+// ---- CheckFp8Linear: the cuBLAS documentation's rules for Fp8Linear, on the host ----------
+
+// Fp8Linear's arguments for a problem cuBLASLt takes on sm_90; each test edits one.
+struct Fp8Args {
+  int sm = 90;
+  GemmScale x_scale = GemmScale::kVec128, w_scale = GemmScale::kBlock128;
+  GemmDtype y_dtype = GemmDtype::kF32;
+  int64_t M = 200, N = 272, K = 304;  // none a multiple of 128
+  uintptr_t x = 0x10000, x_scales = 0x20010, w = 0x30000, w_scales = 0x40020, y = 0x50000;
+  absl::Status Check() const {
+    return CheckFp8Linear(sm, x_scale, w_scale, y_dtype, M, N, K, x, x_scales, w, w_scales, y);
+  }
+};
+
+TEST(CheckFp8Linear, TakesTheRecipesProblemOnSm90) {
+  EXPECT_TRUE(Fp8Args().Check().ok()) << Fp8Args().Check();
+  Fp8Args bf16;
+  bf16.y_dtype = GemmDtype::kBF16;
+  EXPECT_TRUE(bf16.Check().ok()) << bf16.Check();
+  Fp8Args tensor;  // per-tensor scales: sm_89 and later
+  tensor.x_scale = tensor.w_scale = GemmScale::kTensor;
+  for (int sm : {89, 90, 100, 120}) {
+    tensor.sm = sm;
+    EXPECT_TRUE(tensor.Check().ok()) << sm << ": " << tensor.Check();
+  }
+}
+
+// cuBLASLt's VEC128_32F / BLK128x128_32F modes are listed for compute capability 9.0 only
+// (Blackwell's block scaling is MXFP8's): elsewhere the caller's kernel runs, unasked.
+TEST(CheckFp8Linear, BlockScalesAreSm90sOnly) {
+  EXPECT_TRUE(CublasLtHasBlockScaledFp8(90));
+  for (int sm : {80, 89, 100, 103, 120}) {
+    EXPECT_FALSE(CublasLtHasBlockScaledFp8(sm)) << sm;
+    Fp8Args a;
+    a.sm = sm;
+    EXPECT_TRUE(absl::IsFailedPrecondition(a.Check())) << sm << ": " << a.Check();
+  }
+}
+
+TEST(CheckFp8Linear, RefusesWhatCublasLtCannotTake) {
+  std::vector<std::pair<const char*, Fp8Args>> refused;
+  auto add = [&](const char* what, auto edit) {
+    Fp8Args a;
+    edit(a);
+    refused.emplace_back(what, a);
+  };
+  add("empty M", [](Fp8Args& a) { a.M = 0; });
+  add("K % 16", [](Fp8Args& a) { a.K = 300; });
+  add("FP8 Y", [](Fp8Args& a) { a.y_dtype = GemmDtype::kE4M3; });
+  add("f32 Y rows % 16 bytes", [](Fp8Args& a) { a.N = 270; });
+  add("bf16 Y rows % 16 bytes", [](Fp8Args& a) {
+    a.y_dtype = GemmDtype::kBF16;
+    a.N = 276;
+  });
+  // Block scales: cuBLASLt's M and N (our N and M) multiples of 4, and our M of 8.
+  add("M % 4", [](Fp8Args& a) { a.M = 201; });
+  add("M % 8", [](Fp8Args& a) { a.M = 204; });
+  add("mixed scales", [](Fp8Args& a) { a.w_scale = GemmScale::kTensor; });
+  add("swapped modes", [](Fp8Args& a) { std::swap(a.x_scale, a.w_scale); });
+  add("no scales", [](Fp8Args& a) { a.x_scale = a.w_scale = GemmScale::kNone; });
+  add("X not 256-aligned", [](Fp8Args& a) { a.x += 16; });
+  add("W not 256-aligned", [](Fp8Args& a) { a.w += 128; });
+  add("Y not 256-aligned", [](Fp8Args& a) { a.y += 4; });
+  add("X scales not 16-aligned", [](Fp8Args& a) { a.x_scales += 4; });
+  add("W scales not 16-aligned", [](Fp8Args& a) { a.w_scales += 8; });
+  for (const auto& [what, a] : refused) {
+    const absl::Status s = a.Check();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << what << ": " << s;
+  }
+  Fp8Args odd_m;  // per-tensor scales have no scale tensor: any M
+  odd_m.x_scale = odd_m.w_scale = GemmScale::kTensor;
+  odd_m.M = 201;
+  EXPECT_TRUE(odd_m.Check().ok()) << odd_m.Check();
 }
 
 struct FakePlan {
