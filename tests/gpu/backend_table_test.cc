@@ -8,7 +8,7 @@
 // MOETRAIN_REQUIRE_GPU=1 (tests/gpu/check.sh) turns the skip into a failure. The cuBLAS
 // argument mapping of the FP32 GEMM (ColumnMajorFor) is checked on the host everywhere; on
 // a GPU, the table's BF16 GEMMs must run on cuBLASLt (no fallback to the FP32 GEMM), and on
-// sm_90+ so must the FP8 GEMMs of the entries whose K is a multiple of 16.
+// sm_90 so must the FP8 GEMMs of the entries whose K is a multiple of 16.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
