@@ -16,6 +16,13 @@
 #   check.sh    tests/gpu/check.sh (the one-script GPU check)
 #   configs/    the repository's configs (the GPU model test and benchmark read them)
 #   train_gpu.sh, data/cache/brown-*   `moetrain train` on the GPU and its corpus (if prepared)
+#   share/fonts/  DejaVu Sans (regular, bold) and a fonts.conf naming only them: `moetrain
+#               report --png` draws its text through cairo and fontconfig, which on a machine
+#               without fontconfig's /etc/fonts fall back to cairo's toy font
+#               ("Fontconfig error: Cannot load default config file"); `run` points
+#               FONTCONFIG_FILE here
+#   GLIBC_MIN   the newest glibc symbol version any bundled file needs (e.g. 2.36): `run`
+#               refuses, naming both versions, on a machine whose glibc is older
 #   MANIFEST    the bundled binaries and libraries, one per line
 # Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too, and
 # MOETRAIN_BUNDLE_ARCHIVE=1 to also write OUT_DIR.tar.xz (what a GPU session carries).
@@ -78,6 +85,49 @@ if [ -f "$ROOT/data/cache/brown-train.idx" ]; then
     "$OUT/data/cache/"
 fi
 
+# Fonts for `moetrain report --png` (cairo asks fontconfig for "sans-serif", regular and bold).
+font_files=()
+for pattern in sans-serif sans-serif:bold; do
+  f=$(fc-match -f '%{file}' "$pattern" 2>/dev/null || true)
+  [ -f "$f" ] && font_files+=("$f")
+done
+if [ ${#font_files[@]} -eq 0 ]; then
+  for f in /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
+    /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf; do
+    [ -f "$f" ] && font_files+=("$f")
+  done
+fi
+mkdir -p "$OUT/share/fonts"
+if [ ${#font_files[@]} -gt 0 ]; then
+  cp -L "${font_files[@]}" "$OUT/share/fonts/"
+  [ -f /usr/share/doc/fonts-dejavu-core/copyright ] &&
+    cp /usr/share/doc/fonts-dejavu-core/copyright "$OUT/share/fonts/COPYRIGHT"
+else
+  echo "bundle.sh: no sans-serif font found (fonts-dejavu-core): report PNGs will use cairo's toy font" >&2
+fi
+cat >"$OUT/share/fonts/fonts.conf" <<'CONF'
+<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<!-- The bundle's fonts only (launch/bundle.sh); run sets FONTCONFIG_FILE to this file. -->
+<fontconfig>
+  <dir prefix="relative">.</dir>
+  <cachedir prefix="xdg">fontconfig</cachedir>
+</fontconfig>
+CONF
+
+# The glibc the bundle needs: the newest GLIBC_x.y symbol version of any bundled file (the
+# Debian 12 libstdc++ needs 2.36, so Ubuntu 22.04's 2.35 is too old), and the dynamic loader
+# that reports the machine's version.
+glibc_min=$(for f in "$OUT"/bin/* "$OUT"/lib/*; do objdump -T "$f" 2>/dev/null; done |
+  grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -t. -k1,1n -k2,2n -k3,3n -u | tail -1 || true)
+interp=$(readelf -l "$OUT/bin/moetrain" 2>/dev/null |
+  sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p' || true)
+if [ -n "$glibc_min" ] && [ -n "$interp" ]; then
+  echo "$glibc_min $interp" >"$OUT/GLIBC_MIN"
+else
+  echo "bundle.sh: objdump/readelf missing: the bundle records no glibc requirement" >&2
+fi
+
 cat >"$OUT/run" <<'RUN'
 #!/usr/bin/env bash
 # run: start a bundled binary with the bundle's libraries, then the CUDA libraries of the
@@ -106,6 +156,21 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/nvidia/lib64 /usr/
   if [ -d "$d" ]; then paths="$paths:$d"; fi
 done
 export LD_LIBRARY_PATH="$paths${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# `moetrain report --png`: the bundle's fonts, whatever fontconfig setup the machine has.
+export FONTCONFIG_FILE=${FONTCONFIG_FILE:-$here/share/fonts/fonts.conf}
+# glibc: the bundled files need GLIBC_MIN's version; the dynamic loader says the machine's
+# ("ld.so (... GLIBC 2.35 ...) stable release version 2.35.").
+if [ -f "$here/GLIBC_MIN" ]; then
+  read -r need interp <"$here/GLIBC_MIN"
+  if [[ "$need" =~ ^([0-9]+)\.([0-9]+) ]] && need_n=$((BASH_REMATCH[1] * 1000 + BASH_REMATCH[2])) &&
+    [[ "$("$interp" --version 2>/dev/null)" =~ version\ ([0-9]+)\.([0-9]+) ]]; then
+    have="${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+    if ((BASH_REMATCH[1] * 1000 + BASH_REMATCH[2] < need_n)); then
+      echo "run: this bundle needs glibc >= $need (it was built on a newer distribution); this machine has glibc $have" >&2
+      exit 1
+    fi
+  fi
+fi
 if [ "${1:-}" = "--print-library-path" ]; then
   echo "$LD_LIBRARY_PATH"
   exit 0
