@@ -10,20 +10,27 @@
 # holding only glibc and its loader, the CUDA runtime libraries the binaries link (in
 # /usr/local/cuda/lib64, standing in for the GPU machine's; cuDNN, which only a GPU run
 # dlopens, is left out), bash, env and dirname (the launcher's needs), /dev/{null,zero,
-# random,urandom}, /tmp and /proc (when it can be mounted), and the bundle in /opt/bundle.
+# random,urandom}, /dev/shm, /tmp, /proc and /sys (when they can be mounted), and the bundle
+# in /opt/bundle.
 # In it: `run moetrain --help`, `moetrain prepare` of a small corpus (SentencePiece
-# training), a 2-step CPU `moetrain train` of configs/default.yaml on it, `moetrain report
-# --png` (no Fontconfig error), gemm_plan_cache_test and device_allocator_test (host-only
-# tests); and, proving the root has nothing of ours, bin/moetrain without the launcher must
-# miss a library. A failure names what was missing (the loader's library, a file).
-# Not root, or no chroot/mknod: that part is skipped, saying why. About 5 s more.
+# training), a 2-step CPU `moetrain train` of configs/default.yaml on it, the same on 2
+# data-parallel ranks under the bundled mpirun (when the bundle has Open MPI's runtime),
+# `moetrain report --png` (no Fontconfig error), gemm_plan_cache_test and
+# device_allocator_test (host-only tests); and, proving the root has nothing of ours,
+# bin/moetrain without the launcher must miss a library. A failure names what was missing
+# (the loader's library, a file). Not root, or chroot/mknod not permitted: that part is
+# skipped, saying why. About 5 s more (plus copying the CUDA libraries where /tmp is on
+# another file system than they are).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:?usage: bundle_test.sh BUILD_DIR}" && pwd)
 TMP=$(mktemp -d)
 ISO=$TMP/root
 cleanup() {
-  if grep -qs " $ISO/proc " /proc/mounts; then umount "$ISO/proc" || umount -l "$ISO/proc"; fi
+  local m
+  for m in proc sys; do
+    if grep -qs " $ISO/$m " /proc/mounts; then umount "$ISO/$m" || umount -l "$ISO/$m"; fi
+  done
   rm -rf --one-file-system "$TMP"
 }
 trap cleanup EXIT
@@ -88,6 +95,15 @@ grep -q "needs glibc >= 99.0" "$TMP/glibc.txt" || fail "run's glibc refusal: $(c
 cp "$TMP/GLIBC_MIN" "$OUT/GLIBC_MIN"
 [ -f "$OUT/share/fonts/fonts.conf" ] && ls "$OUT"/share/fonts/*.ttf >/dev/null 2>&1 ||
   fail "share/fonts (fonts.conf and a .ttf for moetrain report --png) not bundled"
+# Open MPI's runtime travels with libmpi (where this machine has ompi_info to find it).
+mpi=0
+if ls "$OUT"/lib/libmpi.so* >/dev/null 2>&1 && command -v ompi_info >/dev/null 2>&1; then
+  mpi=1
+  for f in bin/mpirun bin/orted openmpi/mca/mca_btl_vader.so openmpi/mca/mca_pml_ob1.so \
+    openmpi/mca/mca_ess_hnp.so openmpi/share/openmpi/help-mpi-runtime.txt; do
+    [ -e "$OUT/$f" ] || fail "Open MPI's runtime: $f not bundled"
+  done
+fi
 echo "bundle_test: ok ($(grep -c '^lib/' "$OUT/MANIFEST") libraries, $(ls "$OUT/bin" | wc -l) binaries; needs glibc >= $glibc_need)"
 
 # --- The bundle alone on a bare machine (chroot) ---------------------------------------------
@@ -111,8 +127,8 @@ put() {
   mkdir -p "$ISO$2"
   ln -f "$(readlink -f "$1")" "$dst" 2>/dev/null || cp -L "$1" "$dst"
 }
-mkdir -p "$ISO"/{tmp,dev,proc,opt}
-chmod 1777 "$ISO/tmp"
+mkdir -p "$ISO"/{tmp,dev/shm,proc,sys,opt}
+chmod 1777 "$ISO/tmp" "$ISO/dev/shm"
 GLIBC_RE='^(ld-linux[^/]*|libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl)\.so'
 CUDA_RE='^(libcudart|libcublas|libcublasLt|libcudnn[^/]*|libnccl|libnvrtc[^/]*|libnvJitLink|libcufft|libcurand|libcusparse|libcusolver)\.so'
 # The launcher's tools and what they link (bash: libtinfo), at their own paths.
@@ -150,7 +166,10 @@ for n in null:3 zero:5 random:8 urandom:9; do
     exit 0
   }
 done
-mount -t proc proc "$ISO/proc" 2>/dev/null || echo "bundle_test: note: /proc not mounted in the isolated root (not permitted here)"
+for m in proc sysfs; do
+  mount -t $m $m "$ISO/${m%fs}" 2>/dev/null ||
+    echo "bundle_test: note: /${m%fs} not mounted in the isolated root (not permitted here)"
+done
 cp -al "$OUT" "$ISO/opt/bundle" 2>/dev/null || cp -a "$OUT" "$ISO/opt/bundle"
 if ! env -i PATH=/usr/bin:/bin "$CHROOT" "$ISO" /usr/bin/env bash -c : >"$TMP/chroot.txt" 2>&1; then
   if grep -q "Operation not permitted" "$TMP/chroot.txt"; then
@@ -174,6 +193,7 @@ in_root() {
   local log=$TMP/$1
   shift
   if ! env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 \
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
       ${OPENBLAS_NUM_THREADS:+OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS} \
       ${OMP_NUM_THREADS:+OMP_NUM_THREADS=$OMP_NUM_THREADS} \
       "$CHROOT" "$ISO" /opt/bundle/run "$@" >"$log" 2>&1; then
@@ -181,10 +201,13 @@ in_root() {
   fi
 }
 iso_fail() {
-  local why
+  local why cmd w
+  read -ra w <<<"$1"
+  cmd="${w[*]:0:4}"
+  [ ${#w[@]} -le 4 ] || cmd+=" ..."
   why=$(grep -m1 -E 'error while loading shared libraries|cannot open shared object|not found \(required by|No such file|cannot open|Fontconfig error|not found' "$2" || true)
   tail -n 15 "$2" | sed 's/^/  | /' >&2
-  fail "in the isolated root (only glibc, the CUDA libraries and the bundle), \`run $1\` failed${why:+: $why}"
+  fail "in the isolated root (only glibc, the CUDA libraries and the bundle), \`run $cmd\` failed${why:+: $why}"
 }
 in_root help.txt moetrain --help
 grep -q "usage: moetrain" "$TMP/help.txt" || iso_fail "moetrain --help (no usage)" "$TMP/help.txt"
@@ -202,6 +225,20 @@ grep -q '^\[moetrain\] done: 2 steps' "$TMP/train.txt" || iso_fail "moetrain tra
 in_root report.txt moetrain report /tmp/w/metrics.jsonl --out /tmp/w/report.html --png /tmp/w/png
 if grep -qi fontconfig "$TMP/report.txt"; then iso_fail "moetrain report --png" "$TMP/report.txt"; fi
 [ -s "$ISO/tmp/w/png/loss.png" ] || iso_fail "moetrain report --png (no loss.png)" "$TMP/report.txt"
+# Two ranks (data-parallel) under the bundled mpirun, as root (Open MPI refuses it unless told).
+if [ $mpi = 1 ]; then
+  in_root mpi.txt mpirun -n 2 --oversubscribe moetrain train \
+    --config /opt/bundle/configs/default.yaml --set training.device=cpu --set parallel.dp=2 \
+    --set model.vocab_size=320 --set data.train_path=/tmp/w/tiny-train \
+    --set data.val_path=/tmp/w/tiny-val --set data.tokenizer=/tmp/w/tiny.model \
+    --set training.steps=2 --set training.micro_batch_size=2 --set training.global_batch_size=4 \
+    --set training.seq_len=32 --set training.eval_interval=0 --set training.eval_batches=1 \
+    --set training.generate_tokens=4 --set checkpoint.dir= --set logging.tensorboard_dir= \
+    --set logging.metrics_file=
+  grep -q '^\[moetrain\] layout: .*dp 2.* over 2 ranks' "$TMP/mpi.txt" &&
+    grep -q '^\[moetrain\] done: 2 steps' "$TMP/mpi.txt" ||
+    iso_fail "mpirun -n 2 moetrain train (no 2-rank run to 'done: 2 steps')" "$TMP/mpi.txt"
+fi
 for t in gemm_plan_cache_test device_allocator_test; do
   [ -x "$OUT/bin/$t" ] || continue
   in_root "$t.txt" "$t"
@@ -213,4 +250,4 @@ if env -i PATH=/usr/bin:/bin "$CHROOT" "$ISO" /opt/bundle/bin/moetrain --help >"
     ! grep -q "error while loading shared libraries" "$TMP/bare.txt"; then
   fail "the isolated root is not bare: bin/moetrain ran without the bundle's lib/ ($(head -1 "$TMP/bare.txt"))"
 fi
-echo "bundle_test: ok in an isolated root (glibc $glibc_need, CUDA libraries, the bundle): help, prepare, train 2 steps, report --png, host tests ($((SECONDS - t0)) s)"
+echo "bundle_test: ok in an isolated root (glibc $glibc_need, CUDA libraries, the bundle): help, prepare, train 2 steps$([ $mpi = 1 ] && echo ", mpirun -n 2 train"), report --png, host tests ($((SECONDS - t0)) s)"
