@@ -16,7 +16,15 @@
 #   check.sh    tests/gpu/check.sh (the one-script GPU check)
 #   configs/    the repository's configs (the GPU model test and benchmark read them)
 #   train_gpu.sh, data/cache/brown-*   `moetrain train` on the GPU and its corpus (if prepared)
-#   MANIFEST    the bundled binaries and libraries, one per line
+#   share/fonts/  DejaVu Sans (regular, bold) and a fonts.conf naming only them: `moetrain
+#               report --png` draws its text through cairo and fontconfig, which on a machine
+#               without fontconfig's /etc/fonts fall back to cairo's toy font
+#               ("Fontconfig error: Cannot load default config file"); `run` points
+#               FONTCONFIG_FILE here
+#   GLIBC_MIN   the newest glibc symbol version any bundled file needs (e.g. 2.36): `run`
+#               refuses, naming both versions, on a machine whose glibc is older
+#   openmpi/    Open MPI's runtime, with bin/mpirun and bin/orted (see below)
+#   MANIFEST    the bundled binaries, libraries and MPI components, one per line
 # Set MOETRAIN_BUNDLE_CUDA_LIBS=1 to bundle the CUDA runtime libraries too, and
 # MOETRAIN_BUNDLE_ARCHIVE=1 to also write OUT_DIR.tar.xz (what a GPU session carries).
 set -euo pipefail
@@ -47,15 +55,16 @@ rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/lib"
 : >"$OUT/MANIFEST"
 declare -A seen=()
-for b in "${binaries[@]}"; do
-  cp "$b" "$OUT/bin/"
-  echo "bin/$(basename "$b")" >>"$OUT/MANIFEST"
-  # "name => /path (addr)" lines; a library ldd cannot find stops the bundle.
+# add_libs FILE: copy every library FILE loads (ldd) into lib/, except glibc, the driver and
+# the CUDA runtime; a library ldd cannot find stops the bundle.
+add_libs() {
+  local name arrow path
+  # "name => /path (addr)" lines.
   while read -r name arrow path _; do
     [ "$arrow" = "=>" ] || continue
     if [ "$path" = "not" ]; then
       if [[ ! "$name" =~ $SYSTEM_RE && ! "$name" =~ $CUDA_RE ]]; then
-        echo "bundle.sh: $(basename "$b") needs $name, which ldd cannot find here" >&2
+        echo "bundle.sh: $(basename "$1") needs $name, which ldd cannot find here" >&2
         exit 1
       fi
       continue
@@ -65,8 +74,69 @@ for b in "${binaries[@]}"; do
     seen[$name]=1
     cp -L "$path" "$OUT/lib/$name"
     echo "lib/$name" >>"$OUT/MANIFEST"
-  done < <(ldd "$b")
+  done < <(ldd "$1")
+}
+for b in "${binaries[@]}"; do
+  cp "$b" "$OUT/bin/"
+  echo "bin/$(basename "$b")" >>"$OUT/MANIFEST"
+  add_libs "$b"
 done
+
+# Open MPI's runtime, when the binaries link libmpi: a bare machine has none, and MPI_Init
+# dlopens its MCA components from the installation's pkglibdir and reads its help texts and
+# openmpi-mca-params.conf there ("opal_init:startup:internal-failure" without them). The
+# bundle carries mpirun (orterun) and orted in bin/, and in openmpi/: mca/ (every component
+# whose libraries are bundled anyway: shared memory and TCP; the UCX, libfabric, verbs and
+# PSM transports, which need the machine's fabric stack, are left out), pmix/ (PMIx's
+# components), share/{openmpi,pmix} (help texts) and etc/. run points Open MPI and PMIx at
+# them (OPAL_* and PMIX_* installation-directory variables), so `run mpirun -n 8 moetrain
+# train ...` starts the bundled ranks on one machine.
+ompi_path() { ompi_info --path "$1" --parsable 2>/dev/null | sed -n "s/^path:$1://p" | head -1; }
+if [[ " ${!seen[*]} " == *" libmpi.so."* ]] && command -v ompi_info >/dev/null 2>&1; then
+  ompi_bin=$(ompi_path bindir)
+  ompi_mca=$(ompi_path pkglibdir)
+  pmix_ext=$(ls "$ompi_mca"/mca_pmix_ext*.so 2>/dev/null | head -1 || true)
+  pmix_lib=""
+  [ -n "$pmix_ext" ] && pmix_lib=$(ldd "$pmix_ext" | awk '$1 ~ /^libpmix\.so/ {print $3}')
+  mkdir -p "$OUT/openmpi/mca" "$OUT/openmpi/pmix" "$OUT/openmpi/share" "$OUT/openmpi/etc"
+  for b in orterun:mpirun orted:orted; do
+    cp -L "$ompi_bin/${b%:*}" "$OUT/bin/${b#*:}"
+    echo "bin/${b#*:}" >>"$OUT/MANIFEST"
+    add_libs "$OUT/bin/${b#*:}"
+  done
+  if [ -n "$pmix_lib" ]; then
+    add_libs "$pmix_ext"
+    pmix_dir=$(dirname "$(readlink -f "$pmix_lib")")
+    for c in "$pmix_dir"/pmix/*.so; do
+      [ -f "$c" ] || continue
+      cp -L "$c" "$OUT/openmpi/pmix/"
+      echo "openmpi/pmix/$(basename "$c")" >>"$OUT/MANIFEST"
+      add_libs "$c"
+    done
+    for d in "$pmix_dir/../share/pmix" "$pmix_dir/../../share/pmix"; do
+      [ -d "$d" ] && { cp -r "$d" "$OUT/openmpi/share/pmix"; break; }
+    done
+  fi
+  cp -r "$(ompi_path pkgdatadir)" "$OUT/openmpi/share/openmpi"
+  cp "$(ompi_path sysconfdir)/openmpi-mca-params.conf" "$OUT/openmpi/etc/" 2>/dev/null || true
+  skipped=0
+  for c in "$ompi_mca"/*.so; do
+    ok=1
+    while read -r name arrow path _; do
+      [ "$arrow" = "=>" ] || continue
+      [[ "$name" =~ $SYSTEM_RE || -n "${seen[$name]:-}" ]] || { ok=0; break; }
+    done < <(ldd "$c")
+    if [ $ok = 1 ]; then
+      cp -L "$c" "$OUT/openmpi/mca/"
+      echo "openmpi/mca/$(basename "$c")" >>"$OUT/MANIFEST"
+    else
+      skipped=$((skipped + 1))
+    fi
+  done
+  echo "bundle.sh: Open MPI: mpirun, orted, $(ls "$OUT/openmpi/mca" | wc -l) MCA components ($skipped left out: they need the machine's fabric libraries)"
+elif [[ " ${!seen[*]} " == *" libmpi.so."* ]]; then
+  echo "bundle.sh: no ompi_info here: the bundle carries libmpi but no MPI runtime (mpirun)" >&2
+fi
 cp "$ROOT/tests/gpu/check.sh" "$OUT/check.sh"
 # The configs the GPU model test and the step benchmark read (configs/default.yaml, ...),
 # the GPU training script, and the prepared Brown corpus it trains on, when there is one.
@@ -76,6 +146,49 @@ if [ -f "$ROOT/data/cache/brown-train.idx" ]; then
   mkdir -p "$OUT/data/cache"
   cp "$ROOT"/data/cache/brown-{train,val}.{bin,idx} "$ROOT"/data/cache/brown.{model,json} \
     "$OUT/data/cache/"
+fi
+
+# Fonts for `moetrain report --png` (cairo asks fontconfig for "sans-serif", regular and bold).
+font_files=()
+for pattern in sans-serif sans-serif:bold; do
+  f=$(fc-match -f '%{file}' "$pattern" 2>/dev/null || true)
+  [ -f "$f" ] && font_files+=("$f")
+done
+if [ ${#font_files[@]} -eq 0 ]; then
+  for f in /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
+    /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf; do
+    [ -f "$f" ] && font_files+=("$f")
+  done
+fi
+mkdir -p "$OUT/share/fonts"
+if [ ${#font_files[@]} -gt 0 ]; then
+  cp -L "${font_files[@]}" "$OUT/share/fonts/"
+  [ -f /usr/share/doc/fonts-dejavu-core/copyright ] &&
+    cp /usr/share/doc/fonts-dejavu-core/copyright "$OUT/share/fonts/COPYRIGHT"
+else
+  echo "bundle.sh: no sans-serif font found (fonts-dejavu-core): report PNGs will use cairo's toy font" >&2
+fi
+cat >"$OUT/share/fonts/fonts.conf" <<'CONF'
+<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<!-- The bundle's fonts only (launch/bundle.sh); run sets FONTCONFIG_FILE to this file. -->
+<fontconfig>
+  <dir prefix="relative">.</dir>
+  <cachedir prefix="xdg">fontconfig</cachedir>
+</fontconfig>
+CONF
+
+# The glibc the bundle needs: the newest GLIBC_x.y symbol version of any bundled file (the
+# Debian 12 libstdc++ needs 2.36, so Ubuntu 22.04's 2.35 is too old), and the dynamic loader
+# that reports the machine's version.
+glibc_min=$(for f in "$OUT"/bin/* "$OUT"/lib/* "$OUT"/openmpi/*/*.so; do objdump -T "$f" 2>/dev/null; done |
+  grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -t. -k1,1n -k2,2n -k3,3n -u | tail -1 || true)
+interp=$(readelf -l "$OUT/bin/moetrain" 2>/dev/null |
+  sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p' || true)
+if [ -n "$glibc_min" ] && [ -n "$interp" ]; then
+  echo "$glibc_min $interp" >"$OUT/GLIBC_MIN"
+else
+  echo "bundle.sh: objdump/readelf missing: the bundle records no glibc requirement" >&2
 fi
 
 cat >"$OUT/run" <<'RUN'
@@ -106,6 +219,34 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/nvidia/lib64 /usr/
   if [ -d "$d" ]; then paths="$paths:$d"; fi
 done
 export LD_LIBRARY_PATH="$paths${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Open MPI and PMIx: the bundled installation (mpirun, orted, components, help texts); bin/
+# first on PATH so that `run mpirun -n N moetrain ...` starts the bundled moetrain. Ranks on
+# this machine only need no ssh: without ssh or rsh, mpirun starts them itself.
+if [ -d "$here/openmpi" ]; then
+  export OPAL_BINDIR=$here/bin OPAL_PKGLIBDIR=$here/openmpi/mca \
+    OPAL_PKGDATADIR=$here/openmpi/share/openmpi OPAL_SYSCONFDIR=$here/openmpi/etc \
+    PMIX_PKGLIBDIR=$here/openmpi/pmix PMIX_PKGDATADIR=$here/openmpi/share/pmix
+  if [ -z "${OMPI_MCA_plm:-}" ] && ! command -v ssh >/dev/null 2>&1 &&
+    ! command -v rsh >/dev/null 2>&1; then
+    export OMPI_MCA_plm=isolated
+  fi
+  export PATH="$here/bin:$PATH"
+fi
+# `moetrain report --png`: the bundle's fonts, whatever fontconfig setup the machine has.
+export FONTCONFIG_FILE=${FONTCONFIG_FILE:-$here/share/fonts/fonts.conf}
+# glibc: the bundled files need GLIBC_MIN's version; the dynamic loader says the machine's
+# ("ld.so (... GLIBC 2.35 ...) stable release version 2.35.").
+if [ -f "$here/GLIBC_MIN" ]; then
+  read -r need interp <"$here/GLIBC_MIN"
+  if [[ "$need" =~ ^([0-9]+)\.([0-9]+) ]] && need_n=$((BASH_REMATCH[1] * 1000 + BASH_REMATCH[2])) &&
+    [[ "$("$interp" --version 2>/dev/null)" =~ version\ ([0-9]+)\.([0-9]+) ]]; then
+    have="${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+    if ((BASH_REMATCH[1] * 1000 + BASH_REMATCH[2] < need_n)); then
+      echo "run: this bundle needs glibc >= $need (it was built on a newer distribution); this machine has glibc $have" >&2
+      exit 1
+    fi
+  fi
+fi
 if [ "${1:-}" = "--print-library-path" ]; then
   echo "$LD_LIBRARY_PATH"
   exit 0
