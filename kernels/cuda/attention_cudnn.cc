@@ -66,17 +66,14 @@ absl::Status CudnnSdpaSupports(const AttentionShape& sh, AttentionDtype dtype,
   // Training needs backward, whose limits are the tighter ones, and they are per
   // architecture family, not "from Hopper on" (cudnn-frontend's
   // validate_sdpa_backward_support_surface): Hopper (sm_9x) d <= 256; datacenter
-  // Blackwell (sm_10x) d <= 128 except exactly Dqk 192 with Dv 128 (MLA), and 256/256
-  // from cuDNN 9.23; every other device (Ampere, Ada, sm_11x, sm_12x) d <= 128.
+  // Blackwell (sm_10x) d <= 128 except exactly Dqk 192 with Dv 128 (MLA; its 256/256
+  // from 9.23 is an engine the frontend pins by knobs, which heuristics mode A here does
+  // not); every other device (Ampere, Ada, sm_11x, sm_12x) d <= 128.
   const int major = caps.sm / 10;
-  if (major == 10) {
-    const bool mla = sh.Dqk == 192 && sh.Dv == 128;
-    const bool d256 = sh.Dqk == 256 && sh.Dv == 256 && caps.cudnn_version >= 92300;
-    if (!mla && !d256 && (sh.Dqk > 128 || sh.Dv > 128)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "head dims Dqk=", sh.Dqk, " Dv=", sh.Dv, " exceed SDPA backward's 128 on sm_", caps.sm,
-          " (where only Dqk=192 Dv=128, and 256/256 from cuDNN 9.23, go above it)"));
-    }
+  if (major == 10 && !(sh.Dqk == 192 && sh.Dv == 128) && (sh.Dqk > 128 || sh.Dv > 128)) {
+    return absl::InvalidArgumentError(absl::StrCat("head dims Dqk=", sh.Dqk, " Dv=", sh.Dv,
+                                                   " exceed SDPA backward's 128 on sm_", caps.sm,
+                                                   " (only Dqk=192 Dv=128 goes above it)"));
   }
   const int64_t max_d = major == 9 ? 256 : 128;
   if (major != 10 && (sh.Dqk > max_d || sh.Dv > max_d)) {
