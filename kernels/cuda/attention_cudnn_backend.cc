@@ -340,7 +340,10 @@ absl::StatusOr<CudnnPlan> GraphBuilder::Finalize(cudnnHandle_t handle, const std
                                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
                                                      nullptr));
   if (count <= 0) {
-    return absl::UnimplementedError(absl::StrCat(what, ": cuDNN heuristics offer no engine"));
+    char last[512] = {0};
+    Dnn().GetLastErrorString(last, sizeof(last));
+    return absl::UnimplementedError(absl::StrCat(what, ": cuDNN heuristics offer no engine",
+                                                 last[0] ? absl::StrCat(" (", last, ")") : ""));
   }
   std::vector<BackendDesc> configs;
   std::vector<cudnnBackendDescriptor_t> raw;
@@ -368,7 +371,12 @@ absl::StatusOr<CudnnPlan> GraphBuilder::Finalize(cudnnHandle_t handle, const std
                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, cfg));
     const cudnnStatus_t st = Dnn().BackendFinalize(plan->get());
     if (st != CUDNN_STATUS_SUCCESS) {
-      absl::StrAppend(&refusals, " config ", i, ": ", Dnn().GetErrorString(st), ";");
+      // cuDNN's own reason (unsupported layout, NVRTC missing, ...) is what the first run
+      // on a device needs to see; the status name alone rarely says which.
+      char last[512] = {0};
+      Dnn().GetLastErrorString(last, sizeof(last));
+      absl::StrAppend(&refusals, " config ", i, ": ", Dnn().GetErrorString(st),
+                      last[0] ? absl::StrCat(" (", last, ")") : "", ";");
       continue;
     }
     CudnnPlan out;

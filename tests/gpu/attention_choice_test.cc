@@ -64,6 +64,32 @@ TEST(CudnnSdpaSupports, RefusesWhatTheSupportMatrixExcludes) {
   EXPECT_TRUE(Contains(std::string(s.message()), "exceed SDPA backward's 256 on sm_90")) << s;
 }
 
+// The backward head-dim limits are per architecture family (cudnn-frontend's backward
+// support surface), not "256 from sm_90 on": sm_12x stops at 128 like Ampere, and
+// datacenter Blackwell goes above 128 only for MLA's 192/128.
+TEST(CudnnSdpaSupports, HeadDimLimitsFollowTheArchitectureFamily) {
+  absl::Status s = CudnnSdpaSupports(Mla(), AttentionDtype::kBF16, Caps(120));
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(Contains(std::string(s.message()), "exceed SDPA backward's 128 on sm_120")) << s;
+
+  AttentionShape sh = Mla();
+  sh.Dv = 192;  // 192/192: Hopper takes it, Blackwell does not
+  EXPECT_TRUE(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(90)).ok());
+  s = CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(100));
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(Contains(std::string(s.message()), "exceed SDPA backward's 128 on sm_100")) << s;
+
+  sh.Dqk = 256;
+  sh.Dv = 128;
+  EXPECT_TRUE(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(90)).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(103))));
+
+  sh.Dqk = sh.Dv = 128;  // 128 and below: every family from sm_80
+  for (int sm : {80, 89, 90, 100, 120}) {
+    EXPECT_TRUE(CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(sm)).ok()) << sm;
+  }
+}
+
 // Hopper with BF16 MLA is inside cuDNN's support matrix and moetrain's graph: the
 // capabilities accept it (the device still has to build and self-check it).
 TEST(CudnnSdpaSupports, HopperBf16MlaIsAccepted) {
