@@ -44,9 +44,13 @@ struct CudnnSdpaCaps {
 // LoadCudnn: whatever the machine's library path finds), not the headers'.
 CudnnSdpaCaps CudnnSdpaCapsOfRuntime(int sm);
 
-// The oldest cuDNN this path is built and checked against (the headers moetrain is built
-// with); the pattern graphs are older, but nothing before 9.19 has been looked at.
-constexpr int kCudnnSdpaMinVersion = 91900;  // 9.19.0
+// The oldest cuDNN this path runs on (moetrain is built with 9.19's headers; the backend
+// API's descriptors and attributes used here are 9.0's). By cudnn-frontend's history of
+// the same pattern graphs: Dqk 192 with Dv 128 is there from 9.11 (9.10.0 and 9.10.1 have
+// a forward bug), and up to 9.15 the backward needs a padding mask when S % 128 != 0, which
+// this graph does not add; so 9.16. A GPU image's PyTorch may pin a cuDNN older than the
+// newest, and the first-use self-check (attention_cudnn_check.h) still guards every shape.
+constexpr int kCudnnSdpaMinVersion = 91600;  // 9.16.0
 
 // OK when cuDNN's support matrix and moetrain's graph cover causal self-attention of this
 // shape and dtype; otherwise a Status whose message is the one-line reason attention.h logs

@@ -36,7 +36,7 @@ TEST(CudnnSdpaSupports, RefusesWhatTheBuildOrDeviceLacks) {
 
   s = CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(90, 90100));
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
-  EXPECT_TRUE(Contains(std::string(s.message()), "cuDNN 9.1.0 < 9.19.0")) << s;
+  EXPECT_TRUE(Contains(std::string(s.message()), "cuDNN 9.1.0 < 9.16.0")) << s;
 
   s = CudnnSdpaSupports(sh, AttentionDtype::kBF16, Caps(75));
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
