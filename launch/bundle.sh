@@ -15,7 +15,8 @@
 #               then /usr/local/cuda and /usr/local/nvidia
 #   check.sh    tests/gpu/check.sh (the one-script GPU check)
 #   configs/    the repository's configs (the GPU model test and benchmark read them)
-#   train_gpu.sh, data/cache/brown-*   `moetrain train` on the GPU and its corpus (if prepared)
+#   train_gpu.sh, train_multi_gpu.sh, data/cache/brown-*   `moetrain train` on one GPU and
+#               on several, and its corpus (if prepared)
 #   share/fonts/  DejaVu Sans (regular, bold) and a fonts.conf naming only them: `moetrain
 #               report --png` draws its text through cairo and fontconfig, which on a machine
 #               without fontconfig's /etc/fonts fall back to cairo's toy font
@@ -142,6 +143,7 @@ cp "$ROOT/tests/gpu/check.sh" "$OUT/check.sh"
 # the GPU training script, and the prepared Brown corpus it trains on, when there is one.
 cp -r "$ROOT/configs" "$OUT/configs"
 cp "$ROOT/tests/gpu/train_gpu.sh" "$OUT/train_gpu.sh"
+cp "$ROOT/tests/gpu/train_multi_gpu.sh" "$OUT/train_multi_gpu.sh"
 if [ -f "$ROOT/data/cache/brown-train.idx" ]; then
   mkdir -p "$OUT/data/cache"
   cp "$ROOT"/data/cache/brown-{train,val}.{bin,idx} "$ROOT"/data/cache/brown.{model,json} \

@@ -9,7 +9,8 @@
 # shape (cuDNN SDPA's graphs built and self-checked on the device, or why not); the runtime, allocator,
 # GEMM-plan and NCCL tests; the whole model on the GPU against the CPU and 200 GPU training
 # steps (device_model_gpu_test); `moetrain train` of the default config on the GPU in fp32,
-# bf16 and fp8 (train_gpu.sh); the GEMM benchmark table (BF16 and FP8 TFLOPS at
+# bf16 and fp8 (train_gpu.sh), and on several GPUs against one where the machine has them
+# (train_multi_gpu.sh); the GEMM benchmark table (BF16 and FP8 TFLOPS at
 # DeepSeek-V3's shapes, bench/gpu/gemm_bench); and the fp32, bf16 and fp8 training steps'
 # time, tokens/s and MFU (bench/gpu/device_train_bench). Exit status: 0 only if every part passed.
 #
@@ -80,9 +81,9 @@ step() {  # step NAME SECONDS BINARY [ARGS...]
   shift 2
   part "$name" "$limit" "run $*"
 }
-train_step() {  # train_step NAME SECONDS PRECISION: tests/gpu/train_gpu.sh
-  local script=$here/train_gpu.sh
-  [ -f "$script" ] || script=$here/tests/gpu/train_gpu.sh
+train_step() {  # train_step NAME SECONDS PRECISION [SCRIPT]: tests/gpu/train_gpu.sh
+  local script=$here/${4:-train_gpu.sh}
+  [ -f "$script" ] || script=$here/tests/gpu/${4:-train_gpu.sh}
   part "$1" "$2" "source '$script' $3"
 }
 
@@ -105,6 +106,12 @@ step "whole model on the GPU vs the CPU model; 200 GPU training steps" 180 devic
 step "GEMM benchmark (M = 4096, DeepSeek-V3 shapes)" 120 gemm_bench --iters 30 --warmup 5
 for p in fp32 bf16 fp8; do
   train_step "moetrain train configs/default.yaml on the GPU, $p (100 steps)" 90 $p
+done
+# Several GPUs (a machine lent with 2, 4 or 8): NCCL between the ranks, each layout's losses
+# against one GPU's (tests/gpu/train_multi_gpu.sh); on one GPU it says so and passes.
+for p in fp32 fp8; do
+  train_step "several GPUs vs one ($p): dp2 x ep2, pp2, pp2 x dp2 x ep2" 90 $p \
+    train_multi_gpu.sh
 done
 for p in fp32 bf16 fp8; do
   step "$p training step, default config" 45 device_train_bench --config configs/default.yaml \

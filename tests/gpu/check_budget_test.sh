@@ -13,6 +13,7 @@ FAKE=$TMP/bundle
 mkdir -p "$FAKE"
 cp "$ROOT/tests/gpu/check.sh" "$FAKE/check.sh"
 echo 'echo "train_gpu.sh $*"' >"$FAKE/train_gpu.sh"
+echo 'echo "train_multi_gpu.sh $*"' >"$FAKE/train_multi_gpu.sh"
 cat >"$FAKE/run" <<'RUN'
 #!/usr/bin/env bash
 if [ "$1" = "${HANG:-}" ]; then sleep 60; fi
