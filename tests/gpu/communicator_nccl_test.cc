@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -42,12 +44,29 @@ TEST(NcclCommunicator, WithoutADeviceCreateIsAClearError) {
   EXPECT_NE(c.status().message().find("no CUDA device"), std::string::npos) << c.status();
 }
 
-TEST(NcclCommunicatorGpu, OneRankCollectivesOnDeviceBuffers) {
-  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
-  ASSERT_TRUE(cuda::SelectDevice(0).ok());
-  cuda::Streams streams;
+// A one-rank NCCL communicator named `group` on `streams` (the bootstrap serves Create only).
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> OneRank(
+    const cuda::Streams& streams, const std::string& group,
+    std::shared_ptr<CommWatchdog> watchdog = nullptr) {
   LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "world");
+  return NcclCommunicator::Create(boot, streams.compute(), streams.comm(), group,
+                                  std::move(watchdog));
+}
+
+// The GPU tests: device 0 selected, and its compute and communication streams.
+class NcclCommunicatorGpu : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
+    ASSERT_TRUE(cuda::SelectDevice(0).ok());
+    streams_ = std::make_unique<cuda::Streams>();
+  }
+  std::unique_ptr<cuda::Streams> streams_;
+};
+
+TEST_F(NcclCommunicatorGpu, OneRankCollectivesOnDeviceBuffers) {
+  cuda::Streams& streams = *streams_;
+  auto c = OneRank(streams, "world");
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
   EXPECT_EQ(nccl.size(), 1);
@@ -73,14 +92,10 @@ TEST(NcclCommunicatorGpu, OneRankCollectivesOnDeviceBuffers) {
 // A rank sending to itself is the smallest case of two sends that wait for each other's
 // receive: launched alone, ncclSend to self would never finish; held back and launched with
 // the receive (GroupedP2p), it completes. Messages match by order, not tag.
-TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
-  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
-  ASSERT_TRUE(cuda::SelectDevice(0).ok());
-  cuda::Streams streams;
-  LocalCommunicator boot;
+TEST_F(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
+  cuda::Streams& streams = *streams_;
   // With the run's watchdog (a deadline nothing here comes near): the calls run under it.
-  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "pp",
-                                    std::make_shared<CommWatchdog>(120, "rank 0"));
+  auto c = OneRank(streams, "pp", std::make_shared<CommWatchdog>(120, "rank 0"));
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
   const std::vector<float> a = {1.5f, -2.0f, 3.25f}, b = {7.0f, 8.0f};
@@ -105,12 +120,9 @@ TEST(NcclCommunicatorGpu, HeldSendsGoOutWithTheNextReceive) {
 // The two streams' events: the exchange reads what compute wrote before the call even when
 // compute is still busy (without the event NCCL, on its own stream, would send the zeros
 // the buffer held), and a started exchange lets the host go on until its Wait.
-TEST(NcclCommunicatorGpu, StartedExchangeWaitsForComputeAndOverlapsIt) {
-  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
-  ASSERT_TRUE(cuda::SelectDevice(0).ok());
-  cuda::Streams streams;
-  LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "ep");
+TEST_F(NcclCommunicatorGpu, StartedExchangeWaitsForComputeAndOverlapsIt) {
+  cuda::Streams& streams = *streams_;
+  auto c = OneRank(streams, "ep");
   ASSERT_TRUE(c.ok()) << c.status();
   NcclCommunicator& nccl = **c;
   const std::vector<float> pattern = {4.0f, -1.0f, 0.5f, 9.0f, 2.0f};
@@ -153,14 +165,10 @@ TEST(NcclCommunicatorGpu, StartedExchangeWaitsForComputeAndOverlapsIt) {
   EXPECT_EQ(recv.ToHost(), pattern);
 }
 
-// Starts an exchange under a 0.5 s deadline and never waits for it (exits 3 to 5 if the
+// Starts an exchange under a 0.5 s deadline and never waits for it (exits 4 or 5 if the
 // setup fails, 0 if the watchdog did not end the process).
-void StartAndNeverWait() {
-  if (!cuda::SelectDevice(0).ok()) std::_Exit(3);
-  cuda::Streams streams;
-  LocalCommunicator boot;
-  auto c = NcclCommunicator::Create(boot, streams.compute(), streams.comm(), "ep",
-                                    std::make_shared<CommWatchdog>(0.5, "rank 0"));
+void StartAndNeverWait(const cuda::Streams& streams) {
+  auto c = OneRank(streams, "ep", std::make_shared<CommWatchdog>(0.5, "rank 0"));
   if (!c.ok()) std::_Exit(4);
   DeviceBuffer<float> send(std::vector<float>{1.0f, 2.0f}), recv(2);
   auto r = (*c)->IAllToAllV(InBuffer::Of(send.get(), 2), {2}, {0}, OutBuffer::Of(recv.get(), 2),
@@ -173,10 +181,9 @@ void StartAndNeverWait() {
 // A started exchange is under the deadline until its Wait, not only while a call blocks:
 // here the host never waits, as it would not if it hung in a device-wide wait behind a
 // dead peer's exchange, and the watchdog still ends the process naming the call.
-TEST(NcclCommunicatorGpu, StartedExchangeStaysUnderTheDeadlineUntilWaited) {
-  if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device: NCCL test skipped";
+TEST_F(NcclCommunicatorGpu, StartedExchangeStaysUnderTheDeadlineUntilWaited) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: CUDA does not fork
-  EXPECT_EXIT(StartAndNeverWait(), ::testing::ExitedWithCode(CommWatchdog::kExitCode),
+  EXPECT_EXIT(StartAndNeverWait(*streams_), ::testing::ExitedWithCode(CommWatchdog::kExitCode),
               "rank 0: NCCL IAllToAllV on nccl:ep");
 }
 
